@@ -1,0 +1,18 @@
+//! keyorch: a key orchestrator. `keyorchd` owns an HSM through PKCS#11 and manages key
+//! lifecycles across keystores; `keyorch` is its CLI.
+//!
+//! Layers, one way only: `api` → `service` → (`domain`, `store`, `hsm`).
+//! `domain` is pure (no I/O); `store` is sled; `hsm` is cryptoki.
+
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod daemon;
+pub mod domain;
+pub mod hsm;
+pub mod paths;
+pub mod proto;
+pub mod service;
+pub mod store;
