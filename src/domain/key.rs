@@ -1,0 +1,546 @@
+//! Managed keys: algorithm/size, the lifecycle of NIST SP 800-57 as IBM UKO runs it
+//! (DESIGN §3), and per-target instances.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{validate_description, validate_name, validate_tags, DomainError, KeyAction, Millis};
+
+/// Algorithm and size, validated together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeySpec {
+    Aes128,
+    Aes192,
+    Aes256,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    EcP256,
+    EcP384,
+    HmacSha256,
+}
+
+/// The family part of a [`KeySpec`], as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Aes,
+    Rsa,
+    Ec,
+    HmacSha256,
+}
+
+impl KeySpec {
+    pub const ALL: [KeySpec; 9] = [
+        KeySpec::Aes128,
+        KeySpec::Aes192,
+        KeySpec::Aes256,
+        KeySpec::Rsa2048,
+        KeySpec::Rsa3072,
+        KeySpec::Rsa4096,
+        KeySpec::EcP256,
+        KeySpec::EcP384,
+        KeySpec::HmacSha256,
+    ];
+
+    pub fn from_parts(family: Family, bits: u32) -> Result<KeySpec, DomainError> {
+        let spec = match (family, bits) {
+            (Family::Aes, 128) => KeySpec::Aes128,
+            (Family::Aes, 192) => KeySpec::Aes192,
+            (Family::Aes, 256) => KeySpec::Aes256,
+            (Family::Rsa, 2048) => KeySpec::Rsa2048,
+            (Family::Rsa, 3072) => KeySpec::Rsa3072,
+            (Family::Rsa, 4096) => KeySpec::Rsa4096,
+            (Family::Ec, 256) => KeySpec::EcP256,
+            (Family::Ec, 384) => KeySpec::EcP384,
+            (Family::HmacSha256, 256) => KeySpec::HmacSha256,
+            (family, bits) => {
+                let allowed = match family {
+                    Family::Aes => "128, 192 or 256",
+                    Family::Rsa => "2048, 3072 or 4096",
+                    Family::Ec => "256 (P-256) or 384 (P-384)",
+                    Family::HmacSha256 => "256",
+                };
+                return Err(DomainError::invalid(
+                    "key_size_bits",
+                    format!("{family:?} keys must be {allowed} bits (got {bits})"),
+                ));
+            }
+        };
+        Ok(spec)
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            KeySpec::Aes128 | KeySpec::Aes192 | KeySpec::Aes256 => Family::Aes,
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => Family::Rsa,
+            KeySpec::EcP256 | KeySpec::EcP384 => Family::Ec,
+            KeySpec::HmacSha256 => Family::HmacSha256,
+        }
+    }
+
+    pub fn bits(self) -> u32 {
+        match self {
+            KeySpec::Aes128 => 128,
+            KeySpec::Aes192 => 192,
+            KeySpec::Aes256 | KeySpec::EcP256 | KeySpec::HmacSha256 => 256,
+            KeySpec::Rsa2048 => 2048,
+            KeySpec::Rsa3072 => 3072,
+            KeySpec::Rsa4096 => 4096,
+            KeySpec::EcP384 => 384,
+        }
+    }
+
+    pub fn is_asymmetric(self) -> bool {
+        matches!(self.family(), Family::Rsa | Family::Ec)
+    }
+}
+
+impl fmt::Display for KeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeySpec::Aes128 => "AES-128",
+            KeySpec::Aes192 => "AES-192",
+            KeySpec::Aes256 => "AES-256",
+            KeySpec::Rsa2048 => "RSA-2048",
+            KeySpec::Rsa3072 => "RSA-3072",
+            KeySpec::Rsa4096 => "RSA-4096",
+            KeySpec::EcP256 => "EC P-256",
+            KeySpec::EcP384 => "EC P-384",
+            KeySpec::HmacSha256 => "HMAC-SHA256",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeyState {
+    PreActive,
+    Active,
+    Deactivated,
+    Destroyed,
+    Compromised,
+    DestroyedCompromised,
+}
+
+impl KeyState {
+    pub const ALL: [KeyState; 6] = [
+        KeyState::PreActive,
+        KeyState::Active,
+        KeyState::Deactivated,
+        KeyState::Destroyed,
+        KeyState::Compromised,
+        KeyState::DestroyedCompromised,
+    ];
+
+    /// The lifecycle table. `Ok(next)` for an allowed action; for `Delete` the next
+    /// state is irrelevant (the record goes) and is reported as the current one.
+    pub fn next(self, action: KeyAction) -> Option<KeyState> {
+        use KeyState::*;
+        match (action, self) {
+            (KeyAction::Activate, PreActive | Deactivated) => Some(Active),
+            (KeyAction::Deactivate, Active) => Some(Deactivated),
+            (KeyAction::Destroy, PreActive | Deactivated) => Some(Destroyed),
+            (KeyAction::Destroy, Compromised) => Some(DestroyedCompromised),
+            (KeyAction::MarkCompromised, Active | Deactivated) => Some(Compromised),
+            (KeyAction::Delete, Destroyed | DestroyedCompromised) => Some(self),
+            (KeyAction::Install | KeyAction::Uninstall, Active) => Some(Active),
+            (KeyAction::Update, s) if !s.is_destroyed() => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn is_destroyed(self) -> bool {
+        matches!(self, KeyState::Destroyed | KeyState::DestroyedCompromised)
+    }
+
+    pub fn allowed_from(action: KeyAction) -> Vec<KeyState> {
+        Self::ALL.into_iter().filter(|s| s.next(action).is_some()).collect()
+    }
+}
+
+impl fmt::Display for KeyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyState::PreActive => "PRE_ACTIVE",
+            KeyState::Active => "ACTIVE",
+            KeyState::Deactivated => "DEACTIVATED",
+            KeyState::Destroyed => "DESTROYED",
+            KeyState::Compromised => "COMPROMISED",
+            KeyState::DestroyedCompromised => "DESTROYED_COMPROMISED",
+        })
+    }
+}
+
+/// The stored state of a key's copy in one target keystore. `UNAVAILABLE` is not stored:
+/// it is how an instance reads while its keystore is not CONNECTED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InstanceState {
+    NotInstalled,
+    Installing,
+    Installed,
+    Uninstalling,
+    Failed,
+    Unavailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub keystore_id: String,
+    pub state: InstanceState,
+    pub remote_ref: String,
+    pub error: String,
+    pub updated_at: Millis,
+}
+
+/// The key material as stored: only ever wrapped under the master KEK.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Material {
+    #[serde(with = "super::serde_bytes")]
+    pub wrapped: Vec<u8>,
+    #[serde(with = "super::serde_bytes::option", default)]
+    pub spki_der: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Material {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Material")
+            .field("wrapped", &format_args!("[{} bytes, wrapped]", self.wrapped.len()))
+            .field("spki_der", &self.spki_der.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    pub id: String,
+    pub vault_id: String,
+    pub name: String,
+    pub description: String,
+    pub spec: KeySpec,
+    pub state: KeyState,
+    /// Target keystore ids, in the order given; one instance each.
+    pub targets: Vec<String>,
+    pub instances: Vec<Instance>,
+    pub kcv: String,
+    /// `None` once destroyed.
+    pub material: Option<Material>,
+    pub tags: BTreeMap<String, String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub activated_at: Option<Millis>,
+    pub deactivated_at: Option<Millis>,
+    pub destroyed_at: Option<Millis>,
+    pub compromised_at: Option<Millis>,
+}
+
+/// A validated create request, before the material exists.
+pub struct NewKey {
+    pub id: String,
+    pub vault_id: String,
+    pub name: String,
+    pub description: String,
+    pub spec: KeySpec,
+    pub targets: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl NewKey {
+    /// Field rules of CreateKey that need no other record.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        validate_name("name", &self.name)?;
+        validate_description("description", &self.description)?;
+        validate_tags("tags", &self.tags)?;
+        if self.targets.is_empty() {
+            return Err(DomainError::invalid(
+                "target_keystore_ids",
+                "at least one target keystore is required",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.targets {
+            if t.is_empty() {
+                return Err(DomainError::invalid("target_keystore_ids", "ids must not be empty"));
+            }
+            if !seen.insert(t) {
+                return Err(DomainError::invalid(
+                    "target_keystore_ids",
+                    format!("keystore {t} is listed twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The deterministic label of a key's copy in a target, derived from the key id.
+pub fn remote_ref(key_id: &str) -> String {
+    format!("keyorch-{key_id}")
+}
+
+impl Key {
+    /// A PRE_ACTIVE key with its material, installed nowhere.
+    pub fn new(req: NewKey, material: Material, kcv: String, now: Millis) -> Result<Key, DomainError> {
+        req.validate()?;
+        let instances = req
+            .targets
+            .iter()
+            .map(|ks| Instance {
+                keystore_id: ks.clone(),
+                state: InstanceState::NotInstalled,
+                remote_ref: remote_ref(&req.id),
+                error: String::new(),
+                updated_at: now,
+            })
+            .collect();
+        Ok(Key {
+            id: req.id,
+            vault_id: req.vault_id,
+            name: req.name,
+            description: req.description,
+            spec: req.spec,
+            state: KeyState::PreActive,
+            targets: req.targets,
+            instances,
+            kcv,
+            material: Some(material),
+            tags: req.tags,
+            created_at: now,
+            updated_at: now,
+            activated_at: None,
+            deactivated_at: None,
+            destroyed_at: None,
+            compromised_at: None,
+        })
+    }
+
+    /// The state `action` leads to, or the documented rejection.
+    pub fn require(&self, action: KeyAction) -> Result<KeyState, DomainError> {
+        self.state.next(action).ok_or_else(|| DomainError::KeyState {
+            id: self.id.clone(),
+            state: self.state,
+            action,
+            allowed: KeyState::allowed_from(action),
+        })
+    }
+
+    pub fn instance(&self, keystore_id: &str) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.keystore_id == keystore_id)
+    }
+
+    pub fn set_instance(&mut self, keystore_id: &str, state: InstanceState, error: String, now: Millis) {
+        if let Some(i) = self.instances.iter_mut().find(|i| i.keystore_id == keystore_id) {
+            i.state = state;
+            i.error = error;
+            i.updated_at = now;
+        } else {
+            if !self.targets.iter().any(|t| t == keystore_id) {
+                self.targets.push(keystore_id.to_string());
+            }
+            self.instances.push(Instance {
+                keystore_id: keystore_id.to_string(),
+                state,
+                remote_ref: remote_ref(&self.id),
+                error,
+                updated_at: now,
+            });
+        }
+        self.updated_at = now;
+    }
+
+    /// Removes a target and its instance.
+    pub fn remove_target(&mut self, keystore_id: &str, now: Millis) {
+        self.targets.retain(|t| t != keystore_id);
+        self.instances.retain(|i| i.keystore_id != keystore_id);
+        self.updated_at = now;
+    }
+
+    pub fn installed_in(&self) -> impl Iterator<Item = &str> {
+        self.instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Installed)
+            .map(|i| i.keystore_id.as_str())
+    }
+
+    /// UninstallKey of an ACTIVE key may not remove its last installed instance.
+    pub fn check_uninstall(&self, keystore_id: &str) -> Result<(), DomainError> {
+        self.require(KeyAction::Uninstall)?;
+        if !self.installed_in().any(|k| k != keystore_id) {
+            return Err(DomainError::LastInstance {
+                key_id: self.id.clone(),
+                keystore_id: keystore_id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Moves to `state` (already checked with [`Key::require`]), stamping the time.
+    pub fn enter(&mut self, state: KeyState, now: Millis) {
+        match state {
+            KeyState::Active => self.activated_at = Some(now),
+            KeyState::Deactivated => self.deactivated_at = Some(now),
+            KeyState::Destroyed | KeyState::DestroyedCompromised => {
+                self.destroyed_at = Some(now);
+                self.material = None;
+            }
+            KeyState::Compromised => self.compromised_at = Some(now),
+            KeyState::PreActive => {}
+        }
+        self.state = state;
+        self.updated_at = now;
+    }
+
+    /// UpdateKey: name, description, tags (merged, or replaced when `replace_tags`).
+    pub fn update(
+        &mut self,
+        name: Option<String>,
+        description: Option<String>,
+        tags: BTreeMap<String, String>,
+        replace_tags: bool,
+        now: Millis,
+    ) -> Result<(), DomainError> {
+        self.require(KeyAction::Update)?;
+        if let Some(n) = &name {
+            validate_name("name", n)?;
+        }
+        if let Some(d) = &description {
+            validate_description("description", d)?;
+        }
+        let mut new_tags = if replace_tags { BTreeMap::new() } else { self.tags.clone() };
+        new_tags.extend(tags);
+        validate_tags("tags", &new_tags)?;
+        if let Some(n) = name {
+            self.name = n;
+        }
+        if let Some(d) = description {
+            self.description = d;
+        }
+        self.tags = new_tags;
+        self.updated_at = now;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn key(targets: &[&str]) -> Key {
+        Key::new(
+            NewKey {
+                id: "key_1".into(),
+                vault_id: "vault_1".into(),
+                name: "k".into(),
+                description: String::new(),
+                spec: KeySpec::Aes256,
+                targets: targets.iter().map(|s| s.to_string()).collect(),
+                tags: BTreeMap::new(),
+            },
+            Material { wrapped: vec![1; 40], spki_der: None },
+            "00".into(),
+            0,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(KeySpec::from_parts(Family::Aes, 256).unwrap(), KeySpec::Aes256);
+        assert!(KeySpec::from_parts(Family::Aes, 512).is_err());
+        assert!(KeySpec::from_parts(Family::Rsa, 1024).is_err());
+        assert!(KeySpec::from_parts(Family::Ec, 521).is_err());
+        assert!(KeySpec::from_parts(Family::HmacSha256, 128).is_err());
+        for s in KeySpec::ALL {
+            assert_eq!(KeySpec::from_parts(s.family(), s.bits()).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn lifecycle_table() {
+        use KeyState::*;
+        let allowed = |a| KeyState::allowed_from(a);
+        assert_eq!(allowed(KeyAction::Activate), vec![PreActive, Deactivated]);
+        assert_eq!(allowed(KeyAction::Deactivate), vec![Active]);
+        assert_eq!(allowed(KeyAction::Destroy), vec![PreActive, Deactivated, Compromised]);
+        assert_eq!(allowed(KeyAction::MarkCompromised), vec![Active, Deactivated]);
+        assert_eq!(allowed(KeyAction::Delete), vec![Destroyed, DestroyedCompromised]);
+        assert_eq!(Compromised.next(KeyAction::Destroy), Some(DestroyedCompromised));
+    }
+
+    #[test]
+    fn creation_rules() {
+        let mut k = key(&["ks_1"]);
+        assert_eq!(k.state, KeyState::PreActive);
+        assert!(k.instances.iter().all(|i| i.state == InstanceState::NotInstalled));
+        assert!(Key::new(
+            NewKey {
+                id: "key_2".into(),
+                vault_id: "v".into(),
+                name: "k".into(),
+                description: String::new(),
+                spec: KeySpec::Aes256,
+                targets: vec![],
+                tags: BTreeMap::new(),
+            },
+            Material { wrapped: vec![], spki_der: None },
+            String::new(),
+            0
+        )
+        .is_err());
+        k.enter(KeyState::Destroyed, 5);
+        assert!(k.material.is_none());
+    }
+
+    #[test]
+    fn last_instance_cannot_be_uninstalled() {
+        let mut k = key(&["a", "b"]);
+        k.enter(KeyState::Active, 1);
+        k.set_instance("a", InstanceState::Installed, String::new(), 1);
+        assert!(matches!(k.check_uninstall("a"), Err(DomainError::LastInstance { .. })));
+        k.set_instance("b", InstanceState::Installed, String::new(), 1);
+        assert!(k.check_uninstall("a").is_ok());
+    }
+
+    fn action() -> impl Strategy<Value = KeyAction> {
+        proptest::sample::select(KeyAction::ALL.to_vec())
+    }
+
+    proptest! {
+        /// Random action sequences only follow the lifecycle table: destroyed keys never
+        /// come back and never hold material, a rejected action changes nothing and
+        /// names the states it would have needed.
+        #[test]
+        fn random_sequences_follow_the_lifecycle(actions in proptest::collection::vec(action(), 0..60)) {
+            let mut k = key(&["ks_1"]);
+            let mut was_destroyed = false;
+            for (t, action) in actions.into_iter().enumerate() {
+                let before = k.clone();
+                match k.require(action) {
+                    Ok(next) => {
+                        prop_assert!(KeyState::allowed_from(action).contains(&before.state));
+                        if action != KeyAction::Delete { k.enter(next, t as i64 + 1); }
+                        if before.state.is_destroyed() {
+                            prop_assert_eq!(action, KeyAction::Delete);
+                        }
+                    }
+                    Err(DomainError::KeyState { state, allowed, .. }) => {
+                        prop_assert_eq!(state, before.state);
+                        prop_assert!(!allowed.contains(&before.state));
+                        prop_assert_eq!(&k, &before);
+                    }
+                    Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+                }
+                if k.state.is_destroyed() { was_destroyed = true; }
+                prop_assert_eq!(k.material.is_none(), k.state.is_destroyed());
+                if was_destroyed { prop_assert!(k.state.is_destroyed()); }
+                if k.state == KeyState::DestroyedCompromised {
+                    prop_assert!(k.compromised_at.is_some());
+                }
+            }
+        }
+    }
+}
