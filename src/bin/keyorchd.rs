@@ -1,1 +1,5 @@
-fn main() {}
+//! keyorchd: the key orchestrator daemon (see `keyorchd --help`).
+
+fn main() -> std::process::ExitCode {
+    keyorch::daemon::main()
+}

@@ -365,6 +365,18 @@ impl Key {
             .map(|i| i.keystore_id.as_str())
     }
 
+    /// The key as a reader sees it: instances of keystores that are not CONNECTED read
+    /// UNAVAILABLE (AWS's key state for keys in a disconnected store). Not stored.
+    pub fn as_seen(&self, states: &std::collections::HashMap<String, super::ConnectionState>) -> Key {
+        let mut seen = self.clone();
+        for i in &mut seen.instances {
+            if states.get(&i.keystore_id) != Some(&super::ConnectionState::Connected) {
+                i.state = InstanceState::Unavailable;
+            }
+        }
+        seen
+    }
+
     /// UninstallKey of an ACTIVE key may not remove its last installed instance.
     pub fn check_uninstall(&self, keystore_id: &str) -> Result<(), DomainError> {
         self.require(KeyAction::Uninstall)?;

@@ -7,6 +7,7 @@ mod keystore;
 mod names;
 mod paging;
 mod serde_bytes;
+mod signing;
 mod usage;
 mod vault;
 
@@ -19,6 +20,7 @@ pub use keystore::{
 pub use names::{validate_description, validate_name, validate_tags, MAX_DESCRIPTION, MAX_NAME};
 pub use paging::{Page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use usage::{check_payload, check_use, CryptoOp, PayloadKind, MAX_AAD, MAX_PAYLOAD};
+pub use signing::SigningAlgorithm;
 pub use vault::Vault;
 
 /// Milliseconds since the Unix epoch.

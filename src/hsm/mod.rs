@@ -1,1 +1,353 @@
-//! placeholder
+//! The daemon's own HSM through PKCS#11 (cryptoki): token selection and login, a session pool,
+//! the master KEK, and key generation, wrapping and use. Blocking code; no other layer imported.
+//!
+//! Key material never leaves the HSM in the clear. A managed key is generated as a session
+//! object, wrapped under the master KEK with `CKM_AES_KEY_WRAP_PAD` (RFC 5649), and only that
+//! blob is stored by the caller. To use a key, the blob is unwrapped into a non-extractable
+//! session object, which is cached (bounded, least recently used out) under the key's id.
+//!
+//! Files: [`context`] (process-wide module and login), `pool` (sessions), `cache` (unwrapped
+//! objects), `objects` (templates, unwrapping), `kek`, `keygen`, `ops` (crypto operations),
+//! `spki` and `ecdsa_sig` (DER), [`error`].
+
+pub mod context;
+pub mod error;
+
+mod cache;
+mod ecdsa_sig;
+mod kek;
+mod keygen;
+mod objects;
+mod ops;
+mod pool;
+mod spki;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cryptoki::object::ObjectHandle;
+use secrecy::SecretString;
+
+pub use context::pkcs11_context;
+pub use error::HsmError;
+pub use kek::KEK_LABEL;
+
+use cache::KeyCache;
+use context::lock;
+use error::OpError;
+use pool::{PooledSession, SessionPool};
+use spki::Curve;
+
+/// How to reach the HSM.
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module (`.so`).
+    pub module: PathBuf,
+    /// Which token on that module.
+    pub token: TokenSelector,
+    /// The user PIN.
+    pub pin: SecretString,
+    /// Worker sessions in the pool (default 4).
+    pub sessions: usize,
+    /// Unwrapped key objects kept for reuse (default 1024; 0 turns caching off).
+    pub key_cache: usize,
+}
+
+impl HsmConfig {
+    /// A configuration with the default pool and cache sizes.
+    pub fn new(module: impl Into<PathBuf>, token: TokenSelector, pin: SecretString) -> HsmConfig {
+        HsmConfig {
+            module: module.into(),
+            token,
+            pin,
+            sessions: 4,
+            key_cache: 1024,
+        }
+    }
+}
+
+impl fmt::Debug for HsmConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HsmConfig")
+            .field("module", &self.module)
+            .field("token", &self.token)
+            .field("pin", &"[redacted]")
+            .field("sessions", &self.sessions)
+            .field("key_cache", &self.key_cache)
+            .finish()
+    }
+}
+
+/// A token is chosen by its label or its serial number, never by slot number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSelector {
+    Label(String),
+    Serial(String),
+}
+
+impl fmt::Display for TokenSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSelector::Label(l) => write!(f, "label {l:?}"),
+            TokenSelector::Serial(s) => write!(f, "serial {s:?}"),
+        }
+    }
+}
+
+/// The kinds of key keyorch manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    Aes128,
+    Aes192,
+    Aes256,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    EcP256,
+    EcP384,
+    HmacSha256,
+}
+
+/// What a kind is, as the HSM sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// AES with a key of this many bytes.
+    Aes(usize),
+    /// HMAC-SHA256 on a generic secret of this many bytes.
+    Hmac(usize),
+    /// RSA with a modulus of this many bits.
+    Rsa(usize),
+    Ec(Curve),
+}
+
+impl KeyKind {
+    /// Every kind, for iteration.
+    pub const ALL: [KeyKind; 9] = [
+        KeyKind::Aes128,
+        KeyKind::Aes192,
+        KeyKind::Aes256,
+        KeyKind::Rsa2048,
+        KeyKind::Rsa3072,
+        KeyKind::Rsa4096,
+        KeyKind::EcP256,
+        KeyKind::EcP384,
+        KeyKind::HmacSha256,
+    ];
+
+    /// True for AES and HMAC keys (no public half).
+    pub fn is_symmetric(self) -> bool {
+        matches!(self.family(), Family::Aes(_) | Family::Hmac(_))
+    }
+
+    pub(crate) fn family(self) -> Family {
+        match self {
+            KeyKind::Aes128 => Family::Aes(16),
+            KeyKind::Aes192 => Family::Aes(24),
+            KeyKind::Aes256 => Family::Aes(32),
+            KeyKind::Rsa2048 => Family::Rsa(2048),
+            KeyKind::Rsa3072 => Family::Rsa(3072),
+            KeyKind::Rsa4096 => Family::Rsa(4096),
+            KeyKind::EcP256 => Family::Ec(Curve::P256),
+            KeyKind::EcP384 => Family::Ec(Curve::P384),
+            KeyKind::HmacSha256 => Family::Hmac(32),
+        }
+    }
+}
+
+/// Signature algorithms. RSA-PSS uses a salt as long as the hash and MGF1 with the same hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SignAlg {
+    RsaPssSha256,
+    RsaPssSha384,
+    RsaPssSha512,
+    RsaPkcs1Sha256,
+    RsaPkcs1Sha384,
+    RsaPkcs1Sha512,
+    EcdsaSha256,
+    EcdsaSha384,
+}
+
+impl SignAlg {
+    /// Every algorithm, for iteration.
+    pub const ALL: [SignAlg; 8] = [
+        SignAlg::RsaPssSha256,
+        SignAlg::RsaPssSha384,
+        SignAlg::RsaPssSha512,
+        SignAlg::RsaPkcs1Sha256,
+        SignAlg::RsaPkcs1Sha384,
+        SignAlg::RsaPkcs1Sha512,
+        SignAlg::EcdsaSha256,
+        SignAlg::EcdsaSha384,
+    ];
+
+    /// True when a key of `kind` can make this signature: RSA algorithms with RSA keys, ECDSA
+    /// with EC keys (either hash on either curve).
+    pub fn fits(self, kind: KeyKind) -> bool {
+        matches!(
+            (self.is_ecdsa(), kind.family()),
+            (false, Family::Rsa(_)) | (true, Family::Ec(_))
+        )
+    }
+
+    fn is_ecdsa(self) -> bool {
+        matches!(self, SignAlg::EcdsaSha256 | SignAlg::EcdsaSha384)
+    }
+}
+
+/// The state of the master KEK after [`Hsm::master_kek`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KekStatus {
+    Found { kcv: String },
+    Created { kcv: String },
+}
+
+impl KekStatus {
+    /// The KEK's check value, whichever way it was obtained.
+    pub fn kcv(&self) -> &str {
+        match self {
+            KekStatus::Found { kcv } | KekStatus::Created { kcv } => kcv,
+        }
+    }
+}
+
+/// A freshly generated key, as the caller stores it.
+#[derive(Clone, Debug)]
+pub struct GeneratedKey {
+    /// The key wrapped under the master KEK with `CKM_AES_KEY_WRAP_PAD` (RFC 5649); private
+    /// keys as PKCS#8 inside that wrap.
+    pub wrapped: Vec<u8>,
+    /// DER SubjectPublicKeyInfo for RSA and EC keys; None for symmetric keys.
+    pub spki_der: Option<Vec<u8>>,
+    /// Key check value, lowercase hex of 8 bytes, computed in the HSM.
+    pub kcv: String,
+}
+
+/// What the service hands in to use a stored key.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRef<'a> {
+    pub id: &'a str,
+    pub kind: KeyKind,
+    pub wrapped: &'a [u8],
+    pub spki_der: Option<&'a [u8]>,
+}
+
+/// A logged-in token. Cheap to clone; all clones share sessions and the key cache.
+#[derive(Clone)]
+pub struct Hsm {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hsm")
+            .field("token_label", &self.inner.token_label)
+            .field("token_serial", &self.inner.token_serial)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pool: SessionPool,
+    cache: KeyCache,
+    /// The master KEK's handle and the session generation it was found in.
+    kek: Mutex<Option<(ObjectHandle, u64)>>,
+    /// Serialises KEK creation so two callers cannot make two KEKs.
+    kek_creation: Mutex<()>,
+    token_label: String,
+    token_serial: String,
+}
+
+impl Hsm {
+    /// Loads the module (once per process), finds the token by label or serial, logs in as the
+    /// user (once per process and token) and prepares the session pool.
+    pub fn open(cfg: HsmConfig) -> Result<Hsm, HsmError> {
+        let (module, ctx) = context::load(&cfg.module)?;
+        let token = context::find_token(&ctx, &cfg.token)?;
+        let pool = SessionPool::new(ctx, module, token.slot, cfg.pin, cfg.sessions)?;
+        tracing::info!(
+            token_label = %token.label,
+            token_serial = %token.serial,
+            sessions = cfg.sessions,
+            key_cache = cfg.key_cache,
+            "HSM token opened"
+        );
+        Ok(Hsm {
+            inner: Arc::new(Inner {
+                pool,
+                cache: KeyCache::new(cfg.key_cache),
+                kek: Mutex::new(None),
+                kek_creation: Mutex::new(()),
+                token_label: token.label,
+                token_serial: token.serial,
+            }),
+        })
+    }
+
+    /// Token label and serial, for logs.
+    pub fn token_info(&self) -> (String, String) {
+        (
+            self.inner.token_label.clone(),
+            self.inner.token_serial.clone(),
+        )
+    }
+
+    /// Drops any cached object of this key id (call when the key is destroyed).
+    pub fn forget(&self, key_id: &str) {
+        self.inner.cache.forget(key_id);
+        self.inner.bury_if_open();
+    }
+
+    /// Number of unwrapped key objects currently cached.
+    pub fn cached_keys(&self) -> usize {
+        self.inner.cache.len()
+    }
+}
+
+impl Inner {
+    /// Runs `op` on a pooled session. If the session or its objects turn out to be lost (see
+    /// [`error::is_session_loss`]), throws away all sessions and cached objects, logs in again,
+    /// and runs `op` once more on a fresh session.
+    pub(crate) fn run<T>(
+        &self,
+        mut op: impl FnMut(&Inner, &PooledSession<'_>) -> Result<T, OpError>,
+    ) -> Result<T, HsmError> {
+        let mut retried = false;
+        loop {
+            let (result, generation) = match self.pool.acquire() {
+                Ok(mut session) => {
+                    let generation = session.generation();
+                    let result = op(self, &session);
+                    if result.as_ref().is_err_and(OpError::is_session_loss) {
+                        session.discard();
+                    }
+                    (result, generation)
+                }
+                Err(e) => (Err(e), self.pool.generation()),
+            };
+            match result {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_session_loss() && !retried => {
+                    retried = true;
+                    tracing::warn!(
+                        token_label = %self.token_label,
+                        rv = %e.rv().map(error::ckr_name).unwrap_or_default(),
+                        "HSM sessions lost; reopening sessions, dropping cached keys, retrying once"
+                    );
+                    self.reset(generation)?;
+                }
+                Err(e) => return Err(e.classify(retried)),
+            }
+        }
+    }
+
+    /// Discards the sessions of `generation` and everything made in them.
+    fn reset(&self, generation: u64) -> Result<(), HsmError> {
+        if self.pool.reset(generation)? {
+            self.cache.clear();
+            *lock(&self.kek) = None;
+            // Objects of the old generation died with its holder session.
+            let _ = self.cache.take_graveyard();
+        }
+        Ok(())
+    }
+}

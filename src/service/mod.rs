@@ -1,1 +1,142 @@
-//! placeholder
+//! Use cases: the only layer that combines domain rules, the store and the HSM.
+//! Every blocking call (sled, PKCS#11) runs on tokio's blocking pool, never on a worker.
+
+mod crypto;
+mod error;
+mod keys;
+mod keystores;
+mod startup;
+mod vaults;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::domain::{ConnectionState, DomainError, Health, Key, Keystore, Millis, Vault};
+use crate::hsm::Hsm;
+use crate::store::{Store, Table};
+
+pub use crypto::{DataKey, PublicKey};
+pub use error::ServiceError;
+pub use keys::{CreateKey, KeyFilter, UpdateKey};
+pub use keystores::{CreateKeystore, DisconnectOptions, KeystoreFilter, TestOutcome};
+
+/// One page of a list call.
+#[derive(Debug, Clone)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+/// The use cases, cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    hsm: Hsm,
+    /// Serialises mutations: read-check-write sequences never interleave.
+    writes: Mutex<()>,
+    /// Latest background health of CONNECTED keystores (not durable state).
+    health: Mutex<HashMap<String, Health>>,
+}
+
+pub(crate) fn now() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+pub(crate) fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+impl Services {
+    /// Checks the store and the master KEK, reconciles interrupted work, and returns
+    /// the running services. See `startup` for the rules.
+    pub fn start(store: Store, hsm: Hsm) -> Result<Services, ServiceError> {
+        let inner = Inner {
+            store,
+            hsm,
+            writes: Mutex::new(()),
+            health: Mutex::new(HashMap::new()),
+        };
+        startup::check_and_reconcile(&inner)?;
+        Ok(Services { inner: Arc::new(inner) })
+    }
+
+    /// Runs `f` on the blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, ServiceError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("worker task failed: {e}")))?
+    }
+
+    /// Flushes the store (at shutdown).
+    pub fn flush(&self) -> Result<(), ServiceError> {
+        Ok(self.inner.store.flush()?)
+    }
+
+    /// Whether the HSM answers (for the gRPC health service).
+    pub async fn hsm_healthy(&self) -> bool {
+        self.blocking(|inner| Ok(inner.hsm.health().is_ok())).await.unwrap_or(false)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // A panic while holding the lock cannot leave a half-written batch (commits are
+        // atomic), so a poisoned lock is safe to reuse.
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn vault(&self, id: &str) -> Result<Vault, ServiceError> {
+        require_id("id", id)?;
+        self.store
+            .get(Table::Vaults, id)?
+            .ok_or_else(|| DomainError::VaultNotFound(id.to_string()).into())
+    }
+
+    fn keystore(&self, id: &str) -> Result<Keystore, ServiceError> {
+        require_id("id", id)?;
+        self.store
+            .get(Table::Keystores, id)?
+            .ok_or_else(|| DomainError::KeystoreNotFound(id.to_string()).into())
+    }
+
+    fn key(&self, id: &str) -> Result<Key, ServiceError> {
+        require_id("id", id)?;
+        self.store
+            .get(Table::Keys, id)?
+            .ok_or_else(|| DomainError::KeyNotFound(id.to_string()).into())
+    }
+
+    /// Connection state of each of `ids` (missing keystores are left out).
+    fn keystore_states<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<HashMap<String, ConnectionState>, ServiceError> {
+        let mut out = HashMap::new();
+        for id in ids {
+            if let Some(ks) = self.store.get::<Keystore>(Table::Keystores, id)? {
+                out.insert(id.clone(), ks.state);
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub(crate) fn require_id(field: &str, id: &str) -> Result<(), DomainError> {
+    if id.is_empty() {
+        return Err(DomainError::invalid(field, "is required"));
+    }
+    Ok(())
+}

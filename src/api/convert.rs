@@ -1,0 +1,249 @@
+//! Conversions between keyorch.v1 messages and domain records (no rules here beyond
+//! decoding: enum values, required fields).
+
+use prost_types::Timestamp;
+use tonic::Status;
+
+use super::status::invalid;
+use crate::domain::{
+    ConnectionErrorCode, ConnectionState, Family, HealthStatus, InstanceState, Key, KeySpec,
+    KeyState, Keystore, KeystoreConfig, KeystoreType, Millis, Page, SigningAlgorithm, Vault,
+};
+use crate::proto::v1 as pb;
+
+pub fn ts(ms: Millis) -> Option<Timestamp> {
+    Some(Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 })
+}
+
+fn opt_ts(ms: Option<Millis>) -> Option<Timestamp> {
+    ms.and_then(ts)
+}
+
+pub fn page(p: Option<pb::PageRequest>) -> Result<Page, Status> {
+    let p = p.unwrap_or_default();
+    Page::parse(p.page_size, &p.page_token).map_err(|e| super::status::to_status(e.into()))
+}
+
+/// Decodes a proto enum field: unknown numbers and (unless `allow_unspecified`) 0 are rejected.
+fn enum_value<E: TryFrom<i32>>(field: &str, raw: i32, allow_unspecified: bool) -> Result<Option<E>, Status> {
+    if raw == 0 {
+        return if allow_unspecified { Ok(None) } else { Err(invalid(field, "is required")) };
+    }
+    E::try_from(raw)
+        .map(Some)
+        .map_err(|_| invalid(field, format!("unknown value {raw}")))
+}
+
+pub fn required_enum<E: TryFrom<i32>>(field: &str, raw: i32) -> Result<E, Status> {
+    enum_value(field, raw, false)?.ok_or_else(|| invalid(field, "is required"))
+}
+
+pub fn optional_enum<E: TryFrom<i32>>(field: &str, raw: i32) -> Result<Option<E>, Status> {
+    enum_value(field, raw, true)
+}
+
+pub fn vault(v: &Vault) -> pb::Vault {
+    pb::Vault {
+        id: v.id.clone(),
+        name: v.name.clone(),
+        description: v.description.clone(),
+        created_at: ts(v.created_at),
+        updated_at: ts(v.updated_at),
+    }
+}
+
+pub fn keystore_type(t: pb::KeystoreType) -> KeystoreType {
+    match t {
+        pb::KeystoreType::Unspecified | pb::KeystoreType::Internal => KeystoreType::Internal,
+        pb::KeystoreType::Pkcs11 => KeystoreType::Pkcs11,
+        pb::KeystoreType::AwsKms => KeystoreType::AwsKms,
+        pb::KeystoreType::AzureKeyVault => KeystoreType::AzureKeyVault,
+        pb::KeystoreType::GoogleCloudKms => KeystoreType::GoogleCloudKms,
+        pb::KeystoreType::IbmKeyProtect => KeystoreType::IbmKeyProtect,
+        pb::KeystoreType::Kmip => KeystoreType::Kmip,
+        pb::KeystoreType::Xks => KeystoreType::Xks,
+    }
+}
+
+fn keystore_type_pb(t: KeystoreType) -> pb::KeystoreType {
+    match t {
+        KeystoreType::Internal => pb::KeystoreType::Internal,
+        KeystoreType::Pkcs11 => pb::KeystoreType::Pkcs11,
+        KeystoreType::AwsKms => pb::KeystoreType::AwsKms,
+        KeystoreType::AzureKeyVault => pb::KeystoreType::AzureKeyVault,
+        KeystoreType::GoogleCloudKms => pb::KeystoreType::GoogleCloudKms,
+        KeystoreType::IbmKeyProtect => pb::KeystoreType::IbmKeyProtect,
+        KeystoreType::Kmip => pb::KeystoreType::Kmip,
+        KeystoreType::Xks => pb::KeystoreType::Xks,
+    }
+}
+
+pub fn connection_state(s: pb::ConnectionState) -> ConnectionState {
+    match s {
+        pb::ConnectionState::Unspecified | pb::ConnectionState::Connected => ConnectionState::Connected,
+        pb::ConnectionState::Connecting => ConnectionState::Connecting,
+        pb::ConnectionState::Disconnecting => ConnectionState::Disconnecting,
+        pb::ConnectionState::Disconnected => ConnectionState::Disconnected,
+        pb::ConnectionState::Failed => ConnectionState::Failed,
+    }
+}
+
+fn connection_state_pb(s: ConnectionState) -> pb::ConnectionState {
+    match s {
+        ConnectionState::Connected => pb::ConnectionState::Connected,
+        ConnectionState::Connecting => pb::ConnectionState::Connecting,
+        ConnectionState::Disconnecting => pb::ConnectionState::Disconnecting,
+        ConnectionState::Disconnected => pb::ConnectionState::Disconnected,
+        ConnectionState::Failed => pb::ConnectionState::Failed,
+    }
+}
+
+pub fn error_code_pb(c: ConnectionErrorCode) -> pb::ConnectionErrorCode {
+    match c {
+        ConnectionErrorCode::InvalidCredentials => pb::ConnectionErrorCode::InvalidCredentials,
+        ConnectionErrorCode::InsufficientPermissions => pb::ConnectionErrorCode::InsufficientPermissions,
+        ConnectionErrorCode::NetworkErrors => pb::ConnectionErrorCode::NetworkErrors,
+        ConnectionErrorCode::TimedOut => pb::ConnectionErrorCode::TimedOut,
+        ConnectionErrorCode::TargetNotFound => pb::ConnectionErrorCode::TargetNotFound,
+        ConnectionErrorCode::ImportKekMissing => pb::ConnectionErrorCode::ImportKekMissing,
+        ConnectionErrorCode::InvalidConfiguration => pb::ConnectionErrorCode::InvalidConfiguration,
+        ConnectionErrorCode::InternalError => pb::ConnectionErrorCode::InternalError,
+    }
+}
+
+pub fn keystore(k: &Keystore) -> pb::Keystore {
+    pb::Keystore {
+        id: k.id.clone(),
+        vault_id: k.vault_id.clone(),
+        name: k.name.clone(),
+        description: k.description.clone(),
+        r#type: keystore_type_pb(k.keystore_type()) as i32,
+        connection_state: connection_state_pb(k.state) as i32,
+        connection_error_code: k.error.as_ref().map(|e| error_code_pb(e.code) as i32).unwrap_or(0),
+        connection_error_message: k.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+        created_at: ts(k.created_at),
+        updated_at: ts(k.updated_at),
+        health: k.health.as_ref().map(|h| pb::KeystoreHealth {
+            status: match h.status {
+                HealthStatus::Ok => pb::HealthStatus::Ok,
+                HealthStatus::NotResponding => pb::HealthStatus::NotResponding,
+                HealthStatus::ConfigurationError => pb::HealthStatus::ConfigurationError,
+            } as i32,
+            message: h.message.clone(),
+            last_heartbeat: ts(h.last_heartbeat),
+        }),
+        config: Some(match &k.config {
+            KeystoreConfig::Internal => pb::keystore::Config::Internal(pb::InternalKeystoreConfig {}),
+        }),
+    }
+}
+
+pub fn family(a: pb::KeyAlgorithm) -> Family {
+    match a {
+        pb::KeyAlgorithm::Unspecified | pb::KeyAlgorithm::Aes => Family::Aes,
+        pb::KeyAlgorithm::Rsa => Family::Rsa,
+        pb::KeyAlgorithm::Ec => Family::Ec,
+        pb::KeyAlgorithm::HmacSha256 => Family::HmacSha256,
+    }
+}
+
+fn family_pb(f: Family) -> pb::KeyAlgorithm {
+    match f {
+        Family::Aes => pb::KeyAlgorithm::Aes,
+        Family::Rsa => pb::KeyAlgorithm::Rsa,
+        Family::Ec => pb::KeyAlgorithm::Ec,
+        Family::HmacSha256 => pb::KeyAlgorithm::HmacSha256,
+    }
+}
+
+pub fn key_state(s: pb::KeyState) -> KeyState {
+    match s {
+        pb::KeyState::Unspecified | pb::KeyState::PreActive => KeyState::PreActive,
+        pb::KeyState::Active => KeyState::Active,
+        pb::KeyState::Deactivated => KeyState::Deactivated,
+        pb::KeyState::Destroyed => KeyState::Destroyed,
+        pb::KeyState::Compromised => KeyState::Compromised,
+        pb::KeyState::DestroyedCompromised => KeyState::DestroyedCompromised,
+    }
+}
+
+fn key_state_pb(s: KeyState) -> pb::KeyState {
+    match s {
+        KeyState::PreActive => pb::KeyState::PreActive,
+        KeyState::Active => pb::KeyState::Active,
+        KeyState::Deactivated => pb::KeyState::Deactivated,
+        KeyState::Destroyed => pb::KeyState::Destroyed,
+        KeyState::Compromised => pb::KeyState::Compromised,
+        KeyState::DestroyedCompromised => pb::KeyState::DestroyedCompromised,
+    }
+}
+
+fn instance_state_pb(s: InstanceState) -> pb::InstanceState {
+    match s {
+        InstanceState::NotInstalled => pb::InstanceState::NotInstalled,
+        InstanceState::Installing => pb::InstanceState::Installing,
+        InstanceState::Installed => pb::InstanceState::Installed,
+        InstanceState::Uninstalling => pb::InstanceState::Uninstalling,
+        InstanceState::Failed => pb::InstanceState::Failed,
+        InstanceState::Unavailable => pb::InstanceState::Unavailable,
+    }
+}
+
+pub fn key(k: &Key) -> pb::Key {
+    let spec: KeySpec = k.spec;
+    pb::Key {
+        id: k.id.clone(),
+        vault_id: k.vault_id.clone(),
+        name: k.name.clone(),
+        description: k.description.clone(),
+        algorithm: family_pb(spec.family()) as i32,
+        key_size_bits: spec.bits(),
+        state: key_state_pb(k.state) as i32,
+        target_keystore_ids: k.targets.clone(),
+        instances: k
+            .instances
+            .iter()
+            .map(|i| pb::KeyInstance {
+                keystore_id: i.keystore_id.clone(),
+                state: instance_state_pb(i.state) as i32,
+                remote_ref: i.remote_ref.clone(),
+                error: i.error.clone(),
+                updated_at: ts(i.updated_at),
+            })
+            .collect(),
+        key_check_value: k.kcv.clone(),
+        tags: k.tags.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
+        created_at: ts(k.created_at),
+        updated_at: ts(k.updated_at),
+        activated_at: opt_ts(k.activated_at),
+        deactivated_at: opt_ts(k.deactivated_at),
+        destroyed_at: opt_ts(k.destroyed_at),
+        compromised_at: opt_ts(k.compromised_at),
+    }
+}
+
+pub fn signing_algorithm(a: pb::SigningAlgorithm) -> SigningAlgorithm {
+    match a {
+        pb::SigningAlgorithm::Unspecified | pb::SigningAlgorithm::RsassaPssSha256 => SigningAlgorithm::RsaPssSha256,
+        pb::SigningAlgorithm::RsassaPssSha384 => SigningAlgorithm::RsaPssSha384,
+        pb::SigningAlgorithm::RsassaPssSha512 => SigningAlgorithm::RsaPssSha512,
+        pb::SigningAlgorithm::RsassaPkcs1V15Sha256 => SigningAlgorithm::RsaPkcs1Sha256,
+        pb::SigningAlgorithm::RsassaPkcs1V15Sha384 => SigningAlgorithm::RsaPkcs1Sha384,
+        pb::SigningAlgorithm::RsassaPkcs1V15Sha512 => SigningAlgorithm::RsaPkcs1Sha512,
+        pb::SigningAlgorithm::EcdsaSha256 => SigningAlgorithm::EcdsaSha256,
+        pb::SigningAlgorithm::EcdsaSha384 => SigningAlgorithm::EcdsaSha384,
+    }
+}
+
+pub fn signing_algorithm_pb(a: SigningAlgorithm) -> pb::SigningAlgorithm {
+    match a {
+        SigningAlgorithm::RsaPssSha256 => pb::SigningAlgorithm::RsassaPssSha256,
+        SigningAlgorithm::RsaPssSha384 => pb::SigningAlgorithm::RsassaPssSha384,
+        SigningAlgorithm::RsaPssSha512 => pb::SigningAlgorithm::RsassaPssSha512,
+        SigningAlgorithm::RsaPkcs1Sha256 => pb::SigningAlgorithm::RsassaPkcs1V15Sha256,
+        SigningAlgorithm::RsaPkcs1Sha384 => pb::SigningAlgorithm::RsassaPkcs1V15Sha384,
+        SigningAlgorithm::RsaPkcs1Sha512 => pb::SigningAlgorithm::RsassaPkcs1V15Sha512,
+        SigningAlgorithm::EcdsaSha256 => pb::SigningAlgorithm::EcdsaSha256,
+        SigningAlgorithm::EcdsaSha384 => pb::SigningAlgorithm::EcdsaSha384,
+    }
+}

@@ -1,0 +1,626 @@
+//! `keyorch bench encrypt`: Encrypt through keyorchd over its socket versus raw in-process
+//! PKCS#11 on the same token, per concurrency level, with its temporary vault/keystore/key.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+use super::bench_raw::RawToken;
+use super::bench_stats::{micros, millis, Summary, WorkerSample};
+use super::output::{self, short_name, OutputFormat, Table};
+use super::{CliError, Context, Outcome};
+use crate::client::Clients;
+use crate::proto::v1::crypto_service_client::CryptoServiceClient;
+use crate::proto::v1::{
+    create_keystore_request, ConnectionState, CreateKeyRequest, CreateKeystoreRequest,
+    CreateVaultRequest, DeleteKeystoreRequest, DeleteVaultRequest, DisconnectKeystoreRequest,
+    EncryptRequest, GetKeyRequest, GetKeystoreRequest, InternalKeystoreConfig, KeyAlgorithm,
+    KeyIdRequest, KeyState, KeystoreType,
+};
+
+/// The module the dev-mode daemon uses.
+pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The token label of the dev-mode daemon.
+pub const DEFAULT_TOKEN_LABEL: &str = "keyorch-dev";
+
+#[derive(Debug, Clone, PartialEq, Subcommand)]
+pub enum BenchCommand {
+    /// Encrypt ops/s and p50/p99 latency: keyorchd vs raw PKCS#11, per concurrency level.
+    ///
+    /// Creates a temporary vault, internal keystore and ACTIVE AES-256 key through the
+    /// API, and removes them at the end. The baseline runs AES-256-GCM through cryptoki
+    /// in this process on the daemon's token (dev-mode layout in --state-dir), with a
+    /// session-object key and one session per thread.
+    Encrypt(BenchEncryptArgs),
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err("must be more than 0 and at most 86400".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_warmup_secs(s: &str) -> Result<Duration, String> {
+    if s.parse::<f64>().is_ok_and(|v| v == 0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(s)
+}
+
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct BenchEncryptArgs {
+    /// Concurrency levels: tokio tasks on one channel (keyorchd), threads (raw).
+    #[arg(
+        long,
+        value_name = "N,N,..",
+        value_delimiter = ',',
+        default_value = "1,4,16",
+        value_parser = clap::value_parser!(u32).range(1..=4096)
+    )]
+    pub concurrency: Vec<u32>,
+    /// Measured seconds per level.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub duration: Duration,
+    /// Unmeasured seconds before each level.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_warmup_secs)]
+    pub warmup: Duration,
+    /// Plaintext size in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 4096,
+        value_parser = clap::value_parser!(u32).range(1..=65536)
+    )]
+    pub payload: u32,
+    /// keyorchd's dev-mode state folder (softhsm2.conf, user-pin).
+    #[arg(long, value_name = "DIR", default_value_os_t = crate::paths::default_state_dir())]
+    pub state_dir: PathBuf,
+    /// PKCS#11 module for the baseline.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_MODULE)]
+    pub module: PathBuf,
+    /// Label of the token for the baseline.
+    #[arg(long, value_name = "LABEL", default_value = DEFAULT_TOKEN_LABEL)]
+    pub token_label: String,
+    /// File holding the user PIN [default: DIR/user-pin].
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
+    /// Skip the raw PKCS#11 baseline.
+    #[arg(long)]
+    pub no_raw: bool,
+}
+
+impl BenchCommand {
+    /// Points SoftHSM2 at the daemon's configuration (`DIR/softhsm2.conf`, when present).
+    /// Call before any thread starts: it changes the process environment.
+    pub fn prepare_environment(&self) -> Result<(), CliError> {
+        let BenchCommand::Encrypt(args) = self;
+        if args.no_raw {
+            return Ok(());
+        }
+        let conf = args.state_dir.join("softhsm2.conf");
+        if conf.is_file() {
+            std::env::set_var("SOFTHSM2_CONF", &conf);
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(cmd: BenchCommand, ctx: &Context) -> Result<Outcome, CliError> {
+    match cmd {
+        BenchCommand::Encrypt(args) => encrypt(args, ctx).await,
+    }
+}
+
+/// Reads the PIN file, dropping the trailing line break. The PIN is never printed.
+fn read_pin(path: &Path) -> Result<SecretString, CliError> {
+    let mut text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        what: format!("cannot read the PIN file {}", path.display()),
+        source,
+    })?;
+    let len = text.trim_end_matches(['\r', '\n']).len();
+    text.truncate(len);
+    Ok(SecretString::from(text))
+}
+
+/// One level's results.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LevelResult {
+    pub concurrency: u32,
+    pub keyorchd: Summary,
+    pub raw: Option<Summary>,
+}
+
+impl LevelResult {
+    /// keyorchd ops/s divided by raw ops/s.
+    pub fn ratio(&self) -> Option<f64> {
+        self.raw
+            .filter(|r| r.ops_per_sec > 0.0)
+            .map(|r| self.keyorchd.ops_per_sec / r.ops_per_sec)
+    }
+}
+
+async fn encrypt(args: BenchEncryptArgs, ctx: &Context) -> Result<Outcome, CliError> {
+    let mut payload = vec![0u8; args.payload as usize];
+    getrandom::fill(&mut payload)
+        .map_err(|e| CliError::Local(format!("cannot draw a random payload: {e}")))?;
+    let payload = Arc::new(payload);
+
+    // The token first: a wrong PIN or configuration fails before anything is created.
+    let mut raw = if args.no_raw {
+        None
+    } else {
+        let module = args.module.clone();
+        let label = args.token_label.clone();
+        let pin_file = args
+            .pin_file
+            .clone()
+            .unwrap_or_else(|| args.state_dir.join("user-pin"));
+        let opened = tokio::task::spawn_blocking(move || {
+            let pin = read_pin(&pin_file)?;
+            RawToken::open(&module, &label, &pin)
+        })
+        .await
+        .map_err(|e| CliError::Local(format!("PKCS#11 setup did not finish: {e}")))??;
+        Some(opened)
+    };
+
+    let clients = match ctx.clients().await {
+        Ok(c) => c,
+        Err(e) => {
+            close_raw(raw).await;
+            return Err(e);
+        }
+    };
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let mut fixture = Fixture::default();
+    let measured = match fixture.create(&clients, &suffix).await {
+        Ok(key_id) => measure(&args, &clients.crypto, &key_id, &payload, &mut raw).await,
+        Err(e) => Err(e),
+    };
+    let warnings = fixture.remove(&clients).await;
+    close_raw(raw).await;
+
+    let levels = measured?;
+    output::print(&render_report(ctx.output, &args, &levels))?;
+    if warnings.is_empty() {
+        return Ok(Outcome::Success);
+    }
+    for w in &warnings {
+        eprintln!("warning: bench cleanup: {w}");
+    }
+    Err(CliError::Local(format!(
+        "bench cleanup incomplete: remove vault bench-{suffix} and its contents by hand"
+    )))
+}
+
+async fn close_raw(raw: Option<RawToken>) {
+    if let Some(token) = raw {
+        let _ = tokio::task::spawn_blocking(move || token.close()).await;
+    }
+}
+
+async fn measure(
+    args: &BenchEncryptArgs,
+    crypto: &CryptoServiceClient<Channel>,
+    key_id: &str,
+    payload: &Arc<Vec<u8>>,
+    raw: &mut Option<RawToken>,
+) -> Result<Vec<LevelResult>, CliError> {
+    let mut levels = Vec::with_capacity(args.concurrency.len());
+    for &concurrency in &args.concurrency {
+        let keyorchd = grpc_level(
+            crypto,
+            key_id,
+            payload,
+            concurrency as usize,
+            args.warmup,
+            args.duration,
+        )
+        .await?;
+        let raw_summary = match raw.take() {
+            Some(token) => {
+                let payload = Arc::clone(payload);
+                let (warmup, duration) = (args.warmup, args.duration);
+                let (token, result) = tokio::task::spawn_blocking(move || {
+                    let r = token.measure(concurrency as usize, &payload, warmup, duration);
+                    (token, r)
+                })
+                .await
+                .map_err(|e| CliError::Local(format!("raw baseline did not finish: {e}")))?;
+                *raw = Some(token);
+                Some(result?)
+            }
+            None => None,
+        };
+        let level = LevelResult {
+            concurrency,
+            keyorchd,
+            raw: raw_summary,
+        };
+        eprintln!(
+            "bench: concurrency {concurrency}: keyorchd {:.0} ops/s{}",
+            keyorchd.ops_per_sec,
+            raw_summary.map_or(String::new(), |r| format!(
+                ", raw {:.0} ops/s",
+                r.ops_per_sec
+            ))
+        );
+        levels.push(level);
+    }
+    Ok(levels)
+}
+
+/// `tasks` tokio tasks sharing one channel, each calling Encrypt back to back: `warmup`
+/// unmeasured, then `duration` measured.
+async fn grpc_level(
+    crypto: &CryptoServiceClient<Channel>,
+    key_id: &str,
+    payload: &Arc<Vec<u8>>,
+    tasks: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Summary, CliError> {
+    let measure_from = Instant::now() + warmup;
+    let measure_until = measure_from + duration;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let mut client = crypto.clone();
+        let key_id = key_id.to_string();
+        let payload = Arc::clone(payload);
+        set.spawn(async move {
+            let request = || EncryptRequest {
+                key_id: key_id.clone(),
+                plaintext: payload.to_vec(),
+                aad: Vec::new(),
+            };
+            while Instant::now() < measure_from {
+                client.encrypt(request()).await?;
+            }
+            let started = Instant::now();
+            let mut latencies_ns = Vec::with_capacity(1 << 14);
+            loop {
+                let req = request();
+                let t0 = Instant::now();
+                if t0 >= measure_until {
+                    break;
+                }
+                client.encrypt(req).await?;
+                latencies_ns.push(t0.elapsed().as_nanos() as u64);
+            }
+            Ok::<_, tonic::Status>(WorkerSample {
+                latencies_ns,
+                started,
+                finished: Instant::now(),
+            })
+        });
+    }
+    let mut samples = Vec::with_capacity(tasks);
+    while let Some(joined) = set.join_next().await {
+        let sample =
+            joined.map_err(|e| CliError::Local(format!("a bench task did not finish: {e}")))??;
+        samples.push(sample);
+    }
+    Ok(Summary::from_workers(samples))
+}
+
+/// The vault, internal keystore and AES-256 key the benchmark creates and removes.
+#[derive(Debug, Default)]
+struct Fixture {
+    vault_id: Option<String>,
+    keystore_id: Option<String>,
+    key_id: Option<String>,
+}
+
+impl Fixture {
+    /// Creates everything, recording each id as soon as it exists; returns the key id.
+    async fn create(&mut self, clients: &Clients, suffix: &str) -> Result<String, CliError> {
+        let name = format!("bench-{suffix}");
+        let description = "temporary, made by keyorch bench encrypt".to_string();
+        let vault = clients
+            .vaults
+            .clone()
+            .create_vault(CreateVaultRequest {
+                name: name.clone(),
+                description: description.clone(),
+            })
+            .await?
+            .into_inner();
+        self.vault_id = Some(vault.id.clone());
+        let keystore = clients
+            .keystores
+            .clone()
+            .create_keystore(CreateKeystoreRequest {
+                vault_id: vault.id.clone(),
+                name: name.clone(),
+                description: description.clone(),
+                r#type: KeystoreType::Internal as i32,
+                connect: true,
+                config: Some(create_keystore_request::Config::Internal(
+                    InternalKeystoreConfig {},
+                )),
+            })
+            .await?
+            .into_inner();
+        self.keystore_id = Some(keystore.id.clone());
+        if keystore.connection_state != ConnectionState::Connected as i32 {
+            return Err(CliError::Local(format!(
+                "the bench keystore is {}, not CONNECTED: {}",
+                short_name::<ConnectionState>(keystore.connection_state),
+                keystore.connection_error_message
+            )));
+        }
+        let key = clients
+            .keys
+            .clone()
+            .create_key(CreateKeyRequest {
+                vault_id: vault.id,
+                name,
+                description,
+                algorithm: KeyAlgorithm::Aes as i32,
+                key_size_bits: 256,
+                target_keystore_ids: vec![keystore.id],
+                activate: true,
+                tags: HashMap::from([("purpose".to_string(), "bench".to_string())]),
+            })
+            .await?
+            .into_inner();
+        self.key_id = Some(key.id.clone());
+        if key.state != KeyState::Active as i32 {
+            return Err(CliError::Local(format!(
+                "the bench key is {}, not ACTIVE",
+                short_name::<KeyState>(key.state)
+            )));
+        }
+        Ok(key.id)
+    }
+
+    /// Removes whatever was created, in dependency order; returns what could not be undone.
+    async fn remove(&self, clients: &Clients) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut note = |what: &str, status: tonic::Status| {
+            warnings.push(format!("{what}: {}", CliError::from(status)));
+        };
+        if let Some(id) = &self.key_id {
+            let mut keys = clients.keys.clone();
+            let state = keys
+                .get_key(GetKeyRequest { id: id.clone() })
+                .await
+                .map(|k| k.into_inner().state);
+            if state.is_ok_and(|s| s == KeyState::Active as i32) {
+                if let Err(s) = keys.deactivate_key(KeyIdRequest { id: id.clone() }).await {
+                    note("deactivate key", s);
+                }
+            }
+            if let Err(s) = keys.destroy_key(KeyIdRequest { id: id.clone() }).await {
+                note("destroy key", s);
+            }
+            if let Err(s) = keys.delete_key(KeyIdRequest { id: id.clone() }).await {
+                note("delete key", s);
+            }
+        }
+        if let Some(id) = &self.keystore_id {
+            let mut keystores = clients.keystores.clone();
+            let state = keystores
+                .get_keystore(GetKeystoreRequest { id: id.clone() })
+                .await
+                .map(|k| k.into_inner().connection_state);
+            let disconnected = [
+                ConnectionState::Disconnected as i32,
+                ConnectionState::Disconnecting as i32,
+            ];
+            if state.as_ref().is_ok_and(|s| !disconnected.contains(s)) {
+                let request = DisconnectKeystoreRequest {
+                    id: id.clone(),
+                    uninstall_keys: false,
+                    force: true,
+                };
+                if let Err(s) = keystores.disconnect_keystore(request).await {
+                    note("disconnect keystore", s);
+                }
+            }
+            let request = DeleteKeystoreRequest { id: id.clone() };
+            if let Err(s) = keystores.delete_keystore(request).await {
+                note("delete keystore", s);
+            }
+        }
+        if let Some(id) = &self.vault_id {
+            let request = DeleteVaultRequest { id: id.clone() };
+            if let Err(s) = clients.vaults.clone().delete_vault(request).await {
+                note("delete vault", s);
+            }
+        }
+        warnings
+    }
+}
+
+fn optional_cell(raw: Option<Summary>, f: impl Fn(Summary) -> String) -> String {
+    raw.map_or_else(|| "-".to_string(), f)
+}
+
+pub fn render_report(
+    format: OutputFormat,
+    args: &BenchEncryptArgs,
+    levels: &[LevelResult],
+) -> String {
+    match format {
+        OutputFormat::Table => {
+            let mut t = Table::new(vec![
+                "level",
+                "keyorchd ops/s",
+                "p50",
+                "p99",
+                "raw ops/s",
+                "p50",
+                "p99",
+                "ratio",
+            ]);
+            for l in levels {
+                t.push(vec![
+                    l.concurrency.to_string(),
+                    format!("{:.0}", l.keyorchd.ops_per_sec),
+                    millis(l.keyorchd.p50),
+                    millis(l.keyorchd.p99),
+                    optional_cell(l.raw, |r| format!("{:.0}", r.ops_per_sec)),
+                    optional_cell(l.raw, |r| millis(r.p50)),
+                    optional_cell(l.raw, |r| millis(r.p99)),
+                    l.ratio()
+                        .map_or_else(|| "-".to_string(), |r| format!("{r:.3}")),
+                ]);
+            }
+            format!(
+                "encrypt, {} B payload, {} s warmup + {} s per level\n{}",
+                args.payload,
+                args.warmup.as_secs_f64(),
+                args.duration.as_secs_f64(),
+                t.render()
+            )
+        }
+        OutputFormat::Json => {
+            let side = |s: Summary| {
+                json!({
+                    "ops": s.ops,
+                    "elapsed_secs": s.elapsed.as_secs_f64(),
+                    "ops_per_sec": s.ops_per_sec,
+                    "p50_us": micros(s.p50),
+                    "p99_us": micros(s.p99),
+                })
+            };
+            let levels: Vec<Value> = levels
+                .iter()
+                .map(|l| {
+                    json!({
+                        "concurrency": l.concurrency,
+                        "keyorchd": side(l.keyorchd),
+                        "raw": l.raw.map_or(Value::Null, side),
+                        "ratio": l.ratio(),
+                    })
+                })
+                .collect();
+            output::render_json(&json!({
+                "operation": "encrypt",
+                "payload_bytes": args.payload,
+                "warmup_secs": args.warmup.as_secs_f64(),
+                "duration_secs": args.duration.as_secs_f64(),
+                "levels": levels,
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<BenchEncryptArgs, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("keyorch").chain(args.iter().copied()))?;
+        match cli.command {
+            Command::Bench(BenchCommand::Encrypt(a)) => Ok(a),
+            other => panic!("not bench encrypt: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&["bench", "encrypt"]).expect("ok");
+        assert_eq!(a.concurrency, vec![1, 4, 16]);
+        assert_eq!(a.duration, Duration::from_secs(5));
+        assert_eq!(a.warmup, Duration::from_secs(1));
+        assert_eq!(a.payload, 4096);
+        assert_eq!(a.module, PathBuf::from(DEFAULT_MODULE));
+        assert_eq!(a.token_label, DEFAULT_TOKEN_LABEL);
+        assert_eq!(a.pin_file, None);
+        assert!(!a.no_raw);
+    }
+
+    #[test]
+    fn explicit_values() {
+        let a = parse(&[
+            "bench",
+            "encrypt",
+            "--concurrency",
+            "2,8",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+            "--payload",
+            "1024",
+            "--state-dir",
+            "/tmp/s",
+            "--pin-file",
+            "/tmp/p",
+        ])
+        .expect("ok");
+        assert_eq!(a.concurrency, vec![2, 8]);
+        assert_eq!(a.duration, Duration::from_millis(500));
+        assert_eq!(a.warmup, Duration::ZERO);
+        assert_eq!(a.payload, 1024);
+        assert_eq!(a.state_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(a.pin_file, Some(PathBuf::from("/tmp/p")));
+        assert!(parse(&["bench", "encrypt", "--concurrency", "0"]).is_err());
+        assert!(parse(&["bench", "encrypt", "--duration", "0"]).is_err());
+        assert!(parse(&["bench", "encrypt", "--payload", "70000"]).is_err());
+    }
+
+    #[test]
+    fn pin_file_loses_its_line_break() {
+        use secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("user-pin");
+        std::fs::write(&path, "1234\n").expect("write");
+        assert_eq!(read_pin(&path).expect("reads").expose_secret(), "1234");
+        assert!(!format!("{:?}", read_pin(&path).expect("reads")).contains("1234"));
+    }
+
+    fn summary(ops_per_sec: f64, p50_us: u64) -> Summary {
+        Summary {
+            ops: 10,
+            elapsed: Duration::from_secs(1),
+            ops_per_sec,
+            p50: Duration::from_micros(p50_us),
+            p99: Duration::from_micros(p50_us * 2),
+        }
+    }
+
+    #[test]
+    fn renders_the_report() {
+        let args = parse(&["bench", "encrypt"]).expect("ok");
+        let levels = [
+            LevelResult {
+                concurrency: 1,
+                keyorchd: summary(1000.0, 900),
+                raw: Some(summary(40000.0, 25)),
+            },
+            LevelResult {
+                concurrency: 4,
+                keyorchd: summary(2500.0, 1500),
+                raw: None,
+            },
+        ];
+        assert_eq!(
+            render_report(OutputFormat::Table, &args, &levels),
+            "encrypt, 4096 B payload, 1 s warmup + 5 s per level\n\
+             level  keyorchd ops/s  p50       p99       raw ops/s  p50       p99       ratio\n\
+             1      1000            0.900 ms  1.800 ms  40000      0.025 ms  0.050 ms  0.025\n\
+             4      2500            1.500 ms  3.000 ms  -          -         -         -\n"
+        );
+        let v: Value =
+            serde_json::from_str(&render_report(OutputFormat::Json, &args, &levels)).expect("json");
+        assert_eq!(v["payload_bytes"], 4096);
+        assert_eq!(v["levels"][0]["concurrency"], 1);
+        assert_eq!(v["levels"][0]["ratio"], 0.025);
+        assert_eq!(v["levels"][0]["raw"]["p50_us"], 25.0);
+        assert_eq!(v["levels"][1]["raw"], Value::Null);
+        assert_eq!(v["levels"][1]["ratio"], Value::Null);
+    }
+}

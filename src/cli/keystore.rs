@@ -1,0 +1,532 @@
+//! `keyorch keystore ...`: the KeystoreService RPCs (create, describe, connect, disconnect,
+//! test), and how a Keystore prints as a record, a table row and JSON.
+
+use clap::{Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use super::output::{
+    self, full_name, short_name, timestamp, timestamp_json, OutputFormat, Record, Table,
+};
+use super::paging::{self, PageArgs};
+use super::{CliError, Context, Outcome};
+use crate::proto::v1::{
+    create_keystore_request, keystore, test_keystore_connection_request, ConnectKeystoreRequest,
+    ConnectionErrorCode, ConnectionState, CreateKeystoreRequest, DeleteKeystoreRequest,
+    DescribeKeystoresRequest, DisconnectKeystoreRequest, GetKeystoreRequest, HealthStatus,
+    InternalKeystoreConfig, Keystore, KeystoreType, TestKeystoreConnectionRequest,
+    TestKeystoreConnectionResponse, UpdateKeystoreRequest,
+};
+
+/// `--type`: the keystore kinds of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeystoreTypeArg {
+    /// keyorchd's own HSM token.
+    Internal,
+    /// Another HSM reached through a PKCS#11 module.
+    Pkcs11,
+    AwsKms,
+    AzureKeyVault,
+    GoogleCloudKms,
+    IbmKeyProtect,
+    Kmip,
+    Xks,
+}
+
+impl From<KeystoreTypeArg> for KeystoreType {
+    fn from(t: KeystoreTypeArg) -> Self {
+        match t {
+            KeystoreTypeArg::Internal => KeystoreType::Internal,
+            KeystoreTypeArg::Pkcs11 => KeystoreType::Pkcs11,
+            KeystoreTypeArg::AwsKms => KeystoreType::AwsKms,
+            KeystoreTypeArg::AzureKeyVault => KeystoreType::AzureKeyVault,
+            KeystoreTypeArg::GoogleCloudKms => KeystoreType::GoogleCloudKms,
+            KeystoreTypeArg::IbmKeyProtect => KeystoreType::IbmKeyProtect,
+            KeystoreTypeArg::Kmip => KeystoreType::Kmip,
+            KeystoreTypeArg::Xks => KeystoreType::Xks,
+        }
+    }
+}
+
+/// `--state`: a keystore's connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConnectionStateArg {
+    Connected,
+    Connecting,
+    Disconnecting,
+    Disconnected,
+    Failed,
+}
+
+impl From<ConnectionStateArg> for ConnectionState {
+    fn from(s: ConnectionStateArg) -> Self {
+        match s {
+            ConnectionStateArg::Connected => ConnectionState::Connected,
+            ConnectionStateArg::Connecting => ConnectionState::Connecting,
+            ConnectionStateArg::Disconnecting => ConnectionState::Disconnecting,
+            ConnectionStateArg::Disconnected => ConnectionState::Disconnected,
+            ConnectionStateArg::Failed => ConnectionState::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum KeystoreCommand {
+    /// Create a keystore in a vault (DISCONNECTED unless --connect).
+    Create {
+        /// Vault id.
+        #[arg(long)]
+        vault: String,
+        /// Keystore name, unique in the vault.
+        #[arg(long)]
+        name: String,
+        /// Free text, at most 200 characters.
+        #[arg(long)]
+        description: Option<String>,
+        /// Keystore type (only internal needs no configuration).
+        #[arg(long = "type", value_enum, default_value_t = KeystoreTypeArg::Internal)]
+        kind: KeystoreTypeArg,
+        /// Connect right after creating.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Show one keystore.
+    Get {
+        /// Keystore id.
+        id: String,
+    },
+    /// List keystores, optionally filtered.
+    List {
+        /// Only keystores of this vault.
+        #[arg(long)]
+        vault: Option<String>,
+        /// Only keystores with this name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only keystores of this type.
+        #[arg(long = "type", value_enum)]
+        kind: Option<KeystoreTypeArg>,
+        /// Only keystores in this connection state.
+        #[arg(long, value_enum)]
+        state: Option<ConnectionStateArg>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Rename a keystore or change its description.
+    Update {
+        /// Keystore id.
+        id: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a DISCONNECTED keystore that holds no keys.
+    Delete {
+        /// Keystore id.
+        id: String,
+    },
+    /// Connect a keystore (CONNECTED, or FAILED with an error code).
+    Connect {
+        /// Keystore id.
+        id: String,
+    },
+    /// Disconnect a keystore; its keys become unusable until it is connected again.
+    Disconnect {
+        /// Keystore id.
+        id: String,
+        /// First uninstall every installed key (permanent: they leave their target lists).
+        #[arg(long)]
+        uninstall_keys: bool,
+        /// Disconnect even if ACTIVE keys would be left with no connected target.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Test a keystore's connection without changing it (exit 1 when the test fails).
+    Test {
+        /// Keystore id.
+        id: String,
+    },
+}
+
+pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliError> {
+    let mut client = ctx.clients().await?.keystores;
+    let keystore = match cmd {
+        KeystoreCommand::Create {
+            vault,
+            name,
+            description,
+            kind,
+            connect,
+        } => {
+            let config = match kind {
+                KeystoreTypeArg::Internal => Some(create_keystore_request::Config::Internal(
+                    InternalKeystoreConfig {},
+                )),
+                _ => None,
+            };
+            client
+                .create_keystore(CreateKeystoreRequest {
+                    vault_id: vault,
+                    name,
+                    description: description.unwrap_or_default(),
+                    r#type: KeystoreType::from(kind) as i32,
+                    connect,
+                    config,
+                })
+                .await?
+                .into_inner()
+        }
+        KeystoreCommand::Get { id } => client
+            .get_keystore(GetKeystoreRequest { id })
+            .await?
+            .into_inner(),
+        KeystoreCommand::Update {
+            id,
+            name,
+            description,
+        } => client
+            .update_keystore(UpdateKeystoreRequest {
+                id,
+                name,
+                description,
+            })
+            .await?
+            .into_inner(),
+        KeystoreCommand::Connect { id } => client
+            .connect_keystore(ConnectKeystoreRequest { id })
+            .await?
+            .into_inner(),
+        KeystoreCommand::Disconnect {
+            id,
+            uninstall_keys,
+            force,
+        } => client
+            .disconnect_keystore(DisconnectKeystoreRequest {
+                id,
+                uninstall_keys,
+                force,
+            })
+            .await?
+            .into_inner(),
+        KeystoreCommand::Delete { id } => {
+            client
+                .delete_keystore(DeleteKeystoreRequest { id: id.clone() })
+                .await?;
+            output::print(&output::deleted(ctx.output, &id))?;
+            return Ok(Outcome::Success);
+        }
+        KeystoreCommand::Test { id } => {
+            let result = client
+                .test_keystore_connection(TestKeystoreConnectionRequest {
+                    subject: Some(test_keystore_connection_request::Subject::Id(id)),
+                })
+                .await?
+                .into_inner();
+            output::print(&render_test(ctx.output, &result))?;
+            return Ok(if result.ok {
+                Outcome::Success
+            } else {
+                Outcome::Negative
+            });
+        }
+        KeystoreCommand::List {
+            vault,
+            name,
+            kind,
+            state,
+            page,
+        } => {
+            let filter = DescribeKeystoresRequest {
+                vault_id: vault.unwrap_or_default(),
+                name: name.unwrap_or_default(),
+                r#type: kind.map_or(0, |k| KeystoreType::from(k) as i32),
+                connection_state: state.map_or(0, |s| ConnectionState::from(s) as i32),
+                page: None,
+            };
+            let (keystores, next) = paging::fetch(&page, |page| {
+                let mut client = client.clone();
+                let request = DescribeKeystoresRequest {
+                    page: Some(page),
+                    ..filter.clone()
+                };
+                async move {
+                    let r = client.describe_keystores(request).await?.into_inner();
+                    Ok((r.keystores, r.next_page_token))
+                }
+            })
+            .await?;
+            output::print(&render_list(ctx.output, &keystores, &next))?;
+            return Ok(Outcome::Success);
+        }
+    };
+    output::print(&render(ctx.output, &keystore))?;
+    Ok(Outcome::Success)
+}
+
+pub fn record(k: &Keystore) -> Record {
+    let mut r = Record::new()
+        .field("id", &k.id)
+        .field("vault_id", &k.vault_id)
+        .field("name", &k.name)
+        .field("description", &k.description)
+        .field("type", short_name::<KeystoreType>(k.r#type))
+        .field(
+            "connection_state",
+            short_name::<ConnectionState>(k.connection_state),
+        );
+    if k.connection_error_code != 0 {
+        r = r.field(
+            "connection_error_code",
+            short_name::<ConnectionErrorCode>(k.connection_error_code),
+        );
+    }
+    if !k.connection_error_message.is_empty() {
+        r = r.field("connection_error_message", &k.connection_error_message);
+    }
+    if let Some(h) = &k.health {
+        r = r
+            .field("health.status", short_name::<HealthStatus>(h.status))
+            .optional(
+                "health.message",
+                Some(h.message.clone()).filter(|m| !m.is_empty()),
+            )
+            .optional("health.last_heartbeat", timestamp(&h.last_heartbeat));
+    }
+    r.optional("created_at", timestamp(&k.created_at))
+        .optional("updated_at", timestamp(&k.updated_at))
+}
+
+pub fn to_json(k: &Keystore) -> Value {
+    let health = k.health.as_ref().map_or(Value::Null, |h| {
+        json!({
+            "status": full_name::<HealthStatus>(h.status),
+            "message": h.message,
+            "last_heartbeat": timestamp_json(&h.last_heartbeat),
+        })
+    });
+    let config = match &k.config {
+        Some(keystore::Config::Internal(_)) => json!({ "internal": {} }),
+        None => Value::Null,
+    };
+    json!({
+        "id": k.id,
+        "vault_id": k.vault_id,
+        "name": k.name,
+        "description": k.description,
+        "type": full_name::<KeystoreType>(k.r#type),
+        "connection_state": full_name::<ConnectionState>(k.connection_state),
+        "connection_error_code": full_name::<ConnectionErrorCode>(k.connection_error_code),
+        "connection_error_message": k.connection_error_message,
+        "created_at": timestamp_json(&k.created_at),
+        "updated_at": timestamp_json(&k.updated_at),
+        "health": health,
+        "config": config,
+    })
+}
+
+pub fn table(keystores: &[Keystore]) -> Table {
+    let mut t = Table::new(vec!["ID", "NAME", "TYPE", "STATE", "HEALTH", "VAULT_ID"]);
+    for k in keystores {
+        t.push(vec![
+            k.id.clone(),
+            k.name.clone(),
+            short_name::<KeystoreType>(k.r#type),
+            short_name::<ConnectionState>(k.connection_state),
+            k.health
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |h| short_name::<HealthStatus>(h.status)),
+            k.vault_id.clone(),
+        ]);
+    }
+    t
+}
+
+pub fn render(format: OutputFormat, k: &Keystore) -> String {
+    match format {
+        OutputFormat::Table => record(k).render(),
+        OutputFormat::Json => output::render_json(&to_json(k)),
+    }
+}
+
+pub fn render_list(format: OutputFormat, keystores: &[Keystore], next: &str) -> String {
+    match format {
+        OutputFormat::Table => output::list_text(table(keystores), next),
+        OutputFormat::Json => output::render_json(&json!({
+            "keystores": keystores.iter().map(to_json).collect::<Vec<_>>(),
+            "next_page_token": next,
+        })),
+    }
+}
+
+pub fn render_test(format: OutputFormat, r: &TestKeystoreConnectionResponse) -> String {
+    match format {
+        OutputFormat::Table => {
+            let mut rec = Record::new().field("ok", r.ok.to_string());
+            if r.error_code != 0 {
+                rec = rec.field(
+                    "error_code",
+                    short_name::<ConnectionErrorCode>(r.error_code),
+                );
+            }
+            rec.optional("message", Some(r.message.clone()).filter(|m| !m.is_empty()))
+                .render()
+        }
+        OutputFormat::Json => output::render_json(&json!({
+            "ok": r.ok,
+            "error_code": full_name::<ConnectionErrorCode>(r.error_code),
+            "message": r.message,
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use crate::proto::v1::KeystoreHealth;
+    use clap::Parser;
+
+    fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    fn sample() -> Keystore {
+        Keystore {
+            id: "ks-1".into(),
+            vault_id: "v-1".into(),
+            name: "hsm".into(),
+            description: String::new(),
+            r#type: KeystoreType::Internal as i32,
+            connection_state: ConnectionState::Failed as i32,
+            connection_error_code: ConnectionErrorCode::TimedOut as i32,
+            connection_error_message: "no answer in 5 s".into(),
+            created_at: ts(1_700_000_000),
+            updated_at: ts(1_700_000_060),
+            health: Some(KeystoreHealth {
+                status: HealthStatus::NotResponding as i32,
+                message: String::new(),
+                last_heartbeat: ts(1_700_000_030),
+            }),
+            config: Some(keystore::Config::Internal(InternalKeystoreConfig {})),
+        }
+    }
+
+    fn parse(args: &[&str]) -> Result<KeystoreCommand, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("keyorch").chain(args.iter().copied()))?;
+        match cli.command {
+            crate::cli::Command::Keystore(cmd) => Ok(cmd),
+            other => panic!("not a keystore command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_create_with_defaults() {
+        assert_eq!(
+            parse(&["keystore", "create", "--vault", "v", "--name", "n"]).expect("ok"),
+            KeystoreCommand::Create {
+                vault: "v".into(),
+                name: "n".into(),
+                description: None,
+                kind: KeystoreTypeArg::Internal,
+                connect: false
+            }
+        );
+        assert!(
+            parse(&["keystore", "create", "--vault", "v", "--name", "n", "--type", "x"]).is_err()
+        );
+    }
+
+    #[test]
+    fn parses_list_filters_and_lifecycle_commands() {
+        assert_eq!(
+            parse(&[
+                "keystore", "list", "--vault", "v", "--type", "aws-kms", "--state", "failed",
+                "--all"
+            ])
+            .expect("ok"),
+            KeystoreCommand::List {
+                vault: Some("v".into()),
+                name: None,
+                kind: Some(KeystoreTypeArg::AwsKms),
+                state: Some(ConnectionStateArg::Failed),
+                page: PageArgs {
+                    all: true,
+                    ..PageArgs::default()
+                }
+            }
+        );
+        assert_eq!(
+            parse(&[
+                "keystore",
+                "disconnect",
+                "ks",
+                "--uninstall-keys",
+                "--force"
+            ])
+            .expect("ok"),
+            KeystoreCommand::Disconnect {
+                id: "ks".into(),
+                uninstall_keys: true,
+                force: true
+            }
+        );
+        for cmd in ["get", "delete", "connect", "test"] {
+            assert!(parse(&["keystore", cmd, "ks"]).is_ok(), "{cmd}");
+            assert!(parse(&["keystore", cmd]).is_err(), "{cmd} without id");
+        }
+    }
+
+    #[test]
+    fn renders_a_record_with_short_enum_names() {
+        assert_eq!(
+            render(OutputFormat::Table, &sample()),
+            "id: ks-1\nvault_id: v-1\nname: hsm\ndescription:\ntype: INTERNAL\n\
+             connection_state: FAILED\nconnection_error_code: TIMED_OUT\n\
+             connection_error_message: no answer in 5 s\nhealth.status: NOT_RESPONDING\n\
+             health.last_heartbeat: 2023-11-14T22:13:50Z\n\
+             created_at: 2023-11-14T22:13:20Z\nupdated_at: 2023-11-14T22:14:20Z\n"
+        );
+    }
+
+    #[test]
+    fn renders_json_with_proto_enum_names() {
+        let v: Value = serde_json::from_str(&render(OutputFormat::Json, &sample())).expect("json");
+        assert_eq!(v["type"], "KEYSTORE_TYPE_INTERNAL");
+        assert_eq!(v["connection_state"], "CONNECTION_STATE_FAILED");
+        assert_eq!(
+            v["connection_error_code"],
+            "CONNECTION_ERROR_CODE_TIMED_OUT"
+        );
+        assert_eq!(v["health"]["status"], "HEALTH_STATUS_NOT_RESPONDING");
+        assert_eq!(v["config"], json!({"internal": {}}));
+        assert_eq!(v["created_at"], "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn renders_lists() {
+        assert_eq!(
+            render_list(OutputFormat::Table, &[sample()], ""),
+            "ID    NAME  TYPE      STATE   HEALTH          VAULT_ID\n\
+             ks-1  hsm   INTERNAL  FAILED  NOT_RESPONDING  v-1\n"
+        );
+        let v: Value =
+            serde_json::from_str(&render_list(OutputFormat::Json, &[sample()], "n")).expect("json");
+        assert_eq!(v["keystores"][0]["id"], "ks-1");
+        assert_eq!(v["next_page_token"], "n");
+    }
+
+    #[test]
+    fn renders_a_test_result() {
+        let r = TestKeystoreConnectionResponse {
+            ok: false,
+            error_code: ConnectionErrorCode::InvalidCredentials as i32,
+            message: "bad PIN".into(),
+        };
+        assert_eq!(
+            render_test(OutputFormat::Table, &r),
+            "ok: false\nerror_code: INVALID_CREDENTIALS\nmessage: bad PIN\n"
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! Cryptographic use cases: each checks the key's usage, state and keystores (domain
+//! `check_use`) and then runs inside keyorchd's HSM.
+
+use zeroize::Zeroizing;
+
+use super::keys::key_ref;
+use super::{require_id, Inner, ServiceError, Services};
+use crate::domain::{check_payload, check_use, CryptoOp, DomainError, Key, PayloadKind, SigningAlgorithm};
+use crate::hsm::{HsmError, SignAlg};
+
+pub struct DataKey {
+    pub plaintext: Zeroizing<Vec<u8>>,
+    pub ciphertext: Vec<u8>,
+}
+
+pub struct PublicKey {
+    pub der: Vec<u8>,
+    pub pem: String,
+    pub algorithms: Vec<SigningAlgorithm>,
+}
+
+fn sign_alg(a: SigningAlgorithm) -> SignAlg {
+    match a {
+        SigningAlgorithm::RsaPssSha256 => SignAlg::RsaPssSha256,
+        SigningAlgorithm::RsaPssSha384 => SignAlg::RsaPssSha384,
+        SigningAlgorithm::RsaPssSha512 => SignAlg::RsaPssSha512,
+        SigningAlgorithm::RsaPkcs1Sha256 => SignAlg::RsaPkcs1Sha256,
+        SigningAlgorithm::RsaPkcs1Sha384 => SignAlg::RsaPkcs1Sha384,
+        SigningAlgorithm::RsaPkcs1Sha512 => SignAlg::RsaPkcs1Sha512,
+        SigningAlgorithm::EcdsaSha256 => SignAlg::EcdsaSha256,
+        SigningAlgorithm::EcdsaSha384 => SignAlg::EcdsaSha384,
+    }
+}
+
+/// PEM text of a DER SubjectPublicKeyInfo.
+fn pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END PUBLIC KEY-----\n");
+    out
+}
+
+impl Inner {
+    /// The key, if it may serve `op` right now.
+    fn usable_key(&self, key_id: &str, op: CryptoOp) -> Result<Key, ServiceError> {
+        require_id("key_id", key_id)?;
+        let key: Key = self
+            .store
+            .get(crate::store::Table::Keys, key_id)?
+            .ok_or_else(|| DomainError::KeyNotFound(key_id.to_string()))?;
+        let states = self.keystore_states(key.targets.iter())?;
+        check_use(&key, op, &states)?;
+        Ok(key)
+    }
+}
+
+fn ciphertext_error(key_id: &str) -> impl Fn(HsmError) -> ServiceError + '_ {
+    move |e| match e {
+        HsmError::InvalidCiphertext => ServiceError::InvalidCiphertext { key_id: key_id.to_string() },
+        other => other.into(),
+    }
+}
+
+impl Services {
+    pub async fn encrypt(&self, key_id: String, plaintext: Vec<u8>, aad: Vec<u8>) -> Result<Vec<u8>, ServiceError> {
+        let plaintext = Zeroizing::new(plaintext);
+        check_payload("plaintext", PayloadKind::Plaintext, &plaintext)?;
+        check_payload("aad", PayloadKind::Aad, &aad)?;
+        self.blocking(move |inner| {
+            let key = inner.usable_key(&key_id, CryptoOp::Encrypt)?;
+            Ok(inner.hsm.encrypt(&key_ref(&key)?, &plaintext, &aad)?)
+        })
+        .await
+    }
+
+    pub async fn decrypt(
+        &self,
+        key_id: String,
+        ciphertext: Vec<u8>,
+        aad: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+        check_payload("ciphertext", PayloadKind::Ciphertext, &ciphertext)?;
+        check_payload("aad", PayloadKind::Aad, &aad)?;
+        self.blocking(move |inner| {
+            let key = inner.usable_key(&key_id, CryptoOp::Decrypt)?;
+            inner
+                .hsm
+                .decrypt(&key_ref(&key)?, &ciphertext, &aad)
+                .map_err(ciphertext_error(&key_id))
+        })
+        .await
+    }
+
+    pub async fn generate_data_key(&self, key_id: String, bytes: u32, aad: Vec<u8>) -> Result<DataKey, ServiceError> {
+        let len = match bytes {
+            0 | 32 => 32,
+            16 => 16,
+            n => {
+                return Err(DomainError::invalid(
+                    "number_of_bytes",
+                    format!("must be 16 or 32 (AES-128 or AES-256 data key), got {n}"),
+                )
+                .into())
+            }
+        };
+        check_payload("aad", PayloadKind::Aad, &aad)?;
+        self.blocking(move |inner| {
+            let key = inner.usable_key(&key_id, CryptoOp::GenerateDataKey)?;
+            let plaintext = inner.hsm.random(len)?;
+            let ciphertext = inner.hsm.encrypt(&key_ref(&key)?, &plaintext, &aad)?;
+            Ok(DataKey { plaintext, ciphertext })
+        })
+        .await
+    }
+
+    pub async fn sign(&self, key_id: String, message: Vec<u8>, alg: SigningAlgorithm) -> Result<Vec<u8>, ServiceError> {
+        check_payload("message", PayloadKind::Message, &message)?;
+        self.blocking(move |inner| {
+            let key = inner.usable_key(&key_id, CryptoOp::Sign)?;
+            alg.check(&key.id, key.spec)?;
+            Ok(inner.hsm.sign(&key_ref(&key)?, sign_alg(alg), &message)?)
+        })
+        .await
+    }
+
+    pub async fn verify(
+        &self,
+        key_id: String,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+        alg: SigningAlgorithm,
+    ) -> Result<bool, ServiceError> {
+        check_payload("message", PayloadKind::Message, &message)?;
+        check_payload("signature", PayloadKind::Signature, &signature)?;
+        self.blocking(move |inner| {
+            let key = inner.usable_key(&key_id, CryptoOp::Verify)?;
+            alg.check(&key.id, key.spec)?;
+            Ok(inner.hsm.verify(&key_ref(&key)?, sign_alg(alg), &message, &signature)?)
+        })
+        .await
+    }
+
+    pub async fn generate_mac(&self, key_id: String, message: Vec<u8>) -> Result<Vec<u8>, ServiceError> {
+        check_payload("message", PayloadKind::Message, &message)?;
+        self.blocking(move |inner| {
+            let key = inner.usable_key(&key_id, CryptoOp::GenerateMac)?;
+            Ok(inner.hsm.hmac(&key_ref(&key)?, &message)?)
+        })
+        .await
+    }
+
+    pub async fn verify_mac(&self, key_id: String, message: Vec<u8>, mac: Vec<u8>) -> Result<bool, ServiceError> {
+        check_payload("message", PayloadKind::Message, &message)?;
+        check_payload("mac", PayloadKind::Signature, &mac)?;
+        self.blocking(move |inner| {
+            let key = inner.usable_key(&key_id, CryptoOp::VerifyMac)?;
+            Ok(inner.hsm.verify_hmac(&key_ref(&key)?, &message, &mac)?)
+        })
+        .await
+    }
+
+    pub async fn get_public_key(&self, key_id: String) -> Result<PublicKey, ServiceError> {
+        self.blocking(move |inner| {
+            let key = inner.usable_key(&key_id, CryptoOp::GetPublicKey)?;
+            let der = key
+                .material
+                .as_ref()
+                .and_then(|m| m.spki_der.clone())
+                .ok_or_else(|| ServiceError::Internal(format!("key {key_id} has no stored public key")))?;
+            Ok(PublicKey {
+                pem: pem(&der),
+                der,
+                algorithms: SigningAlgorithm::for_spec(key.spec).to_vec(),
+            })
+        })
+        .await
+    }
+}

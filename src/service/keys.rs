@@ -1,0 +1,348 @@
+//! Managed-key use cases: create (material generated in the HSM), lifecycle transitions,
+//! install/uninstall into target keystores, metadata updates and listing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::vaults::listing;
+use super::{new_id, now, require_id, Inner, Listing, ServiceError, Services};
+use crate::domain::{
+    ConnectionState, DomainError, Family, InstanceState, Key, KeyAction, KeySpec, KeyState,
+    Keystore, KeystoreAction, KeystoreConfig, Material, NewKey, Page,
+};
+use crate::hsm::{KeyKind, KeyRef};
+use crate::store::{Batch, Table};
+
+pub struct CreateKey {
+    pub vault_id: String,
+    pub name: String,
+    pub description: String,
+    pub spec: KeySpec,
+    pub targets: Vec<String>,
+    pub activate: bool,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+pub struct KeyFilter {
+    pub vault_id: Option<String>,
+    pub state: Option<KeyState>,
+    pub family: Option<Family>,
+    pub keystore_id: Option<String>,
+    pub name: Option<String>,
+}
+
+impl KeyFilter {
+    fn keeps(&self, k: &Key) -> bool {
+        self.vault_id.as_ref().is_none_or(|v| &k.vault_id == v)
+            && self.state.is_none_or(|s| k.state == s)
+            && self.family.is_none_or(|f| k.spec.family() == f)
+            && self.keystore_id.as_ref().is_none_or(|ks| k.targets.contains(ks))
+            && self.name.as_ref().is_none_or(|n| &k.name == n)
+    }
+}
+
+pub struct UpdateKey {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub replace_tags: bool,
+}
+
+pub(crate) fn kind(spec: KeySpec) -> KeyKind {
+    match spec {
+        KeySpec::Aes128 => KeyKind::Aes128,
+        KeySpec::Aes192 => KeyKind::Aes192,
+        KeySpec::Aes256 => KeyKind::Aes256,
+        KeySpec::Rsa2048 => KeyKind::Rsa2048,
+        KeySpec::Rsa3072 => KeyKind::Rsa3072,
+        KeySpec::Rsa4096 => KeyKind::Rsa4096,
+        KeySpec::EcP256 => KeyKind::EcP256,
+        KeySpec::EcP384 => KeyKind::EcP384,
+        KeySpec::HmacSha256 => KeyKind::HmacSha256,
+    }
+}
+
+/// The HSM's view of a stored key. Destroyed keys have no material.
+pub(crate) fn key_ref(key: &Key) -> Result<KeyRef<'_>, ServiceError> {
+    let m = key.material.as_ref().ok_or_else(|| DomainError::KeyState {
+        id: key.id.clone(),
+        state: key.state,
+        action: KeyAction::Install,
+        allowed: KeyState::allowed_from(KeyAction::Install),
+    })?;
+    Ok(KeyRef { id: &key.id, kind: kind(key.spec), wrapped: &m.wrapped, spki_der: m.spki_der.as_deref() })
+}
+
+impl Inner {
+    /// Target keystores of a new key: each exists, is in the key's vault and is CONNECTED.
+    fn check_targets(&self, vault_id: &str, targets: &[String]) -> Result<Vec<Keystore>, ServiceError> {
+        let mut out = Vec::with_capacity(targets.len());
+        for t in targets {
+            let ks: Keystore = self
+                .store
+                .get(Table::Keystores, t)?
+                .ok_or_else(|| DomainError::KeystoreNotFound(t.clone()))?;
+            if ks.vault_id != vault_id {
+                return Err(DomainError::invalid(
+                    "target_keystore_ids",
+                    format!("keystore {t} belongs to vault {}, not to the key's vault {vault_id}", ks.vault_id),
+                )
+                .into());
+            }
+            ks.require(KeystoreAction::CreateKeyTargeting)?;
+            out.push(ks);
+        }
+        Ok(out)
+    }
+
+    /// Installs `key` into `ks` (which must be CONNECTED) and marks the instance INSTALLED.
+    fn install_into(&self, key: &mut Key, ks: &Keystore) -> Result<(), ServiceError> {
+        ks.require(KeystoreAction::Install)?;
+        match ks.config {
+            // The internal keystore is keyorchd's own token: installing proves the
+            // stored blob unwraps under the master KEK to the very key (same KCV).
+            KeystoreConfig::Internal => {
+                let kcv = self.hsm.check_key(&key_ref(key)?)?;
+                if kcv != key.kcv {
+                    return Err(ServiceError::Internal(format!(
+                        "key {} unwrapped with check value {kcv}, expected {}",
+                        key.id, key.kcv
+                    )));
+                }
+            }
+        }
+        key.set_instance(&ks.id, InstanceState::Installed, String::new(), now());
+        Ok(())
+    }
+
+    /// Uninstalls every installed copy of `key` (deactivate, destroy).
+    fn uninstall_everywhere(&self, key: &mut Key) -> Result<(), ServiceError> {
+        let installed: Vec<String> = key
+            .instances
+            .iter()
+            .filter(|i| i.state != InstanceState::NotInstalled)
+            .map(|i| i.keystore_id.clone())
+            .collect();
+        for ks_id in installed {
+            // Internal copies live in keyorchd's own store: nothing remote to remove,
+            // so this works whatever the keystore's connection state.
+            key.set_instance(&ks_id, InstanceState::NotInstalled, String::new(), now());
+        }
+        Ok(())
+    }
+
+    fn seen(&self, key: Key) -> Result<Key, ServiceError> {
+        let states = self.keystore_states(key.targets.iter())?;
+        Ok(key.as_seen(&states))
+    }
+
+    fn put_key(&self, key: &Key) -> Result<(), ServiceError> {
+        let mut b = Batch::new();
+        b.put(Table::Keys, &key.id, key)?;
+        self.store.commit(b)?;
+        Ok(())
+    }
+
+    fn transition(&self, id: &str, action: KeyAction) -> Result<Key, ServiceError> {
+        let _w = self.lock();
+        let mut key = self.key(id)?;
+        let next = key.require(action)?;
+        match action {
+            KeyAction::Activate => {
+                if key.targets.is_empty() {
+                    return Err(DomainError::KeyUnavailable {
+                        id: key.id.clone(),
+                        reason: "it has no target keystore to activate in".into(),
+                    }
+                    .into());
+                }
+                let targets = key.targets.clone();
+                let keystores = targets
+                    .iter()
+                    .map(|t| self.keystore(t))
+                    .collect::<Result<Vec<_>, _>>()?;
+                // All targets must be CONNECTED before anything is installed.
+                for ks in &keystores {
+                    ks.require(KeystoreAction::Install)?;
+                }
+                for ks in &keystores {
+                    self.install_into(&mut key, ks)?;
+                }
+            }
+            KeyAction::Deactivate | KeyAction::Destroy => self.uninstall_everywhere(&mut key)?,
+            _ => {}
+        }
+        key.enter(next, now());
+        self.put_key(&key)?;
+        if next.is_destroyed() {
+            self.hsm.forget(&key.id);
+        }
+        tracing::info!(key = %key.id, state = %key.state, "{action}");
+        self.seen(key)
+    }
+}
+
+impl Services {
+    pub async fn create_key(&self, req: CreateKey) -> Result<Key, ServiceError> {
+        self.blocking(move |inner| {
+            let new = NewKey {
+                id: new_id("key"),
+                vault_id: req.vault_id,
+                name: req.name,
+                description: req.description,
+                spec: req.spec,
+                targets: req.targets,
+                tags: req.tags,
+            };
+            new.validate()?;
+            require_id("vault_id", &new.vault_id)?;
+            inner.vault(&new.vault_id)?;
+            inner.check_targets(&new.vault_id, &new.targets)?;
+            // Generation can take seconds (RSA): do it before taking the write lock.
+            let generated = inner.hsm.generate(kind(new.spec))?;
+            let material = Material { wrapped: generated.wrapped, spki_der: generated.spki_der };
+            let _w = inner.lock();
+            inner.vault(&new.vault_id)?;
+            if inner.store.name_owner(Table::Keys, &new.vault_id, &new.name)?.is_some() {
+                return Err(DomainError::KeyNameInUse { vault_id: new.vault_id, name: new.name }.into());
+            }
+            let keystores = inner.check_targets(&new.vault_id, &new.targets)?;
+            let mut key = Key::new(new, material, generated.kcv, now())?;
+            if req.activate {
+                let next = key.require(KeyAction::Activate)?;
+                for ks in &keystores {
+                    inner.install_into(&mut key, ks)?;
+                }
+                key.enter(next, now());
+            }
+            let mut b = Batch::new();
+            b.put(Table::Keys, &key.id, &key)?;
+            b.claim_name(Table::Keys, &key.vault_id, &key.name, &key.id);
+            inner.store.commit(b)?;
+            tracing::info!(key = %key.id, spec = %key.spec, state = %key.state, "key created");
+            inner.seen(key)
+        })
+        .await
+    }
+
+    pub async fn get_key(&self, id: String) -> Result<Key, ServiceError> {
+        self.blocking(move |inner| inner.seen(inner.key(&id)?)).await
+    }
+
+    pub async fn list_keys(&self, filter: KeyFilter, page: Page) -> Result<Listing<Key>, ServiceError> {
+        self.blocking(move |inner| {
+            let (items, more) =
+                inner.store.list(Table::Keys, page.after.as_deref(), page.size, |k: &Key| filter.keeps(k))?;
+            let states: HashMap<String, ConnectionState> = inner
+                .store
+                .all::<Keystore>(Table::Keystores)?
+                .into_iter()
+                .map(|k| (k.id, k.state))
+                .collect();
+            let items = items.into_iter().map(|k| k.as_seen(&states)).collect();
+            Ok(listing(items, more, |k: &Key| &k.id))
+        })
+        .await
+    }
+
+    pub async fn update_key(&self, id: String, req: UpdateKey) -> Result<Key, ServiceError> {
+        self.blocking(move |inner| {
+            let _w = inner.lock();
+            let mut key = inner.key(&id)?;
+            let old_name = key.name.clone();
+            key.update(req.name, req.description, req.tags, req.replace_tags, now())?;
+            let mut b = Batch::new();
+            if key.name != old_name {
+                if inner.store.name_owner(Table::Keys, &key.vault_id, &key.name)?.is_some() {
+                    return Err(DomainError::KeyNameInUse { vault_id: key.vault_id, name: key.name }.into());
+                }
+                b.release_name(Table::Keys, &key.vault_id, &old_name);
+                b.claim_name(Table::Keys, &key.vault_id, &key.name, &key.id);
+            }
+            b.put(Table::Keys, &key.id, &key)?;
+            inner.store.commit(b)?;
+            inner.seen(key)
+        })
+        .await
+    }
+
+    pub async fn activate_key(&self, id: String) -> Result<Key, ServiceError> {
+        self.blocking(move |inner| inner.transition(&id, KeyAction::Activate)).await
+    }
+
+    pub async fn deactivate_key(&self, id: String) -> Result<Key, ServiceError> {
+        self.blocking(move |inner| inner.transition(&id, KeyAction::Deactivate)).await
+    }
+
+    pub async fn destroy_key(&self, id: String) -> Result<Key, ServiceError> {
+        self.blocking(move |inner| inner.transition(&id, KeyAction::Destroy)).await
+    }
+
+    pub async fn mark_compromised(&self, id: String) -> Result<Key, ServiceError> {
+        self.blocking(move |inner| inner.transition(&id, KeyAction::MarkCompromised)).await
+    }
+
+    pub async fn delete_key(&self, id: String) -> Result<(), ServiceError> {
+        self.blocking(move |inner| {
+            let _w = inner.lock();
+            let key = inner.key(&id)?;
+            key.require(KeyAction::Delete)?;
+            let mut b = Batch::new();
+            b.delete(Table::Keys, &key.id);
+            b.release_name(Table::Keys, &key.vault_id, &key.name);
+            inner.store.commit(b)?;
+            tracing::info!(key = %id, "key deleted");
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn install_key(&self, id: String, keystore_id: String) -> Result<Key, ServiceError> {
+        self.blocking(move |inner| {
+            let _w = inner.lock();
+            let mut key = inner.key(&id)?;
+            key.require(KeyAction::Install)?;
+            require_id("keystore_id", &keystore_id)?;
+            let ks = inner.keystore(&keystore_id)?;
+            if ks.vault_id != key.vault_id {
+                return Err(DomainError::invalid(
+                    "keystore_id",
+                    format!("keystore {keystore_id} belongs to vault {}, not to the key's vault {}", ks.vault_id, key.vault_id),
+                )
+                .into());
+            }
+            if key.instance(&keystore_id).map(|i| i.state) == Some(InstanceState::Installed) {
+                return inner.seen(key);
+            }
+            inner.install_into(&mut key, &ks)?;
+            inner.put_key(&key)?;
+            tracing::info!(key = %id, keystore = %keystore_id, "key installed");
+            inner.seen(key)
+        })
+        .await
+    }
+
+    pub async fn uninstall_key(&self, id: String, keystore_id: String) -> Result<Key, ServiceError> {
+        self.blocking(move |inner| {
+            let _w = inner.lock();
+            let mut key = inner.key(&id)?;
+            key.require(KeyAction::Uninstall)?;
+            require_id("keystore_id", &keystore_id)?;
+            if key.instance(&keystore_id).is_none() {
+                return Err(DomainError::invalid(
+                    "keystore_id",
+                    format!("key {id} has no instance in keystore {keystore_id}"),
+                )
+                .into());
+            }
+            key.check_uninstall(&keystore_id)?;
+            let ks = inner.keystore(&keystore_id)?;
+            ks.require(KeystoreAction::Uninstall)?;
+            key.remove_target(&keystore_id, now());
+            inner.put_key(&key)?;
+            tracing::info!(key = %id, keystore = %keystore_id, "key uninstalled");
+            inner.seen(key)
+        })
+        .await
+    }
+}

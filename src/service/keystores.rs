@@ -1,0 +1,342 @@
+//! Keystore use cases: create, read, update, delete, connect, disconnect, test, health.
+
+use std::collections::HashMap;
+
+use super::vaults::listing;
+use super::{new_id, now, Inner, Listing, ServiceError, Services};
+use crate::domain::{
+    stranded_keys, ConnectStart, ConnectionError, ConnectionErrorCode, ConnectionState,
+    DomainError, Health, HealthStatus, InstanceState, Key, Keystore, KeystoreConfig,
+    KeystoreType, NewKeystore, Page,
+};
+use crate::hsm::HsmError;
+use crate::store::{Batch, Table};
+
+pub struct CreateKeystore {
+    pub vault_id: String,
+    pub name: String,
+    pub description: String,
+    pub keystore_type: KeystoreType,
+    pub connect: bool,
+}
+
+#[derive(Default)]
+pub struct KeystoreFilter {
+    pub vault_id: Option<String>,
+    pub name: Option<String>,
+    pub keystore_type: Option<KeystoreType>,
+    pub state: Option<ConnectionState>,
+}
+
+impl KeystoreFilter {
+    fn keeps(&self, k: &Keystore) -> bool {
+        self.vault_id.as_ref().is_none_or(|v| &k.vault_id == v)
+            && self.name.as_ref().is_none_or(|n| &k.name == n)
+            && self.keystore_type.is_none_or(|t| k.keystore_type() == t)
+            && self.state.is_none_or(|s| k.state == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DisconnectOptions {
+    pub uninstall_keys: bool,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    pub result: Result<(), ConnectionError>,
+}
+
+/// The configuration a keystore type needs, or UNIMPLEMENTED for types not built yet.
+fn config_for(t: KeystoreType) -> Result<KeystoreConfig, ServiceError> {
+    match t {
+        KeystoreType::Internal => Ok(KeystoreConfig::Internal),
+        other => Err(ServiceError::Unimplemented(format!(
+            "keystore type {other} is not implemented yet; only internal keystores are available"
+        ))),
+    }
+}
+
+/// The connection checks of a keystore's target. Never fails the call: a failure is
+/// the FAILED outcome with its error code.
+fn probe(inner: &Inner, config: &KeystoreConfig) -> Result<(), ConnectionError> {
+    match config {
+        KeystoreConfig::Internal => inner.hsm.health().map_err(|e| {
+            let code = match &e {
+                HsmError::PinIncorrect | HsmError::PinLocked => ConnectionErrorCode::InvalidCredentials,
+                HsmError::TokenNotFound(_) => ConnectionErrorCode::TargetNotFound,
+                HsmError::ModuleLoad { .. } => ConnectionErrorCode::InvalidConfiguration,
+                _ => ConnectionErrorCode::InternalError,
+            };
+            ConnectionError { code, message: format!("keyorchd's HSM: {e}") }
+        }),
+    }
+}
+
+impl Inner {
+    fn keystore_view(&self, mut ks: Keystore) -> Keystore {
+        if ks.state == ConnectionState::Connected {
+            if let Some(h) = self.health.lock().unwrap_or_else(|p| p.into_inner()).get(&ks.id) {
+                ks.health = Some(h.clone());
+            }
+        } else {
+            ks.health = None;
+        }
+        ks
+    }
+
+    /// Ids of keys that are not destroyed and list `keystore_id` as a target.
+    fn live_keys_targeting(&self, keystore_id: &str) -> Result<Vec<Key>, ServiceError> {
+        Ok(self
+            .store
+            .list(Table::Keys, None, usize::MAX, |k: &Key| {
+                !k.state.is_destroyed() && k.targets.iter().any(|t| t == keystore_id)
+            })?
+            .0)
+    }
+
+    pub(super) fn connect_keystore(&self, id: &str) -> Result<Keystore, ServiceError> {
+        let mut ks = self.keystore(id)?;
+        if ks.begin_connect(now())? == ConnectStart::AlreadyConnected {
+            return Ok(self.keystore_view(ks));
+        }
+        // Durable intent: a crash from here on is finished by the start-up reconciler.
+        let mut b = Batch::new();
+        b.put(Table::Keystores, &ks.id, &ks)?;
+        self.store.commit(b)?;
+        let outcome = probe(self, &ks.config);
+        match &outcome {
+            Ok(()) => tracing::info!(keystore = %ks.id, "keystore connected"),
+            Err(e) => tracing::warn!(keystore = %ks.id, code = ?e.code, "keystore connection failed: {}", e.message),
+        }
+        ks.finish_connect(outcome, now());
+        let mut b = Batch::new();
+        b.put(Table::Keystores, &ks.id, &ks)?;
+        self.store.commit(b)?;
+        if let Some(h) = &ks.health {
+            self.health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ks.id.clone(), h.clone());
+        }
+        Ok(self.keystore_view(ks))
+    }
+}
+
+impl Services {
+    pub async fn create_keystore(&self, req: CreateKeystore) -> Result<Keystore, ServiceError> {
+        self.blocking(move |inner| {
+            let config = config_for(req.keystore_type)?;
+            let ks = Keystore::new(
+                NewKeystore {
+                    id: new_id("ks"),
+                    vault_id: req.vault_id,
+                    name: req.name,
+                    description: req.description,
+                    config,
+                },
+                now(),
+            )?;
+            let _w = inner.lock();
+            inner.vault(&ks.vault_id).map_err(|e| match e {
+                ServiceError::Domain(DomainError::Invalid { rule, .. }) => {
+                    DomainError::invalid("vault_id", rule).into()
+                }
+                other => other,
+            })?;
+            if inner.store.name_owner(Table::Keystores, &ks.vault_id, &ks.name)?.is_some() {
+                return Err(DomainError::KeystoreNameInUse { vault_id: ks.vault_id, name: ks.name }.into());
+            }
+            let mut b = Batch::new();
+            b.put(Table::Keystores, &ks.id, &ks)?;
+            b.claim_name(Table::Keystores, &ks.vault_id, &ks.name, &ks.id);
+            inner.store.commit(b)?;
+            tracing::info!(keystore = %ks.id, vault = %ks.vault_id, "keystore created");
+            if req.connect {
+                return inner.connect_keystore(&ks.id);
+            }
+            Ok(ks)
+        })
+        .await
+    }
+
+    pub async fn get_keystore(&self, id: String) -> Result<Keystore, ServiceError> {
+        self.blocking(move |inner| Ok(inner.keystore_view(inner.keystore(&id)?))).await
+    }
+
+    pub async fn describe_keystores(
+        &self,
+        filter: KeystoreFilter,
+        page: Page,
+    ) -> Result<Listing<Keystore>, ServiceError> {
+        self.blocking(move |inner| {
+            let (items, more) =
+                inner.store.list(Table::Keystores, page.after.as_deref(), page.size, |k: &Keystore| filter.keeps(k))?;
+            let items = items.into_iter().map(|k| inner.keystore_view(k)).collect();
+            Ok(listing(items, more, |k: &Keystore| &k.id))
+        })
+        .await
+    }
+
+    pub async fn update_keystore(
+        &self,
+        id: String,
+        name: Option<String>,
+        description: Option<String>,
+    ) -> Result<Keystore, ServiceError> {
+        self.blocking(move |inner| {
+            let _w = inner.lock();
+            let mut ks = inner.keystore(&id)?;
+            let old_name = ks.name.clone();
+            ks.update(name, description, now())?;
+            let mut b = Batch::new();
+            if ks.name != old_name {
+                if inner.store.name_owner(Table::Keystores, &ks.vault_id, &ks.name)?.is_some() {
+                    return Err(DomainError::KeystoreNameInUse { vault_id: ks.vault_id, name: ks.name }.into());
+                }
+                b.release_name(Table::Keystores, &ks.vault_id, &old_name);
+                b.claim_name(Table::Keystores, &ks.vault_id, &ks.name, &ks.id);
+            }
+            b.put(Table::Keystores, &ks.id, &ks)?;
+            inner.store.commit(b)?;
+            Ok(inner.keystore_view(ks))
+        })
+        .await
+    }
+
+    pub async fn delete_keystore(&self, id: String) -> Result<(), ServiceError> {
+        self.blocking(move |inner| {
+            let _w = inner.lock();
+            let ks = inner.keystore(&id)?;
+            let live: Vec<String> = inner.live_keys_targeting(&id)?.into_iter().map(|k| k.id).collect();
+            ks.check_delete(&live)?;
+            let mut b = Batch::new();
+            // Destroyed keys keep their record; drop the dangling target from them.
+            let destroyed = inner
+                .store
+                .list(Table::Keys, None, usize::MAX, |k: &Key| k.targets.iter().any(|t| t == &id))?
+                .0;
+            for mut k in destroyed {
+                k.remove_target(&id, now());
+                b.put(Table::Keys, &k.id, &k)?;
+            }
+            b.delete(Table::Keystores, &ks.id);
+            b.release_name(Table::Keystores, &ks.vault_id, &ks.name);
+            inner.store.commit(b)?;
+            inner.health.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            tracing::info!(keystore = %id, "keystore deleted");
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn connect_keystore(&self, id: String) -> Result<Keystore, ServiceError> {
+        self.blocking(move |inner| {
+            let _w = inner.lock();
+            inner.connect_keystore(&id)
+        })
+        .await
+    }
+
+    pub async fn disconnect_keystore(
+        &self,
+        id: String,
+        opts: DisconnectOptions,
+    ) -> Result<Keystore, ServiceError> {
+        self.blocking(move |inner| {
+            let _w = inner.lock();
+            let mut ks = inner.keystore(&id)?;
+            ks.require(crate::domain::KeystoreAction::Disconnect)?;
+            let keys = inner.live_keys_targeting(&id)?;
+            let all_targets: Vec<String> = keys.iter().flat_map(|k| k.targets.iter().cloned()).collect();
+            let states: HashMap<_, _> = inner.keystore_states(all_targets.iter())?;
+            let stranded = stranded_keys(&id, &keys, &states);
+            if !stranded.is_empty() && !opts.force && !opts.uninstall_keys {
+                return Err(DomainError::StrandedKeys { id, keys: stranded }.into());
+            }
+            ks.begin_disconnect(now())?;
+            let mut b = Batch::new();
+            b.put(Table::Keystores, &ks.id, &ks)?;
+            inner.store.commit(b)?;
+            let mut b = Batch::new();
+            if opts.uninstall_keys {
+                // UKO's permanent form: every key leaves this keystore (its copy there is
+                // uninstalled; for the internal keystore the material stays wrapped in
+                // keyorch's store and nothing remains to remove).
+                for mut k in keys {
+                    if k.instance(&id).is_some() {
+                        k.set_instance(&id, InstanceState::NotInstalled, String::new(), now());
+                    }
+                    k.remove_target(&id, now());
+                    b.put(Table::Keys, &k.id, &k)?;
+                }
+            }
+            ks.finish_disconnect(now());
+            b.put(Table::Keystores, &ks.id, &ks)?;
+            inner.store.commit(b)?;
+            inner.health.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            tracing::info!(keystore = %id, uninstall_keys = opts.uninstall_keys, force = opts.force, "keystore disconnected");
+            Ok(inner.keystore_view(ks))
+        })
+        .await
+    }
+
+    /// Runs the connection checks of a stored keystore without changing it.
+    pub async fn test_keystore(&self, id: String) -> Result<TestOutcome, ServiceError> {
+        self.blocking(move |inner| {
+            let ks = inner.keystore(&id)?;
+            Ok(TestOutcome { result: probe(inner, &ks.config) })
+        })
+        .await
+    }
+
+    /// Runs the connection checks of a configuration that is not stored (dry run):
+    /// the same field rules as CreateKeystore apply, nothing is written.
+    pub async fn test_keystore_candidate(&self, req: CreateKeystore) -> Result<TestOutcome, ServiceError> {
+        self.blocking(move |inner| {
+            let config = config_for(req.keystore_type)?;
+            Keystore::new(
+                NewKeystore {
+                    id: "ks-candidate".into(),
+                    vault_id: req.vault_id.clone(),
+                    name: req.name,
+                    description: req.description,
+                    config: config.clone(),
+                },
+                now(),
+            )?;
+            inner.vault(&req.vault_id)?;
+            Ok(TestOutcome { result: probe(inner, &config) })
+        })
+        .await
+    }
+
+    /// Refreshes the health of every CONNECTED keystore (run periodically).
+    pub async fn refresh_health(&self) -> Result<(), ServiceError> {
+        self.blocking(|inner| {
+            let connected = inner.store.list(Table::Keystores, None, usize::MAX, |k: &Keystore| {
+                k.state == ConnectionState::Connected
+            })?;
+            for ks in connected.0 {
+                let (status, message) = match probe(inner, &ks.config) {
+                    Ok(()) => (HealthStatus::Ok, String::new()),
+                    Err(e) if e.code == ConnectionErrorCode::InvalidConfiguration => {
+                        (HealthStatus::ConfigurationError, e.message)
+                    }
+                    Err(e) => (HealthStatus::NotResponding, e.message),
+                };
+                if status != HealthStatus::Ok {
+                    tracing::warn!(keystore = %ks.id, ?status, "keystore health check failed: {message}");
+                }
+                inner
+                    .health
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(ks.id.clone(), Health { status, message, last_heartbeat: now() });
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,286 @@
+//! The README tour through the real `keyorch` binary against a real daemon: vault →
+//! internal keystore → key → activate → encrypt → decrypt round trip; `--output json`
+//! records parse with proto field names; the socket can come from `KEYORCH_SOCKET`; a
+//! server error exits non-zero with the server's message on stderr.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use common::*;
+use keyorch::proto::v1::{KeyAlgorithm, KeyState};
+use serde_json::{Map, Value};
+
+/// `keyorch` with a clean environment, talking to `socket`.
+fn keyorch(socket: &Path) -> Command {
+    let mut cmd = Command::new(TestDaemon::cli_binary());
+    cmd.env_remove("KEYORCH_SOCKET")
+        .env_remove("KEYORCH_OUTPUT")
+        .env_remove("KEYORCH_STATE_DIR")
+        .arg("--socket")
+        .arg(socket);
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn succeed(cmd: &mut Command) -> String {
+    let out: Output = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} exited with {}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Parses JSON output: one document, or one document per line.
+fn parse_json(stdout: &str) -> Vec<Value> {
+    if let Ok(v) = serde_json::from_str::<Value>(stdout) {
+        return vec![v];
+    }
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\nwhole output:\n{stdout}"))
+        })
+        .collect()
+}
+
+/// Every JSON object with an `id` field, wherever it sits (a bare record, an array of
+/// records, or a response object holding a list).
+fn records(values: &[Value]) -> Vec<Map<String, Value>> {
+    fn walk(v: &Value, out: &mut Vec<Map<String, Value>>) {
+        match v {
+            Value::Object(m) if m.contains_key("id") => out.push(m.clone()),
+            Value::Object(m) => m.values().for_each(|x| walk(x, out)),
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    values.iter().for_each(|v| walk(v, &mut out));
+    out
+}
+
+/// The single record a create/get-style command printed with `--output json`.
+#[track_caller]
+fn one_record(stdout: &str) -> Map<String, Value> {
+    let recs = records(&parse_json(stdout));
+    assert_eq!(recs.len(), 1, "expected one JSON record, got:\n{stdout}");
+    recs.into_iter().next().unwrap()
+}
+
+fn field<'a>(rec: &'a Map<String, Value>, name: &str) -> &'a str {
+    rec.get(name)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string field {name:?} in {rec:?}"))
+}
+
+#[tokio::test]
+async fn readme_tour_round_trip() {
+    let d = TestDaemon::start().await;
+    let sock = d.socket();
+
+    let vault = one_record(&succeed(
+        keyorch(&sock).args(["--output", "json", "vault", "create", "--name", "tour"]),
+    ));
+    let vault_id = field(&vault, "id").to_string();
+    assert_eq!(field(&vault, "name"), "tour");
+
+    let ks = one_record(&succeed(keyorch(&sock).args([
+        "--output",
+        "json",
+        "keystore",
+        "create",
+        "--vault",
+        &vault_id,
+        "--name",
+        "hsm",
+        "--type",
+        "internal",
+        "--connect",
+    ])));
+    let ks_id = field(&ks, "id").to_string();
+    assert_eq!(field(&ks, "vault_id"), vault_id);
+    assert_eq!(field(&ks, "connection_state"), "CONNECTION_STATE_CONNECTED");
+
+    let key = one_record(&succeed(keyorch(&sock).args([
+        "--output",
+        "json",
+        "key",
+        "create",
+        "--vault",
+        &vault_id,
+        "--name",
+        "tour-key",
+        "--algorithm",
+        "aes",
+        "--size",
+        "256",
+        "--target",
+        &ks_id,
+    ])));
+    let key_id = field(&key, "id").to_string();
+    assert_eq!(field(&key, "state"), "KEY_STATE_PRE_ACTIVE");
+
+    let active = one_record(&succeed(
+        keyorch(&sock).args(["--output", "json", "key", "activate", &key_id]),
+    ));
+    assert_eq!(field(&active, "id"), key_id);
+    assert_eq!(field(&active, "state"), "KEY_STATE_ACTIVE");
+
+    let plaintext = "hello from the tour";
+    let out = succeed(keyorch(&sock).args(["encrypt", "--key", &key_id, "--plaintext", plaintext]));
+    let b64 = out.trim().to_string();
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(&b64)
+        .unwrap_or_else(|e| panic!("encrypt did not print base64 ({e}): {out:?}"));
+    assert_eq!(ciphertext.len(), 12 + plaintext.len() + 16);
+
+    let out = succeed(keyorch(&sock).args(["decrypt", "--key", &key_id, "--ciphertext", &b64]));
+    assert_eq!(out.trim_end_matches('\n'), plaintext);
+
+    // What the CLI did is what the API sees.
+    let mut c = d.clients();
+    let k = get_key(&mut c, &key_id).await;
+    assert_key_state(&k, KeyState::Active);
+    assert_eq!(k.target_keystore_ids, vec![ks_id]);
+    assert_eq!(
+        decrypt(&mut c, &key_id, &ciphertext, b"").await,
+        plaintext.as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn json_output_uses_proto_field_names() {
+    let d = TestDaemon::start().await;
+    let sock = d.socket();
+    let mut c = d.clients();
+    let fx = Fixture::new(&mut c).await;
+    let other = create_vault(&mut c, "second").await;
+
+    let listed = records(&parse_json(&succeed(
+        keyorch(&sock).args(["--output", "json", "vault", "list"]),
+    )));
+    let mut ids: Vec<&str> = listed.iter().map(|r| field(r, "id")).collect();
+    ids.sort();
+    let mut expected = vec![fx.vault.id.as_str(), other.id.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert!(listed.iter().any(|r| field(r, "name") == "vault-1"));
+
+    let key = one_record(&succeed(keyorch(&sock).args([
+        "--output",
+        "json",
+        "key",
+        "create",
+        "--vault",
+        &fx.vault.id,
+        "--name",
+        "cli-key",
+        "--algorithm",
+        "aes",
+        "--size",
+        "256",
+        "--target",
+        &fx.keystore.id,
+        "--activate",
+    ])));
+    assert_eq!(field(&key, "state"), "KEY_STATE_ACTIVE");
+    assert_eq!(field(&key, "vault_id"), fx.vault.id);
+    assert_eq!(field(&key, "name"), "cli-key");
+    let api = get_key(&mut c, field(&key, "id")).await;
+    assert_key_state(&api, KeyState::Active);
+    assert_eq!(api.algorithm, KeyAlgorithm::Aes as i32);
+
+    // Table output is not JSON, but names the vault.
+    let table = succeed(keyorch(&sock).args(["vault", "list"]));
+    assert!(table.contains("vault-1"), "{table}");
+}
+
+#[tokio::test]
+async fn the_socket_can_come_from_the_environment() {
+    let d = TestDaemon::start().await;
+    let mut c = d.clients();
+    let v = create_vault(&mut c, "from-env").await;
+    let out = succeed(
+        Command::new(TestDaemon::cli_binary())
+            .env_remove("KEYORCH_OUTPUT")
+            .env("KEYORCH_SOCKET", d.socket())
+            .args(["--output", "json", "vault", "list"]),
+    );
+    let recs = records(&parse_json(&out));
+    assert_eq!(recs.len(), 1, "{out}");
+    assert_eq!(field(&recs[0], "id"), v.id);
+}
+
+#[tokio::test]
+async fn server_errors_exit_non_zero_with_the_servers_message() {
+    let d = TestDaemon::start().await;
+    let sock = d.socket();
+    let mut c = d.clients();
+
+    // The server's message for an invalid name, asked through the API.
+    let s = fails(c.vaults.create_vault(vault_req("bad/char"))).await;
+    let message = s.message().to_string();
+    let out = run(keyorch(&sock).args(["vault", "create", "--name", "bad/char"]));
+    assert!(!out.status.success(), "invalid name accepted by the CLI");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&message),
+        "stderr does not carry the server's message {message:?}:\n{stderr}"
+    );
+    assert!(snapshot(&c).await.vaults.is_empty());
+
+    // A refused disconnect names the stranded key.
+    let fx = Fixture::new(&mut c).await;
+    let key = fx.key(&mut c, "k", KeyAlgorithm::Aes, 256, true).await;
+    let out = run(keyorch(&sock).args(["keystore", "disconnect", &fx.keystore.id]));
+    assert!(!out.status.success(), "a stranding disconnect was accepted");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&key.id),
+        "stderr does not name the key:\n{stderr}"
+    );
+
+    // A tampered ciphertext.
+    let mut ct = encrypt(&mut c, &key.id, b"x", b"").await;
+    ct[14] ^= 1;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&ct);
+    let out = run(keyorch(&sock).args(["decrypt", "--key", &key.id, "--ciphertext", &b64]));
+    assert!(!out.status.success(), "tampered ciphertext decrypted");
+    assert!(!text(&out.stderr).trim().is_empty());
+
+    // A key that does not exist.
+    let missing = unknown_id();
+    let out = run(keyorch(&sock).args(["--output", "json", "key", "activate", &missing]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&missing),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_daemon_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("nobody-here.sock");
+    let out = run(keyorch(&sock).args(["vault", "list"]));
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("nobody-here.sock"),
+        "the error does not say which socket: {stderr}"
+    );
+}
