@@ -165,7 +165,9 @@ fn kek_is_created_once_then_found_on_reopen() {
         panic!("expected Created, got {created:?}");
     };
     assert_eq!(kcv.len(), 16);
-    assert!(kcv.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(kcv
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     assert_eq!(
         hsm.master_kek(false).unwrap(),
         KekStatus::Found { kcv: kcv.clone() }
@@ -295,15 +297,24 @@ fn every_signature_algorithm_signs_and_verifies() {
                 continue;
             }
             let sig = k.hsm.sign(&r, alg, message).unwrap();
-            assert!(k.hsm.verify(&r, alg, message, &sig).unwrap(), "{alg:?} {kind:?}");
+            assert!(
+                k.hsm.verify(&r, alg, message, &sig).unwrap(),
+                "{alg:?} {kind:?}"
+            );
             assert!(!k.hsm.verify(&r, alg, b"the quick brown cat", &sig).unwrap());
             let mut flipped = sig.clone();
             let last = flipped.len() - 1;
             flipped[last] ^= 0x01;
             assert!(!k.hsm.verify(&r, alg, message, &flipped).unwrap());
-            assert!(!k.hsm.verify(&r, alg, message, &sig[..sig.len() - 1]).unwrap());
+            assert!(!k
+                .hsm
+                .verify(&r, alg, message, &sig[..sig.len() - 1])
+                .unwrap());
             assert!(!k.hsm.verify(&r, alg, message, &[]).unwrap());
-            assert!(!k.hsm.verify(&r, alg, message, &vec![0xff; sig.len()]).unwrap());
+            assert!(!k
+                .hsm
+                .verify(&r, alg, message, &vec![0xff; sig.len()])
+                .unwrap());
             if matches!(alg, SignAlg::EcdsaSha256 | SignAlg::EcdsaSha384) {
                 assert_eq!(sig[0], 0x30, "DER SEQUENCE");
                 assert!(!k.hsm.verify(&r, alg, message, b"\x30\x00").unwrap());
@@ -403,7 +414,10 @@ fn unusable_blobs_and_mismatched_public_keys_are_refused() {
         wrapped: &flipped,
         spki_der: None,
     };
-    assert!(matches!(hsm.check_key(&r), Err(HsmError::KeyBlobInvalid(_))));
+    assert!(matches!(
+        hsm.check_key(&r),
+        Err(HsmError::KeyBlobInvalid(_))
+    ));
     assert!(matches!(
         hsm.encrypt(&r, b"x", b""),
         Err(HsmError::KeyBlobInvalid(_))
@@ -595,7 +609,10 @@ fn cache_is_bounded_and_destroys_what_it_evicts() {
     let uncached = Hsm::open(cfg).unwrap();
     let r = key_ref("k0", KeyKind::Aes128, &keys[0]);
     let blob = uncached.encrypt(&r, b"data", b"").unwrap();
-    assert_eq!(uncached.decrypt(&r, &blob, b"").unwrap().as_slice(), b"data");
+    assert_eq!(
+        uncached.decrypt(&r, &blob, b"").unwrap().as_slice(),
+        b"data"
+    );
     assert_eq!(uncached.cached_keys(), 0);
 }
 
@@ -637,22 +654,36 @@ fn the_kek_is_the_only_token_object_and_is_locked_down() {
     // Use every kind once more so that cached objects exist while we look.
     for kind in KeyKind::ALL {
         let id = id_of(kind);
-        k.hsm.check_key(&key_ref(&id, kind, &k.keys[&kind])).unwrap();
+        k.hsm
+            .check_key(&key_ref(&id, kind, &k.keys[&kind]))
+            .unwrap();
     }
     let out = Command::new("pkcs11-tool")
-        .args(["--module", MODULE, "--token-label", "ops", "--login", "--pin", PIN])
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            "ops",
+            "--login",
+            "--pin",
+            PIN,
+        ])
         .arg("--list-objects")
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{listing} {}", String::from_utf8_lossy(&out.stderr));
-    let objects: Vec<&str> = listing
-        .split("Object;")
-        .skip(1)
-        .collect();
+    assert!(
+        out.status.success(),
+        "{listing} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects: Vec<&str> = listing.split("Object;").skip(1).collect();
     assert_eq!(objects.len(), 1, "{listing}");
     let kek = objects[0];
-    assert!(listing.contains("Secret Key Object; AES length 32"), "{listing}");
+    assert!(
+        listing.contains("Secret Key Object; AES length 32"),
+        "{listing}"
+    );
     assert!(kek.contains(&format!("label:      {KEK_LABEL}")), "{kek}");
     let line = |name: &str| {
         kek.lines()
@@ -661,12 +692,43 @@ fn the_kek_is_the_only_token_object_and_is_locked_down() {
             .to_string()
     };
     let usage = line("Usage:");
-    assert!(usage.contains("wrap") && usage.contains("unwrap"), "{usage}");
-    assert!(!usage.contains("encrypt") && !usage.contains("sign"), "{usage}");
+    assert!(
+        usage.contains("wrap") && usage.contains("unwrap"),
+        "{usage}"
+    );
+    assert!(
+        !usage.contains("encrypt") && !usage.contains("sign"),
+        "{usage}"
+    );
     let access = line("Access:");
-    assert!(access.contains("sensitive"), "{access}");
-    assert!(access.contains("never extractable"), "{access}");
-    assert!(!access.contains(" extractable,") || access.contains("never extractable"));
+    let flags: Vec<&str> = access
+        .split_once(':')
+        .unwrap()
+        .1
+        .split(',')
+        .map(str::trim)
+        .collect();
+    assert!(flags.contains(&"sensitive"), "{access}");
+    assert!(flags.contains(&"never extractable"), "{access}");
+    assert!(!flags.contains(&"extractable"), "{access}");
+
+    // And its value cannot be read out.
+    let out = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            "ops",
+            "--login",
+            "--pin",
+            PIN,
+        ])
+        .args(["--read-object", "--type", "secrkey", "--label", KEK_LABEL])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "KEK value was readable");
+    assert!(stderr.contains("CKR_ATTRIBUTE_SENSITIVE"), "{stderr}");
 }
 
 #[test]
@@ -706,14 +768,20 @@ fn encrypt_of_4kib_with_a_cached_key_costs_one_gcm_call() {
     for _ in 0..2000 {
         let mut iv = [0u8; 12];
         session.generate_random_slice(&mut iv).unwrap();
-        let params =
-            cryptoki::mechanism::aead::GcmParams::new(&mut iv, b"", 128.into()).unwrap();
+        let params = cryptoki::mechanism::aead::GcmParams::new(&mut iv, b"", 128.into()).unwrap();
         session
-            .encrypt(&cryptoki::mechanism::Mechanism::AesGcm(params), raw_key, &data)
+            .encrypt(
+                &cryptoki::mechanism::Mechanism::AesGcm(params),
+                raw_key,
+                &data,
+            )
             .unwrap();
     }
     let raw = t.elapsed() / 2000;
     eprintln!("encrypt 4 KiB: cached {cached:?}, uncached {uncached:?}, raw cryptoki {raw:?}");
-    assert!(cached < uncached, "cached {cached:?} vs uncached {uncached:?}");
+    assert!(
+        cached < uncached,
+        "cached {cached:?} vs uncached {uncached:?}"
+    );
     assert!(cached < Duration::from_millis(1), "{cached:?}");
 }

@@ -122,7 +122,11 @@ pub async fn run(cmd: BenchCommand, ctx: &Context) -> Result<Outcome, CliError> 
 /// Reads the PIN file, dropping the trailing line break. The PIN is never printed.
 fn read_pin(path: &Path) -> Result<SecretString, CliError> {
     let mut text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
-        what: format!("cannot read the PIN file {}", path.display()),
+        what: format!(
+            "cannot read the PIN file {} (see --state-dir, --pin-file; --no-raw skips the \
+             baseline)",
+            path.display()
+        ),
         source,
     })?;
     let len = text.trim_end_matches(['\r', '\n']).len();
@@ -182,19 +186,22 @@ async fn encrypt(args: BenchEncryptArgs, ctx: &Context) -> Result<Outcome, CliEr
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let mut fixture = Fixture::default();
     let measured = match fixture.create(&clients, &suffix).await {
-        Ok(key_id) => measure(&args, &clients.crypto, &key_id, &payload, &mut raw).await,
+        Ok(key_id) => tokio::select! {
+            result = measure(&args, &clients.crypto, &key_id, &payload, &mut raw) => result,
+            _ = tokio::signal::ctrl_c() => Err(CliError::Local("interrupted".into())),
+        },
         Err(e) => Err(e),
     };
     let warnings = fixture.remove(&clients).await;
     close_raw(raw).await;
+    for w in &warnings {
+        eprintln!("warning: bench cleanup: {w}");
+    }
 
     let levels = measured?;
     output::print(&render_report(ctx.output, &args, &levels))?;
     if warnings.is_empty() {
         return Ok(Outcome::Success);
-    }
-    for w in &warnings {
-        eprintln!("warning: bench cleanup: {w}");
     }
     Err(CliError::Local(format!(
         "bench cleanup incomplete: remove vault bench-{suffix} and its contents by hand"

@@ -156,8 +156,19 @@ fn run(args: Args) -> Result<(), StartError> {
         });
         let socket = plan.socket.clone();
         let state_dir = plan.state_dir.clone();
+        if let Some(period) = sd_notify::watchdog_enabled() {
+            // Ping at half the watchdog period while the runtime is alive.
+            tokio::spawn(async move {
+                loop {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    tokio::time::sleep(period / 2).await;
+                }
+            });
+        }
         crate::api::serve(services.clone(), listener, shutdown_signal(), move || {
             tracing::info!(socket = %socket.display(), "keyorchd serving");
+            // systemd Type=notify: READY once listening (a no-op outside systemd).
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             println!("keyorchd ready: listening on {}", socket.display());
             if let Some(dir) = state_dir {
                 println!("  state folder: {}", dir.display());
@@ -185,4 +196,6 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+    // In-flight requests drain after this; systemd waits for them.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }

@@ -193,7 +193,10 @@ impl Lru {
             .iter()
             .flat_map(|(id, slots)| {
                 let key = slots.key.as_ref().map(|e| (e.last_use, id, Role::Key));
-                let public = slots.public.as_ref().map(|e| (e.last_use, id, Role::Public));
+                let public = slots
+                    .public
+                    .as_ref()
+                    .map(|e| (e.last_use, id, Role::Public));
                 key.into_iter().chain(public)
             })
             .min_by_key(|(last_use, _, _)| *last_use)

@@ -59,7 +59,12 @@ pub(crate) fn load(module: &Path) -> Result<(PathBuf, Pkcs11), HsmError> {
     })?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => return Err(load_err(format!("C_Initialize failed: {}", classify(e, false)))),
+        Err(e) => {
+            return Err(load_err(format!(
+                "C_Initialize failed: {}",
+                classify(e, false)
+            )))
+        }
     }
     modules.insert(
         canonical.clone(),
@@ -81,9 +86,7 @@ pub(crate) struct FoundToken {
 /// Finds the one initialised token that matches `selector`. Slot numbers are never used:
 /// SoftHSM2 (and others) give tokens random slot ids.
 pub(crate) fn find_token(ctx: &Pkcs11, selector: &TokenSelector) -> Result<FoundToken, HsmError> {
-    let slots = ctx
-        .get_slots_with_token()
-        .map_err(|e| classify(e, false))?;
+    let slots = ctx.get_slots_with_token().map_err(|e| classify(e, false))?;
     let mut found = Vec::new();
     for slot in slots {
         let info = ctx.get_token_info(slot).map_err(|e| classify(e, false))?;

@@ -13,7 +13,7 @@ struct EcdsaSigValue<'a> {
 
 /// DER from a raw `r || s` signature of two equal halves; None if `raw` has an odd length.
 pub(crate) fn raw_to_der(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return None;
     }
     let (r, s) = raw.split_at(raw.len() / 2);
@@ -61,7 +61,10 @@ mod tests {
     fn malformed_der_is_rejected() {
         let raw = [1u8; 64];
         let mut der_bytes = raw_to_der(&raw).unwrap();
-        assert!(der_to_raw(&der_bytes, 16).is_none(), "integer longer than the field");
+        assert!(
+            der_to_raw(&der_bytes, 16).is_none(),
+            "integer longer than the field"
+        );
         der_bytes.push(0);
         assert!(der_to_raw(&der_bytes, 32).is_none(), "trailing byte");
         assert!(der_to_raw(b"", 32).is_none());

@@ -139,9 +139,9 @@ pub(crate) fn classify(e: CkError, after_retry: bool) -> HsmError {
                 },
             }
         }
-        CkError::NullFunctionPointer | CkError::NotSupported => {
-            HsmError::Unsupported(format!("the module does not implement a call we need ({e})"))
-        }
+        CkError::NullFunctionPointer | CkError::NotSupported => HsmError::Unsupported(format!(
+            "the module does not implement a call we need ({e})"
+        )),
         other => HsmError::Pkcs11 {
             op: "cryptoki",
             rv: other.to_string(),

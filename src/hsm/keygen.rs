@@ -43,8 +43,14 @@ impl Hsm {
     /// its SPKI (asymmetric kinds) and check value. No object outlives the call.
     pub fn generate(&self, kind: KeyKind) -> Result<GeneratedKey, HsmError> {
         let started = std::time::Instant::now();
-        let key = self.inner.run(|inner, session| generate_in(inner, session, kind))?;
-        tracing::debug!(?kind, elapsed_ms = started.elapsed().as_millis() as u64, "generated a key");
+        let key = self
+            .inner
+            .run(|inner, session| generate_in(inner, session, kind))?;
+        tracing::debug!(
+            ?kind,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "generated a key"
+        );
         Ok(key)
     }
 }

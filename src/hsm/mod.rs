@@ -1,20 +1,10 @@
-//! The daemon's own HSM through PKCS#11 (cryptoki): token selection and login, a session pool,
-//! the master KEK, and key generation, wrapping and use. Blocking code; no other layer imported.
-//!
-//! Key material never leaves the HSM in the clear. A managed key is generated as a session
-//! object, wrapped under the master KEK with `CKM_AES_KEY_WRAP_PAD` (RFC 5649), and only that
-//! blob is stored by the caller. To use a key, the blob is unwrapped into a non-extractable
-//! session object, which is cached (bounded, least recently used out) under the key's id.
-//!
-//! Files: [`context`] (process-wide module and login), `pool` (sessions), `cache` (unwrapped
-//! objects), `objects` (templates, unwrapping), `kek`, `keygen`, `ops` (crypto operations),
-//! `spki` and `ecdsa_sig` (DER), [`error`].
-
-pub mod context;
-pub mod error;
+//! The daemon's own HSM through PKCS#11 (cryptoki): token and login, session pool, master KEK,
+//! key generation, wrapping and use. Blocking code; imports no other keyorch layer.
 
 mod cache;
+mod context;
 mod ecdsa_sig;
+mod error;
 mod kek;
 mod keygen;
 mod objects;
@@ -232,6 +222,16 @@ pub struct KeyRef<'a> {
 }
 
 /// A logged-in token. Cheap to clone; all clones share sessions and the key cache.
+///
+/// Key material never leaves the HSM in the clear. A managed key is generated as a session
+/// object, wrapped under the master KEK with `CKM_AES_KEY_WRAP_PAD` (RFC 5649), and only that
+/// blob is stored by the caller. To use a key, the blob is unwrapped into a sensitive,
+/// non-extractable session object, cached (bounded, least recently used out) under the key's
+/// id. The only token object keyorch ever creates is the master KEK.
+///
+/// Files: `context` (process-wide module and login), `pool` (sessions), `cache` (unwrapped
+/// objects), `objects` (templates, unwrapping), `kek`, `keygen`, `ops` (crypto operations),
+/// `spki` and `ecdsa_sig` (DER), `error`.
 #[derive(Clone)]
 pub struct Hsm {
     inner: Arc<Inner>,

@@ -201,7 +201,11 @@ fn wrapped_len_fits(kind: KeyKind, wrapped_len: usize) -> bool {
 
 /// Checks that an unwrapped object has the size or curve its kind promises.
 fn check_unwrapped(session: &Session, handle: ObjectHandle, kind: KeyKind) -> Result<(), OpError> {
-    let wrong = || OpError::Hsm(HsmError::KeyBlobInvalid("the wrapped key is not of the stated kind"));
+    let wrong = || {
+        OpError::Hsm(HsmError::KeyBlobInvalid(
+            "the wrapped key is not of the stated kind",
+        ))
+    };
     let fits = match kind.family() {
         Family::Aes(len) | Family::Hmac(len) => {
             let attrs = session.get_attributes(handle, &[AttributeType::ValueLen])?;
@@ -259,7 +263,9 @@ impl Inner {
         }
         let public = PublicKey::from_spki_der(spki)?;
         if !public_fits(&public, key.kind) {
-            return Err(HsmError::KeyBlobInvalid("the public key is not of the stated kind").into());
+            return Err(
+                HsmError::KeyBlobInvalid("the public key is not of the stated kind").into(),
+            );
         }
         let template = public_template(&public)?;
         let holder = self.pool.holder()?;
@@ -309,10 +315,8 @@ impl Inner {
 }
 
 fn holder_session(holder: &Holder) -> Result<&Session, OpError> {
-    holder.session().ok_or_else(|| {
-        OpError::Ck(CkError::Pkcs11(
-            RvError::SessionHandleInvalid,
-            cryptoki::context::Function::OpenSession,
-        ))
-    })
+    holder.session().ok_or(OpError::Ck(CkError::Pkcs11(
+        RvError::SessionHandleInvalid,
+        cryptoki::context::Function::OpenSession,
+    )))
 }

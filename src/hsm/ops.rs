@@ -49,21 +49,15 @@ fn rsa_mechanism(alg: SignAlg) -> Option<Mechanism<'static>> {
         s_len: s_len.into(),
     };
     Some(match alg {
-        SignAlg::RsaPssSha256 => Mechanism::Sha256RsaPkcsPss(pss(
-            MechanismType::SHA256,
-            PkcsMgfType::MGF1_SHA256,
-            32,
-        )),
-        SignAlg::RsaPssSha384 => Mechanism::Sha384RsaPkcsPss(pss(
-            MechanismType::SHA384,
-            PkcsMgfType::MGF1_SHA384,
-            48,
-        )),
-        SignAlg::RsaPssSha512 => Mechanism::Sha512RsaPkcsPss(pss(
-            MechanismType::SHA512,
-            PkcsMgfType::MGF1_SHA512,
-            64,
-        )),
+        SignAlg::RsaPssSha256 => {
+            Mechanism::Sha256RsaPkcsPss(pss(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256, 32))
+        }
+        SignAlg::RsaPssSha384 => {
+            Mechanism::Sha384RsaPkcsPss(pss(MechanismType::SHA384, PkcsMgfType::MGF1_SHA384, 48))
+        }
+        SignAlg::RsaPssSha512 => {
+            Mechanism::Sha512RsaPkcsPss(pss(MechanismType::SHA512, PkcsMgfType::MGF1_SHA512, 64))
+        }
         SignAlg::RsaPkcs1Sha256 => Mechanism::Sha256RsaPkcs,
         SignAlg::RsaPkcs1Sha384 => Mechanism::Sha384RsaPkcs,
         SignAlg::RsaPkcs1Sha512 => Mechanism::Sha512RsaPkcs,
@@ -140,7 +134,11 @@ fn check_pairing(
     private: ObjectHandle,
     public: &PublicKey,
 ) -> Result<(), OpError> {
-    let mismatch = || OpError::Hsm(HsmError::KeyBlobInvalid("the private key does not match the stored public key"));
+    let mismatch = || {
+        OpError::Hsm(HsmError::KeyBlobInvalid(
+            "the private key does not match the stored public key",
+        ))
+    };
     match public {
         PublicKey::Rsa { .. } => {
             let attrs = session.get_attributes(
@@ -160,7 +158,12 @@ fn check_pairing(
             let digest = Sha256::digest(PAIRING_PROBE);
             let signature = session.sign(&Mechanism::Ecdsa, private, &digest)?;
             let public_object = inner.public_object(key)?;
-            match session.verify(&Mechanism::Ecdsa, public_object.handle(), &digest, &signature) {
+            match session.verify(
+                &Mechanism::Ecdsa,
+                public_object.handle(),
+                &digest,
+                &signature,
+            ) {
                 Ok(()) => Ok(()),
                 Err(e) if is_bad_signature(&e) => Err(mismatch()),
                 Err(e) => Err(e.into()),
@@ -274,7 +277,9 @@ impl Hsm {
         self.inner.run(|inner, session| {
             let object = inner.key_object(key)?;
             match (&ecdsa_input, rsa_mechanism(alg)) {
-                (None, Some(mechanism)) => Ok(session.sign(&mechanism, object.handle(), message)?),
+                (None, Some(mechanism)) => {
+                    Ok(session.sign(&mechanism, object.handle(), message)?)
+                }
                 (Some(digest), _) => {
                     let raw = session.sign(&Mechanism::Ecdsa, object.handle(), digest)?;
                     ecdsa_sig::raw_to_der(&raw).ok_or_else(|| {

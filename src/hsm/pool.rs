@@ -83,7 +83,8 @@ impl SessionPool {
         };
         {
             let mut holder = lock(&pool.holder);
-            pool.open_holder(&mut holder).map_err(|e| e.classify(false))?;
+            pool.open_holder(&mut holder)
+                .map_err(|e| e.classify(false))?;
         }
         Ok(pool)
     }

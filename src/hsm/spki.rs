@@ -80,7 +80,9 @@ impl PublicKey {
     pub(crate) fn ec(params: &[u8], point_attr: &[u8]) -> Result<PublicKey, HsmError> {
         let curve = Curve::from_ec_params(params).ok_or_else(encoding_error)?;
         let point = match OctetString::from_der(point_attr) {
-            Ok(inner) if is_uncompressed_point(curve, inner.as_bytes()) => inner.as_bytes().to_vec(),
+            Ok(inner) if is_uncompressed_point(curve, inner.as_bytes()) => {
+                inner.as_bytes().to_vec()
+            }
             _ if is_uncompressed_point(curve, point_attr) => point_attr.to_vec(),
             _ => return Err(encoding_error()),
         };
