@@ -22,6 +22,6 @@ step cargo clippy --all-targets -- -D warnings
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 echo
 echo "==> RUST_TEST_THREADS=$RUST_TEST_THREADS"
-step cargo test --all-targets
+step cargo test --all-targets --no-fail-fast
 echo
 echo "==> all checks passed"

@@ -17,11 +17,7 @@ use tonic_reflection::pb::v1::{
 #[tokio::test]
 async fn prints_ready_and_serves_health() {
     let d = TestDaemon::start().await;
-    let stdout = d.stdout();
-    assert!(
-        stdout.lines().any(|l| l.starts_with("keyorchd ready")),
-        "no line starting with `keyorchd ready` on stdout:\n{stdout}"
-    );
+    d.wait_for_stdout_line("keyorchd ready").await;
     let status = health_status(d.channel(), "").await.expect("health check");
     assert_eq!(status, ServingStatus::Serving as i32);
 }
@@ -182,5 +178,5 @@ async fn sigterm_stops_cleanly_and_restart_reuses_everything() {
         ConnectionState::Connected,
     );
     // A restarted daemon still says it is ready.
-    assert!(d.stdout().lines().any(|l| l.starts_with("keyorchd ready")));
+    d.wait_for_stdout_line("keyorchd ready").await;
 }

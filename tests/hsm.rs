@@ -559,6 +559,8 @@ fn operations_recover_after_the_login_is_lost() {
     // public state and the private session objects (the cached keys) are destroyed.
     side_session("recover").logout().unwrap();
     assert_eq!(hsm.decrypt(&a, &blob, b"").unwrap().as_slice(), b"before");
+    // The stale cache was dropped (reset happened) and only this key unwrapped again.
+    assert_eq!(hsm.cached_keys(), 1);
     let sig2 = hsm.sign(&e, SignAlg::EcdsaSha256, b"m").unwrap();
     assert!(hsm.verify(&e, SignAlg::EcdsaSha256, b"m", &sig2).unwrap());
 

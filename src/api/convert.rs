@@ -12,7 +12,10 @@ use crate::domain::{
 use crate::proto::v1 as pb;
 
 pub fn ts(ms: Millis) -> Option<Timestamp> {
-    Some(Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 })
+    Some(Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    })
 }
 
 fn opt_ts(ms: Option<Millis>) -> Option<Timestamp> {
@@ -25,9 +28,17 @@ pub fn page(p: Option<pb::PageRequest>) -> Result<Page, Status> {
 }
 
 /// Decodes a proto enum field: unknown numbers and (unless `allow_unspecified`) 0 are rejected.
-fn enum_value<E: TryFrom<i32>>(field: &str, raw: i32, allow_unspecified: bool) -> Result<Option<E>, Status> {
+fn enum_value<E: TryFrom<i32>>(
+    field: &str,
+    raw: i32,
+    allow_unspecified: bool,
+) -> Result<Option<E>, Status> {
     if raw == 0 {
-        return if allow_unspecified { Ok(None) } else { Err(invalid(field, "is required")) };
+        return if allow_unspecified {
+            Ok(None)
+        } else {
+            Err(invalid(field, "is required"))
+        };
     }
     E::try_from(raw)
         .map(Some)
@@ -80,7 +91,9 @@ fn keystore_type_pb(t: KeystoreType) -> pb::KeystoreType {
 
 pub fn connection_state(s: pb::ConnectionState) -> ConnectionState {
     match s {
-        pb::ConnectionState::Unspecified | pb::ConnectionState::Connected => ConnectionState::Connected,
+        pb::ConnectionState::Unspecified | pb::ConnectionState::Connected => {
+            ConnectionState::Connected
+        }
         pb::ConnectionState::Connecting => ConnectionState::Connecting,
         pb::ConnectionState::Disconnecting => ConnectionState::Disconnecting,
         pb::ConnectionState::Disconnected => ConnectionState::Disconnected,
@@ -101,7 +114,9 @@ fn connection_state_pb(s: ConnectionState) -> pb::ConnectionState {
 pub fn error_code_pb(c: ConnectionErrorCode) -> pb::ConnectionErrorCode {
     match c {
         ConnectionErrorCode::InvalidCredentials => pb::ConnectionErrorCode::InvalidCredentials,
-        ConnectionErrorCode::InsufficientPermissions => pb::ConnectionErrorCode::InsufficientPermissions,
+        ConnectionErrorCode::InsufficientPermissions => {
+            pb::ConnectionErrorCode::InsufficientPermissions
+        }
         ConnectionErrorCode::NetworkErrors => pb::ConnectionErrorCode::NetworkErrors,
         ConnectionErrorCode::TimedOut => pb::ConnectionErrorCode::TimedOut,
         ConnectionErrorCode::TargetNotFound => pb::ConnectionErrorCode::TargetNotFound,
@@ -119,8 +134,16 @@ pub fn keystore(k: &Keystore) -> pb::Keystore {
         description: k.description.clone(),
         r#type: keystore_type_pb(k.keystore_type()) as i32,
         connection_state: connection_state_pb(k.state) as i32,
-        connection_error_code: k.error.as_ref().map(|e| error_code_pb(e.code) as i32).unwrap_or(0),
-        connection_error_message: k.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+        connection_error_code: k
+            .error
+            .as_ref()
+            .map(|e| error_code_pb(e.code) as i32)
+            .unwrap_or(0),
+        connection_error_message: k
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default(),
         created_at: ts(k.created_at),
         updated_at: ts(k.updated_at),
         health: k.health.as_ref().map(|h| pb::KeystoreHealth {
@@ -133,7 +156,9 @@ pub fn keystore(k: &Keystore) -> pb::Keystore {
             last_heartbeat: ts(h.last_heartbeat),
         }),
         config: Some(match &k.config {
-            KeystoreConfig::Internal => pb::keystore::Config::Internal(pb::InternalKeystoreConfig {}),
+            KeystoreConfig::Internal => {
+                pb::keystore::Config::Internal(pb::InternalKeystoreConfig {})
+            }
         }),
     }
 }
@@ -224,7 +249,9 @@ pub fn key(k: &Key) -> pb::Key {
 
 pub fn signing_algorithm(a: pb::SigningAlgorithm) -> SigningAlgorithm {
     match a {
-        pb::SigningAlgorithm::Unspecified | pb::SigningAlgorithm::RsassaPssSha256 => SigningAlgorithm::RsaPssSha256,
+        pb::SigningAlgorithm::Unspecified | pb::SigningAlgorithm::RsassaPssSha256 => {
+            SigningAlgorithm::RsaPssSha256
+        }
         pb::SigningAlgorithm::RsassaPssSha384 => SigningAlgorithm::RsaPssSha384,
         pb::SigningAlgorithm::RsassaPssSha512 => SigningAlgorithm::RsaPssSha512,
         pb::SigningAlgorithm::RsassaPkcs1V15Sha256 => SigningAlgorithm::RsaPkcs1Sha256,

@@ -11,16 +11,36 @@ pub struct Crypto(pub Services);
 
 #[tonic::async_trait]
 impl CryptoService for Crypto {
-    async fn encrypt(&self, req: Request<pb::EncryptRequest>) -> Result<Response<pb::EncryptResponse>, Status> {
+    async fn encrypt(
+        &self,
+        req: Request<pb::EncryptRequest>,
+    ) -> Result<Response<pb::EncryptResponse>, Status> {
         let r = req.into_inner();
-        let ciphertext = self.0.encrypt(r.key_id.clone(), r.plaintext, r.aad).await.map_err(to_status)?;
-        Ok(Response::new(pb::EncryptResponse { key_id: r.key_id, ciphertext }))
+        let ciphertext = self
+            .0
+            .encrypt(r.key_id.clone(), r.plaintext, r.aad)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::EncryptResponse {
+            key_id: r.key_id,
+            ciphertext,
+        }))
     }
 
-    async fn decrypt(&self, req: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
+    async fn decrypt(
+        &self,
+        req: Request<pb::DecryptRequest>,
+    ) -> Result<Response<pb::DecryptResponse>, Status> {
         let r = req.into_inner();
-        let plaintext = self.0.decrypt(r.key_id.clone(), r.ciphertext, r.aad).await.map_err(to_status)?;
-        Ok(Response::new(pb::DecryptResponse { key_id: r.key_id, plaintext: plaintext.to_vec() }))
+        let plaintext = self
+            .0
+            .decrypt(r.key_id.clone(), r.ciphertext, r.aad)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DecryptResponse {
+            key_id: r.key_id,
+            plaintext: plaintext.to_vec(),
+        }))
     }
 
     async fn generate_data_key(
@@ -40,7 +60,10 @@ impl CryptoService for Crypto {
         }))
     }
 
-    async fn sign(&self, req: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
+    async fn sign(
+        &self,
+        req: Request<pb::SignRequest>,
+    ) -> Result<Response<pb::SignResponse>, Status> {
         let r = req.into_inner();
         let alg = required_enum::<pb::SigningAlgorithm>("algorithm", r.algorithm)?;
         let signature = self
@@ -48,18 +71,33 @@ impl CryptoService for Crypto {
             .sign(r.key_id.clone(), r.message, convert::signing_algorithm(alg))
             .await
             .map_err(to_status)?;
-        Ok(Response::new(pb::SignResponse { key_id: r.key_id, signature, algorithm: alg as i32 }))
+        Ok(Response::new(pb::SignResponse {
+            key_id: r.key_id,
+            signature,
+            algorithm: alg as i32,
+        }))
     }
 
-    async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
+    async fn verify(
+        &self,
+        req: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
         let r = req.into_inner();
         let alg = required_enum::<pb::SigningAlgorithm>("algorithm", r.algorithm)?;
         let valid = self
             .0
-            .verify(r.key_id.clone(), r.message, r.signature, convert::signing_algorithm(alg))
+            .verify(
+                r.key_id.clone(),
+                r.message,
+                r.signature,
+                convert::signing_algorithm(alg),
+            )
             .await
             .map_err(to_status)?;
-        Ok(Response::new(pb::VerifyResponse { key_id: r.key_id, signature_valid: valid }))
+        Ok(Response::new(pb::VerifyResponse {
+            key_id: r.key_id,
+            signature_valid: valid,
+        }))
     }
 
     async fn generate_mac(
@@ -67,14 +105,31 @@ impl CryptoService for Crypto {
         req: Request<pb::GenerateMacRequest>,
     ) -> Result<Response<pb::GenerateMacResponse>, Status> {
         let r = req.into_inner();
-        let mac = self.0.generate_mac(r.key_id.clone(), r.message).await.map_err(to_status)?;
-        Ok(Response::new(pb::GenerateMacResponse { key_id: r.key_id, mac }))
+        let mac = self
+            .0
+            .generate_mac(r.key_id.clone(), r.message)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GenerateMacResponse {
+            key_id: r.key_id,
+            mac,
+        }))
     }
 
-    async fn verify_mac(&self, req: Request<pb::VerifyMacRequest>) -> Result<Response<pb::VerifyMacResponse>, Status> {
+    async fn verify_mac(
+        &self,
+        req: Request<pb::VerifyMacRequest>,
+    ) -> Result<Response<pb::VerifyMacResponse>, Status> {
         let r = req.into_inner();
-        let valid = self.0.verify_mac(r.key_id.clone(), r.message, r.mac).await.map_err(to_status)?;
-        Ok(Response::new(pb::VerifyMacResponse { key_id: r.key_id, mac_valid: valid }))
+        let valid = self
+            .0
+            .verify_mac(r.key_id.clone(), r.message, r.mac)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::VerifyMacResponse {
+            key_id: r.key_id,
+            mac_valid: valid,
+        }))
     }
 
     async fn get_public_key(
@@ -82,7 +137,11 @@ impl CryptoService for Crypto {
         req: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
         let r = req.into_inner();
-        let pk = self.0.get_public_key(r.key_id.clone()).await.map_err(to_status)?;
+        let pk = self
+            .0
+            .get_public_key(r.key_id.clone())
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::GetPublicKeyResponse {
             key_id: r.key_id,
             public_key_der: pk.der,

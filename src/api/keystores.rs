@@ -14,7 +14,8 @@ fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeystore, Status
     let t: pb::KeystoreType = required_enum("type", r.r#type)?;
     let keystore_type = convert::keystore_type(t);
     match (&r.config, keystore_type) {
-        (Some(pb::create_keystore_request::Config::Internal(_)) | None, KeystoreType::Internal) => {}
+        (Some(pb::create_keystore_request::Config::Internal(_)) | None, KeystoreType::Internal) => {
+        }
         (None, _) => {}
         (Some(_), other) => {
             return Err(invalid("config", format!("does not match type {other}")));
@@ -40,8 +41,15 @@ impl KeystoreService for Keystores {
         Ok(Response::new(convert::keystore(&k)))
     }
 
-    async fn get_keystore(&self, req: Request<pb::GetKeystoreRequest>) -> Result<Response<pb::Keystore>, Status> {
-        let k = self.0.get_keystore(req.into_inner().id).await.map_err(to_status)?;
+    async fn get_keystore(
+        &self,
+        req: Request<pb::GetKeystoreRequest>,
+    ) -> Result<Response<pb::Keystore>, Status> {
+        let k = self
+            .0
+            .get_keystore(req.into_inner().id)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::keystore(&k)))
     }
 
@@ -53,12 +61,17 @@ impl KeystoreService for Keystores {
         let filter = KeystoreFilter {
             vault_id: Some(r.vault_id).filter(|v| !v.is_empty()),
             name: Some(r.name).filter(|v| !v.is_empty()),
-            keystore_type: optional_enum::<pb::KeystoreType>("type", r.r#type)?.map(convert::keystore_type),
+            keystore_type: optional_enum::<pb::KeystoreType>("type", r.r#type)?
+                .map(convert::keystore_type),
             state: optional_enum::<pb::ConnectionState>("connection_state", r.connection_state)?
                 .map(convert::connection_state),
         };
         let page = convert::page(r.page)?;
-        let l = self.0.describe_keystores(filter, page).await.map_err(to_status)?;
+        let l = self
+            .0
+            .describe_keystores(filter, page)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::DescribeKeystoresResponse {
             keystores: l.items.iter().map(convert::keystore).collect(),
             next_page_token: l.next_page_token,
@@ -70,7 +83,11 @@ impl KeystoreService for Keystores {
         req: Request<pb::UpdateKeystoreRequest>,
     ) -> Result<Response<pb::Keystore>, Status> {
         let r = req.into_inner();
-        let k = self.0.update_keystore(r.id, r.name, r.description).await.map_err(to_status)?;
+        let k = self
+            .0
+            .update_keystore(r.id, r.name, r.description)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::keystore(&k)))
     }
 
@@ -78,7 +95,10 @@ impl KeystoreService for Keystores {
         &self,
         req: Request<pb::DeleteKeystoreRequest>,
     ) -> Result<Response<pb::DeleteKeystoreResponse>, Status> {
-        self.0.delete_keystore(req.into_inner().id).await.map_err(to_status)?;
+        self.0
+            .delete_keystore(req.into_inner().id)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::DeleteKeystoreResponse {}))
     }
 
@@ -86,7 +106,11 @@ impl KeystoreService for Keystores {
         &self,
         req: Request<pb::ConnectKeystoreRequest>,
     ) -> Result<Response<pb::Keystore>, Status> {
-        let k = self.0.connect_keystore(req.into_inner().id).await.map_err(to_status)?;
+        let k = self
+            .0
+            .connect_keystore(req.into_inner().id)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::keystore(&k)))
     }
 
@@ -95,8 +119,15 @@ impl KeystoreService for Keystores {
         req: Request<pb::DisconnectKeystoreRequest>,
     ) -> Result<Response<pb::Keystore>, Status> {
         let r = req.into_inner();
-        let opts = DisconnectOptions { uninstall_keys: r.uninstall_keys, force: r.force };
-        let k = self.0.disconnect_keystore(r.id, opts).await.map_err(to_status)?;
+        let opts = DisconnectOptions {
+            uninstall_keys: r.uninstall_keys,
+            force: r.force,
+        };
+        let k = self
+            .0
+            .disconnect_keystore(r.id, opts)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::keystore(&k)))
     }
 
@@ -112,7 +143,11 @@ impl KeystoreService for Keystores {
         }
         .map_err(to_status)?;
         Ok(Response::new(match outcome.result {
-            Ok(()) => pb::TestKeystoreConnectionResponse { ok: true, error_code: 0, message: String::new() },
+            Ok(()) => pb::TestKeystoreConnectionResponse {
+                ok: true,
+                error_code: 0,
+                message: String::new(),
+            },
             Err(e) => pb::TestKeystoreConnectionResponse {
                 ok: false,
                 error_code: convert::error_code_pb(e.code) as i32,

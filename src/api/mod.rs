@@ -32,7 +32,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("socket {path}: {source}")]
-    Socket { path: String, source: std::io::Error },
+    Socket {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("another keyorchd is already listening on {0}")]
     InUse(String),
     #[error("reflection service: {0}")]
@@ -43,7 +46,10 @@ pub enum ServeError {
 
 /// Binds the Unix socket (mode 0660), replacing a stale one but never a live one.
 pub async fn bind(path: &Path) -> Result<UnixListener, ServeError> {
-    let err = |source| ServeError::Socket { path: path.display().to_string(), source };
+    let err = |source| ServeError::Socket {
+        path: path.display().to_string(),
+        source,
+    };
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             return Err(ServeError::InUse(path.display().to_string()));
@@ -85,7 +91,9 @@ pub async fn serve(
         "keyorch.v1.KeyService",
         "keyorch.v1.CryptoService",
     ] {
-        health.set_service_status(name, ServingStatus::Serving).await;
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
     }
     // Follow the HSM: NOT_SERVING while it does not answer.
     let watched = services.clone();
@@ -96,7 +104,11 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_secs(10)).await;
             let ok = watched.hsm_healthy().await;
             if ok != last {
-                let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+                let status = if ok {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
                 tracing::warn!(%status, "HSM health changed");
                 reporter.set_service_status("", status).await;
                 last = ok;

@@ -38,11 +38,18 @@ pub fn to_status(err: ServiceError) -> Status {
                 DomainError::VaultNameInUse(_) | DomainError::KeyNameInUse { .. } => {
                     (Code::AlreadyExists, "AlreadyExistsException")
                 }
-                DomainError::KeystoreNameInUse { .. } => (Code::AlreadyExists, "CustomKeyStoreNameInUseException"),
-                DomainError::VaultNotEmpty { .. } => (Code::FailedPrecondition, "VaultNotEmptyException"),
+                DomainError::KeystoreNameInUse { .. } => {
+                    (Code::AlreadyExists, "CustomKeyStoreNameInUseException")
+                }
+                DomainError::VaultNotEmpty { .. } => {
+                    (Code::FailedPrecondition, "VaultNotEmptyException")
+                }
                 DomainError::KeystoreState { state, .. } => {
                     meta.insert("connection_state".into(), state.to_string());
-                    (Code::FailedPrecondition, "CustomKeyStoreInvalidStateException")
+                    (
+                        Code::FailedPrecondition,
+                        "CustomKeyStoreInvalidStateException",
+                    )
                 }
                 DomainError::KeystoreHasKeys { keys, .. } => {
                     meta.insert("key_ids".into(), keys.join(","));
@@ -50,20 +57,31 @@ pub fn to_status(err: ServiceError) -> Status {
                 }
                 DomainError::StrandedKeys { keys, .. } => {
                     meta.insert("key_ids".into(), keys.join(","));
-                    (Code::FailedPrecondition, "CustomKeyStoreInvalidStateException")
+                    (
+                        Code::FailedPrecondition,
+                        "CustomKeyStoreInvalidStateException",
+                    )
                 }
-                DomainError::KeyState { state, .. } | DomainError::KeyUnavailableState { state, .. } => {
+                DomainError::KeyState { state, .. }
+                | DomainError::KeyUnavailableState { state, .. } => {
                     meta.insert("key_state".into(), state.to_string());
                     (Code::FailedPrecondition, "KMSInvalidStateException")
                 }
-                DomainError::LastInstance { .. } => (Code::FailedPrecondition, "KMSInvalidStateException"),
-                DomainError::KeyUsage { .. } => (Code::InvalidArgument, "InvalidKeyUsageException"),
-                DomainError::KeyUnavailable { .. } => {
-                    (Code::FailedPrecondition, "CustomKeyStoreInvalidStateException")
+                DomainError::LastInstance { .. } => {
+                    (Code::FailedPrecondition, "KMSInvalidStateException")
                 }
+                DomainError::KeyUsage { .. } | DomainError::SigningAlgorithm { .. } => {
+                    (Code::InvalidArgument, "InvalidKeyUsageException")
+                }
+                DomainError::KeyUnavailable { .. } => (
+                    Code::FailedPrecondition,
+                    "CustomKeyStoreInvalidStateException",
+                ),
             }
         }
-        ServiceError::InvalidCiphertext { .. } => (Code::InvalidArgument, "InvalidCiphertextException"),
+        ServiceError::InvalidCiphertext { .. } => {
+            (Code::InvalidArgument, "InvalidCiphertextException")
+        }
         ServiceError::Unimplemented(_) => (Code::Unimplemented, "UnsupportedOperationException"),
         ServiceError::Hsm(h) => match h {
             HsmError::Device { .. } => (Code::Unavailable, "KMSInternalException"),
@@ -76,7 +94,11 @@ pub fn to_status(err: ServiceError) -> Status {
     if matches!(code, Code::Internal | Code::Unavailable) {
         tracing::error!(error = %message, "request failed");
     }
-    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, ERROR_DOMAIN, meta))
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, meta),
+    )
 }
 
 /// A field-rule violation detected while decoding a request.
@@ -91,7 +113,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn reason(s: &Status) -> String {
-        s.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+        s.get_details_error_info()
+            .map(|i| i.reason)
+            .unwrap_or_default()
     }
 
     proptest! {

@@ -11,14 +11,28 @@ pub struct Vaults(pub Services);
 
 #[tonic::async_trait]
 impl VaultService for Vaults {
-    async fn create_vault(&self, req: Request<pb::CreateVaultRequest>) -> Result<Response<pb::Vault>, Status> {
+    async fn create_vault(
+        &self,
+        req: Request<pb::CreateVaultRequest>,
+    ) -> Result<Response<pb::Vault>, Status> {
         let r = req.into_inner();
-        let v = self.0.create_vault(r.name, r.description).await.map_err(to_status)?;
+        let v = self
+            .0
+            .create_vault(r.name, r.description)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::vault(&v)))
     }
 
-    async fn get_vault(&self, req: Request<pb::GetVaultRequest>) -> Result<Response<pb::Vault>, Status> {
-        let v = self.0.get_vault(req.into_inner().id).await.map_err(to_status)?;
+    async fn get_vault(
+        &self,
+        req: Request<pb::GetVaultRequest>,
+    ) -> Result<Response<pb::Vault>, Status> {
+        let v = self
+            .0
+            .get_vault(req.into_inner().id)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::vault(&v)))
     }
 
@@ -34,9 +48,16 @@ impl VaultService for Vaults {
         }))
     }
 
-    async fn update_vault(&self, req: Request<pb::UpdateVaultRequest>) -> Result<Response<pb::Vault>, Status> {
+    async fn update_vault(
+        &self,
+        req: Request<pb::UpdateVaultRequest>,
+    ) -> Result<Response<pb::Vault>, Status> {
         let r = req.into_inner();
-        let v = self.0.update_vault(r.id, r.name, r.description).await.map_err(to_status)?;
+        let v = self
+            .0
+            .update_vault(r.id, r.name, r.description)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::vault(&v)))
     }
 
@@ -44,7 +65,10 @@ impl VaultService for Vaults {
         &self,
         req: Request<pb::DeleteVaultRequest>,
     ) -> Result<Response<pb::DeleteVaultResponse>, Status> {
-        self.0.delete_vault(req.into_inner().id).await.map_err(to_status)?;
+        self.0
+            .delete_vault(req.into_inner().id)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::DeleteVaultResponse {}))
     }
 }

@@ -74,7 +74,10 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        LogSection { level: default_level(), format: default_format() }
+        LogSection {
+            level: default_level(),
+            format: default_format(),
+        }
     }
 }
 
@@ -88,7 +91,10 @@ fn default_format() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path}: {detail}")]
     Parse { path: PathBuf, detail: String },
     #[error("config field {field}: {rule}")]
@@ -96,15 +102,22 @@ pub enum ConfigError {
 }
 
 fn field(field: &'static str, rule: impl Into<String>) -> ConfigError {
-    ConfigError::Field { field, rule: rule.into() }
+    ConfigError::Field {
+        field,
+        rule: rule.into(),
+    }
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let config: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), detail: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -112,17 +125,30 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let h = &self.hsm;
         if !h.module.is_file() {
-            return Err(field("hsm.module", format!("{} is not a readable file", h.module.display())));
+            return Err(field(
+                "hsm.module",
+                format!("{} is not a readable file", h.module.display()),
+            ));
         }
         match (&h.token_label, &h.token_serial) {
             (Some(_), Some(_)) | (None, None) => {
-                return Err(field("hsm.token_label", "set exactly one of token_label and token_serial"))
+                return Err(field(
+                    "hsm.token_label",
+                    "set exactly one of token_label and token_serial",
+                ))
             }
             _ => {}
         }
-        let sources = [h.pin_file.is_some(), h.pin_env.is_some(), h.pin_credential.is_some()];
+        let sources = [
+            h.pin_file.is_some(),
+            h.pin_env.is_some(),
+            h.pin_credential.is_some(),
+        ];
         if sources.iter().filter(|s| **s).count() != 1 {
-            return Err(field("hsm.pin_file", "set exactly one of pin_file, pin_env and pin_credential"));
+            return Err(field(
+                "hsm.pin_file",
+                "set exactly one of pin_file, pin_env and pin_credential",
+            ));
         }
         if h.sessions == 0 || h.sessions > 64 {
             return Err(field("hsm.sessions", "must be 1 to 64"));
@@ -131,7 +157,10 @@ impl Config {
             return Err(field("hsm.key_cache", "must be at least 1"));
         }
         if !["trace", "debug", "info", "warn", "error"].contains(&self.log.level.as_str()) {
-            return Err(field("log.level", "must be trace, debug, info, warn or error"));
+            return Err(field(
+                "log.level",
+                "must be trace, debug, info, warn or error",
+            ));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(field("log.format", "must be text or json"));
@@ -145,9 +174,12 @@ impl Config {
         let pin = if let Some(p) = &h.pin_file {
             read_pin_file("hsm.pin_file", p)?
         } else if let Some(var) = &h.pin_env {
-            let v = Zeroizing::new(
-                std::env::var(var).map_err(|_| field("hsm.pin_env", format!("environment variable {var} is not set")))?,
-            );
+            let v = Zeroizing::new(std::env::var(var).map_err(|_| {
+                field(
+                    "hsm.pin_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?);
             SecretString::from(v.trim_end_matches(['\r', '\n']).to_string())
         } else if let Some(name) = &h.pin_credential {
             let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
@@ -173,7 +205,8 @@ impl Config {
 /// Reads a PIN file: its content less a trailing newline, held only in zeroizing memory.
 pub fn read_pin_file(name: &'static str, path: &Path) -> Result<SecretString, ConfigError> {
     let text = Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| field(name, format!("cannot read {}: {e}", path.display())))?,
+        std::fs::read_to_string(path)
+            .map_err(|e| field(name, format!("cannot read {}: {e}", path.display())))?,
     );
     let pin = text.trim_end_matches(['\r', '\n']);
     if pin.is_empty() {

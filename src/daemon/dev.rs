@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::types::AuthPin;
 use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
 
 use super::config::read_pin_file;
 use crate::hsm::{HsmConfig, TokenSelector};
@@ -36,7 +36,10 @@ pub struct DevLayout {
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the PKCS#11 module {0} is missing: install SoftHSM2 (apt-get install softhsm2) or pass --module")]
     NoModule(PathBuf),
     #[error("provisioning the dev token failed: {0}")]
@@ -46,7 +49,10 @@ pub enum DevError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevError + '_ {
-    move |source| DevError::Io { path: path.to_path_buf(), source }
+    move |source| DevError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl DevLayout {
@@ -70,7 +76,11 @@ impl DevLayout {
             return Err(DevError::NoModule(self.module.clone()));
         }
         for d in [&self.dir, &self.tokens] {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(d).map_err(io(d))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .map_err(io(d))?;
             fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(io(d))?;
         }
         if !self.softhsm2_conf.exists() {
@@ -82,7 +92,10 @@ impl DevLayout {
                 write_new_pin(pin)?;
             }
         }
-        let has_token = fs::read_dir(&self.tokens).map_err(io(&self.tokens))?.next().is_some();
+        let has_token = fs::read_dir(&self.tokens)
+            .map_err(io(&self.tokens))?
+            .next()
+            .is_some();
         if !has_token {
             self.provision_in_child()?;
         }
@@ -93,7 +106,8 @@ impl DevLayout {
     /// PKCS#11 is initialised once per process, and the daemon's own initialisation
     /// must see the finished token. PINs travel in their 0600 files, never in argv.
     fn provision_in_child(&self) -> Result<(), DevError> {
-        let exe = std::env::current_exe().map_err(|e| DevError::Provision(format!("cannot find keyorchd: {e}")))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| DevError::Provision(format!("cannot find keyorchd: {e}")))?;
         let out = Command::new(exe)
             .arg("--provision-dev-token")
             .arg("--state-dir")
@@ -104,7 +118,9 @@ impl DevLayout {
             .output()
             .map_err(|e| DevError::Provision(e.to_string()))?;
         if !out.status.success() {
-            return Err(DevError::Provision(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+            return Err(DevError::Provision(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
         }
         tracing::info!(label = DEV_TOKEN_LABEL, dir = %self.tokens.display(), "dev token created");
         Ok(())
@@ -114,13 +130,19 @@ impl DevLayout {
     pub fn provision(&self) -> Result<(), DevError> {
         let so_pin: AuthPin = read_pin_file("so-pin", &self.so_pin)?;
         let user_pin: AuthPin = read_pin_file("user-pin", &self.user_pin)?;
-        let fail = |what: &str, e: cryptoki::error::Error| DevError::Provision(format!("{what}: {e}"));
+        let fail =
+            |what: &str, e: cryptoki::error::Error| DevError::Provision(format!("{what}: {e}"));
         let p11 = Pkcs11::new(&self.module).map_err(|e| fail("loading the module", e))?;
         p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
             .map_err(|e| fail("C_Initialize", e))?;
         let mut free = None;
-        for slot in p11.get_slots_with_token().map_err(|e| fail("C_GetSlotList", e))? {
-            let info = p11.get_token_info(slot).map_err(|e| fail("C_GetTokenInfo", e))?;
+        for slot in p11
+            .get_slots_with_token()
+            .map_err(|e| fail("C_GetSlotList", e))?
+        {
+            let info = p11
+                .get_token_info(slot)
+                .map_err(|e| fail("C_GetTokenInfo", e))?;
             if info.label() == DEV_TOKEN_LABEL && info.token_initialized() {
                 return Ok(());
             }
@@ -129,10 +151,17 @@ impl DevLayout {
             }
         }
         let slot = free.ok_or_else(|| DevError::Provision("no free SoftHSM2 slot".into()))?;
-        p11.init_token(slot, &so_pin, DEV_TOKEN_LABEL).map_err(|e| fail("C_InitToken", e))?;
-        let session = p11.open_rw_session(slot).map_err(|e| fail("C_OpenSession", e))?;
-        session.login(UserType::So, Some(&so_pin)).map_err(|e| fail("C_Login (SO)", e))?;
-        session.init_pin(&user_pin).map_err(|e| fail("C_InitPIN", e))?;
+        p11.init_token(slot, &so_pin, DEV_TOKEN_LABEL)
+            .map_err(|e| fail("C_InitToken", e))?;
+        let session = p11
+            .open_rw_session(slot)
+            .map_err(|e| fail("C_OpenSession", e))?;
+        session
+            .login(UserType::So, Some(&so_pin))
+            .map_err(|e| fail("C_Login (SO)", e))?;
+        session
+            .init_pin(&user_pin)
+            .map_err(|e| fail("C_InitPIN", e))?;
         session.logout().map_err(|e| fail("C_Logout", e))?;
         drop(session);
         p11.finalize().map_err(|e| fail("C_Finalize", e))?;
@@ -153,7 +182,8 @@ impl DevLayout {
 /// A random 32-hex-digit PIN in a new 0600 file.
 fn write_new_pin(path: &Path) -> Result<(), DevError> {
     let mut raw = zeroize::Zeroizing::new([0u8; 16]);
-    getrandom::fill(raw.as_mut()).map_err(|e| DevError::Provision(format!("no randomness: {e}")))?;
+    getrandom::fill(raw.as_mut())
+        .map_err(|e| DevError::Provision(format!("no randomness: {e}")))?;
     let pin = zeroize::Zeroizing::new(hex::encode(raw.as_ref()));
     let mut f = OpenOptions::new()
         .write(true)

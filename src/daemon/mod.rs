@@ -71,9 +71,14 @@ struct Plan {
 }
 
 fn init_logging(level: &str, format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("keyorch={level},keyorchd={level},warn"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(format!("keyorch={level},keyorchd={level},warn"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if format == "json" {
         builder.json().init();
     } else {
@@ -85,7 +90,10 @@ fn init_logging(level: &str, format: &str) {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     if args.provision_dev_token {
-        let dir = args.state_dir.clone().unwrap_or_else(crate::paths::default_state_dir);
+        let dir = args
+            .state_dir
+            .clone()
+            .unwrap_or_else(crate::paths::default_state_dir);
         return match dev::DevLayout::new(&dir, &args.module).provision() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -106,8 +114,15 @@ pub fn main() -> ExitCode {
 
 fn plan(args: &Args) -> Result<(Plan, String, String), StartError> {
     if args.dev {
-        let dir = args.state_dir.clone().unwrap_or_else(crate::paths::default_state_dir);
-        let dir = if dir.is_absolute() { dir } else { std::env::current_dir()?.join(dir) };
+        let dir = args
+            .state_dir
+            .clone()
+            .unwrap_or_else(crate::paths::default_state_dir);
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            std::env::current_dir()?.join(dir)
+        };
         let level = args.log_level.clone().unwrap_or_else(|| "info".into());
         let format = args.log_format.clone().unwrap_or_else(|| "text".into());
         init_logging(&level, &format);
@@ -115,22 +130,39 @@ fn plan(args: &Args) -> Result<(Plan, String, String), StartError> {
         layout.prepare()?;
         // Still single-threaded here: nothing else reads the environment concurrently.
         std::env::set_var("SOFTHSM2_CONF", &layout.softhsm2_conf);
-        let plan = Plan { hsm: layout.hsm_config()?, db: layout.db, socket: layout.socket, state_dir: Some(dir) };
+        let plan = Plan {
+            hsm: layout.hsm_config()?,
+            db: layout.db,
+            socket: layout.socket,
+            state_dir: Some(dir),
+        };
         return Ok((plan, level, format));
     }
     let Some(path) = &args.config else {
         return Err(StartError::Usage(
-            "give --dev for the embedded default or --config FILE for production (see --help)".into(),
+            "give --dev for the embedded default or --config FILE for production (see --help)"
+                .into(),
         ));
     };
     let cfg = config::Config::load(path)?;
-    let level = args.log_level.clone().unwrap_or_else(|| cfg.log.level.clone());
-    let format = args.log_format.clone().unwrap_or_else(|| cfg.log.format.clone());
+    let level = args
+        .log_level
+        .clone()
+        .unwrap_or_else(|| cfg.log.level.clone());
+    let format = args
+        .log_format
+        .clone()
+        .unwrap_or_else(|| cfg.log.format.clone());
     init_logging(&level, &format);
     if let Some(conf) = &cfg.hsm.softhsm2_conf {
         std::env::set_var("SOFTHSM2_CONF", conf);
     }
-    let plan = Plan { hsm: cfg.hsm_config()?, db: cfg.store.path.clone(), socket: cfg.listen.socket.clone(), state_dir: None };
+    let plan = Plan {
+        hsm: cfg.hsm_config()?,
+        db: cfg.store.path.clone(),
+        socket: cfg.listen.socket.clone(),
+        state_dir: None,
+    };
     Ok((plan, level, format))
 }
 
@@ -142,7 +174,9 @@ fn run(args: Args) -> Result<(), StartError> {
     tracing::info!(token = %label, serial = %serial, "HSM token open");
     let services = Services::start(store, hsm)?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = crate::api::bind(&plan.socket).await?;
         let refresher = services.clone();
@@ -173,7 +207,10 @@ fn run(args: Args) -> Result<(), StartError> {
             if let Some(dir) = state_dir {
                 println!("  state folder: {}", dir.display());
             }
-            println!("  try: KEYORCH_SOCKET={} keyorch vault list", socket.display());
+            println!(
+                "  try: KEYORCH_SOCKET={} keyorch vault list",
+                socket.display()
+            );
         })
         .await?;
         tracing::info!("shutting down: flushing the store");

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::{ConnectionState, CryptoOp, KeySpec, KeyState};
+use super::{ConnectionState, CryptoOp, KeySpec, KeyState, SigningAlgorithm};
 
 /// A keystore operation, for messages and the transition table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,7 +94,11 @@ pub enum DomainError {
     #[error("name: a key named {name:?} already exists in vault {vault_id}")]
     KeyNameInUse { vault_id: String, name: String },
     #[error("vault {id} still holds {keystores} keystore(s) and {keys} key(s); delete them first")]
-    VaultNotEmpty { id: String, keystores: usize, keys: usize },
+    VaultNotEmpty {
+        id: String,
+        keystores: usize,
+        keys: usize,
+    },
     #[error("keystore {id} is {state}; {action} is not allowed in that state{}", allowed_hint(.allowed))]
     KeystoreState {
         id: String,
@@ -114,9 +118,25 @@ pub enum DomainError {
         allowed: Vec<KeyState>,
     },
     #[error("key {id} is an {spec} key; {op} is not a valid use of it")]
-    KeyUsage { id: String, spec: KeySpec, op: CryptoOp },
+    KeyUsage {
+        id: String,
+        spec: KeySpec,
+        op: CryptoOp,
+    },
     #[error("key {id} is {state}; {op} requires {}", states(.op.allowed_states()))]
-    KeyUnavailableState { id: String, state: KeyState, op: CryptoOp },
+    KeyUnavailableState {
+        id: String,
+        state: KeyState,
+        op: CryptoOp,
+    },
+    /// AWS KMS: InvalidKeyUsageException covers a signing algorithm that does not fit the key spec.
+    #[error("algorithm: {algorithm} cannot be used with key {id} ({spec}); allowed: {}", algorithms(.allowed))]
+    SigningAlgorithm {
+        id: String,
+        spec: KeySpec,
+        algorithm: SigningAlgorithm,
+        allowed: Vec<SigningAlgorithm>,
+    },
     #[error("key {id} cannot be used: {reason}")]
     KeyUnavailable { id: String, reason: String },
     #[error("key {key_id} is installed only in keystore {keystore_id}; UninstallKey would leave the ACTIVE key installed nowhere (deactivate it instead)")]
@@ -132,6 +152,14 @@ fn allowed_hint(allowed: &[ConnectionState]) -> String {
     }
 }
 
+fn algorithms(allowed: &[SigningAlgorithm]) -> String {
+    if allowed.is_empty() {
+        return "none (this key does not sign)".to_string();
+    }
+    let names: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+    names.join(", ")
+}
+
 fn states(allowed: &[KeyState]) -> String {
     if allowed.is_empty() {
         return "a state it can never reach".to_string();
@@ -142,7 +170,10 @@ fn states(allowed: &[KeyState]) -> String {
 
 impl DomainError {
     pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
-        DomainError::Invalid { field: field.into(), rule: rule.into() }
+        DomainError::Invalid {
+            field: field.into(),
+            rule: rule.into(),
+        }
     }
 
     /// The request field at fault, when there is one.
@@ -152,6 +183,7 @@ impl DomainError {
             DomainError::VaultNameInUse(_)
             | DomainError::KeystoreNameInUse { .. }
             | DomainError::KeyNameInUse { .. } => Some("name"),
+            DomainError::SigningAlgorithm { .. } => Some("algorithm"),
             _ => None,
         }
     }

@@ -157,7 +157,10 @@ impl KeyState {
     }
 
     pub fn allowed_from(action: KeyAction) -> Vec<KeyState> {
-        Self::ALL.into_iter().filter(|s| s.next(action).is_some()).collect()
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.next(action).is_some())
+            .collect()
     }
 }
 
@@ -208,7 +211,10 @@ pub struct Material {
 impl fmt::Debug for Material {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Material")
-            .field("wrapped", &format_args!("[{} bytes, wrapped]", self.wrapped.len()))
+            .field(
+                "wrapped",
+                &format_args!("[{} bytes, wrapped]", self.wrapped.len()),
+            )
             .field("spki_der", &self.spki_der.as_ref().map(Vec::len))
             .finish()
     }
@@ -263,7 +269,10 @@ impl NewKey {
         let mut seen = std::collections::HashSet::new();
         for t in &self.targets {
             if t.is_empty() {
-                return Err(DomainError::invalid("target_keystore_ids", "ids must not be empty"));
+                return Err(DomainError::invalid(
+                    "target_keystore_ids",
+                    "ids must not be empty",
+                ));
             }
             if !seen.insert(t) {
                 return Err(DomainError::invalid(
@@ -283,7 +292,12 @@ pub fn remote_ref(key_id: &str) -> String {
 
 impl Key {
     /// A PRE_ACTIVE key with its material, installed nowhere.
-    pub fn new(req: NewKey, material: Material, kcv: String, now: Millis) -> Result<Key, DomainError> {
+    pub fn new(
+        req: NewKey,
+        material: Material,
+        kcv: String,
+        now: Millis,
+    ) -> Result<Key, DomainError> {
         req.validate()?;
         let instances = req
             .targets
@@ -319,20 +333,32 @@ impl Key {
 
     /// The state `action` leads to, or the documented rejection.
     pub fn require(&self, action: KeyAction) -> Result<KeyState, DomainError> {
-        self.state.next(action).ok_or_else(|| DomainError::KeyState {
-            id: self.id.clone(),
-            state: self.state,
-            action,
-            allowed: KeyState::allowed_from(action),
-        })
+        self.state
+            .next(action)
+            .ok_or_else(|| DomainError::KeyState {
+                id: self.id.clone(),
+                state: self.state,
+                action,
+                allowed: KeyState::allowed_from(action),
+            })
     }
 
     pub fn instance(&self, keystore_id: &str) -> Option<&Instance> {
         self.instances.iter().find(|i| i.keystore_id == keystore_id)
     }
 
-    pub fn set_instance(&mut self, keystore_id: &str, state: InstanceState, error: String, now: Millis) {
-        if let Some(i) = self.instances.iter_mut().find(|i| i.keystore_id == keystore_id) {
+    pub fn set_instance(
+        &mut self,
+        keystore_id: &str,
+        state: InstanceState,
+        error: String,
+        now: Millis,
+    ) {
+        if let Some(i) = self
+            .instances
+            .iter_mut()
+            .find(|i| i.keystore_id == keystore_id)
+        {
             i.state = state;
             i.error = error;
             i.updated_at = now;
@@ -367,7 +393,10 @@ impl Key {
 
     /// The key as a reader sees it: instances of keystores that are not CONNECTED read
     /// UNAVAILABLE (AWS's key state for keys in a disconnected store). Not stored.
-    pub fn as_seen(&self, states: &std::collections::HashMap<String, super::ConnectionState>) -> Key {
+    pub fn as_seen(
+        &self,
+        states: &std::collections::HashMap<String, super::ConnectionState>,
+    ) -> Key {
         let mut seen = self.clone();
         for i in &mut seen.instances {
             if states.get(&i.keystore_id) != Some(&super::ConnectionState::Connected) {
@@ -421,7 +450,11 @@ impl Key {
         if let Some(d) = &description {
             validate_description("description", d)?;
         }
-        let mut new_tags = if replace_tags { BTreeMap::new() } else { self.tags.clone() };
+        let mut new_tags = if replace_tags {
+            BTreeMap::new()
+        } else {
+            self.tags.clone()
+        };
         new_tags.extend(tags);
         validate_tags("tags", &new_tags)?;
         if let Some(n) = name {
@@ -452,7 +485,10 @@ mod tests {
                 targets: targets.iter().map(|s| s.to_string()).collect(),
                 tags: BTreeMap::new(),
             },
-            Material { wrapped: vec![1; 40], spki_der: None },
+            Material {
+                wrapped: vec![1; 40],
+                spki_der: None,
+            },
             "00".into(),
             0,
         )
@@ -461,7 +497,10 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(KeySpec::from_parts(Family::Aes, 256).unwrap(), KeySpec::Aes256);
+        assert_eq!(
+            KeySpec::from_parts(Family::Aes, 256).unwrap(),
+            KeySpec::Aes256
+        );
         assert!(KeySpec::from_parts(Family::Aes, 512).is_err());
         assert!(KeySpec::from_parts(Family::Rsa, 1024).is_err());
         assert!(KeySpec::from_parts(Family::Ec, 521).is_err());
@@ -477,17 +516,32 @@ mod tests {
         let allowed = |a| KeyState::allowed_from(a);
         assert_eq!(allowed(KeyAction::Activate), vec![PreActive, Deactivated]);
         assert_eq!(allowed(KeyAction::Deactivate), vec![Active]);
-        assert_eq!(allowed(KeyAction::Destroy), vec![PreActive, Deactivated, Compromised]);
-        assert_eq!(allowed(KeyAction::MarkCompromised), vec![Active, Deactivated]);
-        assert_eq!(allowed(KeyAction::Delete), vec![Destroyed, DestroyedCompromised]);
-        assert_eq!(Compromised.next(KeyAction::Destroy), Some(DestroyedCompromised));
+        assert_eq!(
+            allowed(KeyAction::Destroy),
+            vec![PreActive, Deactivated, Compromised]
+        );
+        assert_eq!(
+            allowed(KeyAction::MarkCompromised),
+            vec![Active, Deactivated]
+        );
+        assert_eq!(
+            allowed(KeyAction::Delete),
+            vec![Destroyed, DestroyedCompromised]
+        );
+        assert_eq!(
+            Compromised.next(KeyAction::Destroy),
+            Some(DestroyedCompromised)
+        );
     }
 
     #[test]
     fn creation_rules() {
         let mut k = key(&["ks_1"]);
         assert_eq!(k.state, KeyState::PreActive);
-        assert!(k.instances.iter().all(|i| i.state == InstanceState::NotInstalled));
+        assert!(k
+            .instances
+            .iter()
+            .all(|i| i.state == InstanceState::NotInstalled));
         assert!(Key::new(
             NewKey {
                 id: "key_2".into(),
@@ -498,7 +552,10 @@ mod tests {
                 targets: vec![],
                 tags: BTreeMap::new(),
             },
-            Material { wrapped: vec![], spki_der: None },
+            Material {
+                wrapped: vec![],
+                spki_der: None
+            },
             String::new(),
             0
         )
@@ -512,7 +569,10 @@ mod tests {
         let mut k = key(&["a", "b"]);
         k.enter(KeyState::Active, 1);
         k.set_instance("a", InstanceState::Installed, String::new(), 1);
-        assert!(matches!(k.check_uninstall("a"), Err(DomainError::LastInstance { .. })));
+        assert!(matches!(
+            k.check_uninstall("a"),
+            Err(DomainError::LastInstance { .. })
+        ));
         k.set_instance("b", InstanceState::Installed, String::new(), 1);
         assert!(k.check_uninstall("a").is_ok());
     }

@@ -6,8 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    validate_description, validate_name, DomainError, InstanceState, Key, KeyState,
-    KeystoreAction, Millis,
+    validate_description, validate_name, DomainError, InstanceState, Key, KeyState, KeystoreAction,
+    Millis,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -80,9 +80,9 @@ impl ConnectionState {
             KeystoreAction::Connect => !matches!(self, Disconnecting | Failed),
             KeystoreAction::Disconnect => !matches!(self, Disconnecting | Disconnected),
             KeystoreAction::UpdateConnectionConfig | KeystoreAction::Delete => self == Disconnected,
-            KeystoreAction::CreateKeyTargeting | KeystoreAction::Install | KeystoreAction::Uninstall => {
-                self == Connected
-            }
+            KeystoreAction::CreateKeyTargeting
+            | KeystoreAction::Install
+            | KeystoreAction::Uninstall => self == Connected,
         }
     }
 
@@ -336,19 +336,38 @@ mod tests {
 
     #[test]
     fn new_keystores_start_disconnected() {
-        assert_eq!(keystore(ConnectionState::Disconnected).state, ConnectionState::Disconnected);
+        assert_eq!(
+            keystore(ConnectionState::Disconnected).state,
+            ConnectionState::Disconnected
+        );
     }
 
     #[test]
     fn table_of_design_section_2() {
         use ConnectionState::*;
         // ConnectKeystore is rejected from DISCONNECTING and FAILED.
-        for (s, ok) in [(Connected, true), (Connecting, true), (Disconnecting, false), (Disconnected, true), (Failed, false)] {
+        for (s, ok) in [
+            (Connected, true),
+            (Connecting, true),
+            (Disconnecting, false),
+            (Disconnected, true),
+            (Failed, false),
+        ] {
             assert_eq!(s.allows(KeystoreAction::Connect), ok, "connect from {s}");
         }
         // DisconnectKeystore is rejected from DISCONNECTING and DISCONNECTED.
-        for (s, ok) in [(Connected, true), (Connecting, true), (Disconnecting, false), (Disconnected, false), (Failed, true)] {
-            assert_eq!(s.allows(KeystoreAction::Disconnect), ok, "disconnect from {s}");
+        for (s, ok) in [
+            (Connected, true),
+            (Connecting, true),
+            (Disconnecting, false),
+            (Disconnected, false),
+            (Failed, true),
+        ] {
+            assert_eq!(
+                s.allows(KeystoreAction::Disconnect),
+                ok,
+                "disconnect from {s}"
+            );
         }
         for s in ConnectionState::ALL {
             assert_eq!(s.allows(KeystoreAction::Delete), s == Disconnected);

@@ -12,15 +12,17 @@ mod usage;
 mod vault;
 
 pub use error::{DomainError, KeyAction, KeystoreAction};
-pub use key::{remote_ref, Family, Instance, InstanceState, Key, KeySpec, KeyState, Material, NewKey};
+pub use key::{
+    remote_ref, Family, Instance, InstanceState, Key, KeySpec, KeyState, Material, NewKey,
+};
 pub use keystore::{
     stranded_keys, ConnectStart, ConnectionError, ConnectionErrorCode, ConnectionState, Health,
     HealthStatus, Keystore, KeystoreConfig, KeystoreType, NewKeystore,
 };
 pub use names::{validate_description, validate_name, validate_tags, MAX_DESCRIPTION, MAX_NAME};
 pub use paging::{Page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-pub use usage::{check_payload, check_use, CryptoOp, PayloadKind, MAX_AAD, MAX_PAYLOAD};
 pub use signing::SigningAlgorithm;
+pub use usage::{check_payload, check_use, CryptoOp, PayloadKind, MAX_AAD, MAX_PAYLOAD};
 pub use vault::Vault;
 
 /// Milliseconds since the Unix epoch.

@@ -91,10 +91,27 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "A1", "9 lives", "prod.keys-eu_1", &"x".repeat(100), "Ünïcode"] {
+        for ok in [
+            "a",
+            "A1",
+            "9 lives",
+            "prod.keys-eu_1",
+            &"x".repeat(100),
+            "Ünïcode",
+        ] {
             assert!(validate_name("name", ok).is_ok(), "{ok:?}");
         }
-        for bad in ["", " a", "-a", ".a", "_a", "a/b", "a\nb", &"x".repeat(101), "a:b"] {
+        for bad in [
+            "",
+            " a",
+            "-a",
+            ".a",
+            "_a",
+            "a/b",
+            "a\nb",
+            &"x".repeat(101),
+            "a:b",
+        ] {
             let err = validate_name("name", bad).unwrap_err();
             assert!(matches!(err, DomainError::Invalid { ref field, .. } if field == "name"));
         }

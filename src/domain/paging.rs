@@ -32,7 +32,8 @@ impl Page {
         let after = if page_token.is_empty() {
             None
         } else {
-            let bad = || DomainError::invalid("page.page_token", "is not a token this server issued");
+            let bad =
+                || DomainError::invalid("page.page_token", "is not a token this server issued");
             let raw = URL_SAFE_NO_PAD.decode(page_token).map_err(|_| bad())?;
             let text = String::from_utf8(raw).map_err(|_| bad())?;
             let id = text.strip_prefix(TOKEN_PREFIX).ok_or_else(bad)?;
@@ -60,7 +61,10 @@ mod tests {
         assert_eq!(Page::parse(1000, "").unwrap().size, 1000);
         assert!(Page::parse(1001, "").is_err());
         let t = Page::token_after("key_abc");
-        assert_eq!(Page::parse(5, &t).unwrap().after.as_deref(), Some("key_abc"));
+        assert_eq!(
+            Page::parse(5, &t).unwrap().after.as_deref(),
+            Some("key_abc")
+        );
         assert!(Page::parse(5, "garbage!!").is_err());
         assert!(Page::parse(5, &URL_SAFE_NO_PAD.encode("nope")).is_err());
     }

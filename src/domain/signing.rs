@@ -42,14 +42,12 @@ impl SigningAlgorithm {
         if allowed.contains(&self) {
             return Ok(());
         }
-        let names: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-        Err(DomainError::invalid(
-            "algorithm",
-            format!(
-                "{self} cannot be used with key {key_id} ({spec}); allowed: {}",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
-            ),
-        ))
+        Err(DomainError::SigningAlgorithm {
+            id: key_id.to_string(),
+            spec,
+            algorithm: self,
+            allowed: allowed.to_vec(),
+        })
     }
 }
 
@@ -74,10 +72,20 @@ mod tests {
 
     #[test]
     fn pairing() {
-        assert!(SigningAlgorithm::EcdsaSha256.check("k", KeySpec::EcP256).is_ok());
-        assert!(SigningAlgorithm::EcdsaSha384.check("k", KeySpec::EcP256).is_err());
-        assert!(SigningAlgorithm::RsaPssSha512.check("k", KeySpec::Rsa2048).is_ok());
-        assert!(SigningAlgorithm::EcdsaSha256.check("k", KeySpec::Rsa2048).is_err());
-        assert!(SigningAlgorithm::RsaPssSha256.check("k", KeySpec::Aes256).is_err());
+        assert!(SigningAlgorithm::EcdsaSha256
+            .check("k", KeySpec::EcP256)
+            .is_ok());
+        assert!(SigningAlgorithm::EcdsaSha384
+            .check("k", KeySpec::EcP256)
+            .is_err());
+        assert!(SigningAlgorithm::RsaPssSha512
+            .check("k", KeySpec::Rsa2048)
+            .is_ok());
+        assert!(SigningAlgorithm::EcdsaSha256
+            .check("k", KeySpec::Rsa2048)
+            .is_err());
+        assert!(SigningAlgorithm::RsaPssSha256
+            .check("k", KeySpec::Aes256)
+            .is_err());
     }
 }

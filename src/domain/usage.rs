@@ -41,7 +41,9 @@ impl CryptoOp {
 
     fn fits(self, family: Family) -> bool {
         match self {
-            CryptoOp::Encrypt | CryptoOp::Decrypt | CryptoOp::GenerateDataKey => family == Family::Aes,
+            CryptoOp::Encrypt | CryptoOp::Decrypt | CryptoOp::GenerateDataKey => {
+                family == Family::Aes
+            }
             CryptoOp::Sign | CryptoOp::Verify | CryptoOp::GetPublicKey => {
                 matches!(family, Family::Rsa | Family::Ec)
             }
@@ -56,7 +58,11 @@ impl CryptoOp {
         } else {
             // Processing already-protected data stays possible after deactivation and
             // after compromise (NIST SP 800-57 §5.3.6); destroyed keys do nothing.
-            &[KeyState::Active, KeyState::Deactivated, KeyState::Compromised]
+            &[
+                KeyState::Active,
+                KeyState::Deactivated,
+                KeyState::Compromised,
+            ]
         }
     }
 }
@@ -88,7 +94,11 @@ pub fn check_use(
     states: &HashMap<String, ConnectionState>,
 ) -> Result<(), DomainError> {
     if !op.fits(key.spec.family()) {
-        return Err(DomainError::KeyUsage { id: key.id.clone(), spec: key.spec, op });
+        return Err(DomainError::KeyUsage {
+            id: key.id.clone(),
+            spec: key.spec,
+            op,
+        });
     }
     if !op.allowed_states().contains(&key.state) {
         return Err(DomainError::KeyUnavailableState {
@@ -119,9 +129,15 @@ pub fn check_use(
     let reason = if key.targets.is_empty() {
         "it has no target keystore".to_string()
     } else {
-        format!("no target keystore is CONNECTED with the key installed ({})", detail.join(", "))
+        format!(
+            "no target keystore is CONNECTED with the key installed ({})",
+            detail.join(", ")
+        )
     };
-    Err(DomainError::KeyUnavailable { id: key.id.clone(), reason })
+    Err(DomainError::KeyUnavailable {
+        id: key.id.clone(),
+        reason,
+    })
 }
 
 /// What a payload is, for its size rule.
@@ -188,7 +204,10 @@ mod tests {
                 targets: vec!["ks_1".into()],
                 tags: BTreeMap::new(),
             },
-            Material { wrapped: vec![0; 40], spki_der: None },
+            Material {
+                wrapped: vec![0; 40],
+                spki_der: None,
+            },
             String::new(),
             0,
         )
@@ -210,7 +229,11 @@ mod tests {
         let active = key(KeySpec::Aes256, KeyState::Active, true);
         assert!(check_use(&active, CryptoOp::Encrypt, &connected).is_ok());
         // Disconnected keystore → unavailable.
-        let err = check_use(&active, CryptoOp::Encrypt, &states(ConnectionState::Disconnected));
+        let err = check_use(
+            &active,
+            CryptoOp::Encrypt,
+            &states(ConnectionState::Disconnected),
+        );
         assert!(matches!(err, Err(DomainError::KeyUnavailable { .. })));
         // Deactivated: decrypts, does not encrypt.
         let deact = key(KeySpec::Aes256, KeyState::Deactivated, false);

@@ -14,10 +14,21 @@ pub struct Vault {
 }
 
 impl Vault {
-    pub fn new(id: String, name: String, description: String, now: Millis) -> Result<Vault, DomainError> {
+    pub fn new(
+        id: String,
+        name: String,
+        description: String,
+        now: Millis,
+    ) -> Result<Vault, DomainError> {
         validate_name("name", &name)?;
         validate_description("description", &description)?;
-        Ok(Vault { id, name, description, created_at: now, updated_at: now })
+        Ok(Vault {
+            id,
+            name,
+            description,
+            created_at: now,
+            updated_at: now,
+        })
     }
 
     /// Applies an update; `None` leaves a field as it is.

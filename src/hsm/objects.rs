@@ -13,7 +13,7 @@ use super::context::lock;
 use super::error::{HsmError, OpError};
 use super::kek;
 use super::pool::Holder;
-use super::spki::{Curve, PublicKey};
+use super::spki::{modulus_bits, Curve, PublicKey};
 use super::{Family, Inner, KeyKind, KeyRef};
 
 /// A session object destroyed when this goes out of scope (errors ignored: the session may be
@@ -201,11 +201,6 @@ fn wrapped_len_fits(kind: KeyKind, wrapped_len: usize) -> bool {
 
 /// Checks that an unwrapped object has the size or curve its kind promises.
 fn check_unwrapped(session: &Session, handle: ObjectHandle, kind: KeyKind) -> Result<(), OpError> {
-    let wrong = || {
-        OpError::Hsm(HsmError::KeyBlobInvalid(
-            "the wrapped key is not of the stated kind",
-        ))
-    };
     let fits = match kind.family() {
         Family::Aes(len) | Family::Hmac(len) => {
             let attrs = session.get_attributes(handle, &[AttributeType::ValueLen])?;
@@ -216,7 +211,7 @@ fn check_unwrapped(session: &Session, handle: ObjectHandle, kind: KeyKind) -> Re
         Family::Rsa(bits) => {
             let attrs = session.get_attributes(handle, &[AttributeType::Modulus])?;
             matches!(attrs.first(),
-                Some(Attribute::Modulus(n)) if PublicKey::rsa(n, &[1]).bits() == bits)
+                Some(Attribute::Modulus(n)) if modulus_bits(n) == bits)
         }
         Family::Ec(curve) => {
             let attrs = session.get_attributes(handle, &[AttributeType::EcParams])?;
@@ -227,7 +222,7 @@ fn check_unwrapped(session: &Session, handle: ObjectHandle, kind: KeyKind) -> Re
     if fits {
         Ok(())
     } else {
-        Err(wrong())
+        Err(HsmError::KeyBlobInvalid("the wrapped key is not of the stated kind").into())
     }
 }
 
@@ -240,6 +235,13 @@ impl Inner {
             return Ok(object);
         }
         let holder = self.pool.holder()?;
+        // Another thread may have unwrapped it while this one waited for the holder.
+        if let Some(object) = self
+            .cache
+            .get(key.id, Role::Key, key.wrapped, holder.generation())
+        {
+            return Ok(object);
+        }
         self.bury(&holder);
         let session = holder_session(&holder)?;
         let kek = self.kek_handle(session)?;

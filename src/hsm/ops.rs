@@ -65,11 +65,12 @@ fn rsa_mechanism(alg: SignAlg) -> Option<Mechanism<'static>> {
     })
 }
 
-/// The message digest an ECDSA algorithm signs (computed in software: it is not secret).
-fn ecdsa_digest(alg: SignAlg, message: &[u8]) -> Vec<u8> {
+/// The digest an ECDSA algorithm signs (computed in software: it is not secret); None for RSA.
+fn ecdsa_digest(alg: SignAlg, message: &[u8]) -> Option<Vec<u8>> {
     match alg {
-        SignAlg::EcdsaSha384 => Sha384::digest(message).to_vec(),
-        _ => Sha256::digest(message).to_vec(),
+        SignAlg::EcdsaSha256 => Some(Sha256::digest(message).to_vec()),
+        SignAlg::EcdsaSha384 => Some(Sha384::digest(message).to_vec()),
+        _ => None,
     }
 }
 
@@ -273,7 +274,7 @@ impl Hsm {
         message: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
         kind_check(key, "sign", alg.fits(key.kind))?;
-        let ecdsa_input = alg.is_ecdsa().then(|| ecdsa_digest(alg, message));
+        let ecdsa_input = ecdsa_digest(alg, message);
         self.inner.run(|inner, session| {
             let object = inner.key_object(key)?;
             match (&ecdsa_input, rsa_mechanism(alg)) {
@@ -308,13 +309,12 @@ impl Hsm {
         signature: &[u8],
     ) -> Result<bool, HsmError> {
         kind_check(key, "verify", alg.fits(key.kind))?;
-        let ecdsa_input = if alg.is_ecdsa() {
-            match ecdsa_sig::der_to_raw(signature, field_len(key.kind)) {
-                Some(raw) => Some((ecdsa_digest(alg, message), raw)),
+        let ecdsa_input = match ecdsa_digest(alg, message) {
+            Some(digest) => match ecdsa_sig::der_to_raw(signature, field_len(key.kind)) {
+                Some(raw) => Some((digest, raw)),
                 None => return Ok(false),
-            }
-        } else {
-            None
+            },
+            None => None,
         };
         self.inner.run(|inner, session| {
             let object = inner.public_object(key)?;

@@ -166,13 +166,17 @@ impl PublicKey {
     /// RSA modulus size in bits, or the EC field size in bits.
     pub(crate) fn bits(&self) -> usize {
         match self {
-            PublicKey::Rsa { modulus, .. } => {
-                let lead = modulus.first().copied().unwrap_or(0);
-                modulus.len() * 8 - lead.leading_zeros() as usize
-            }
+            PublicKey::Rsa { modulus, .. } => modulus_bits(modulus),
             PublicKey::Ec { curve, .. } => curve.field_len() * 8,
         }
     }
+}
+
+/// Bits in a big-endian RSA modulus, leading zero bytes or not.
+pub(crate) fn modulus_bits(modulus: &[u8]) -> usize {
+    let n = strip_zeros(modulus);
+    let lead = n.first().copied().unwrap_or(0);
+    n.len() * 8 - lead.leading_zeros() as usize
 }
 
 fn is_uncompressed_point(curve: Curve, point: &[u8]) -> bool {

@@ -5,7 +5,9 @@ use zeroize::Zeroizing;
 
 use super::keys::key_ref;
 use super::{require_id, Inner, ServiceError, Services};
-use crate::domain::{check_payload, check_use, CryptoOp, DomainError, Key, PayloadKind, SigningAlgorithm};
+use crate::domain::{
+    check_payload, check_use, CryptoOp, DomainError, Key, PayloadKind, SigningAlgorithm,
+};
 use crate::hsm::{HsmError, SignAlg};
 
 pub struct DataKey {
@@ -61,13 +63,20 @@ impl Inner {
 
 fn ciphertext_error(key_id: &str) -> impl Fn(HsmError) -> ServiceError + '_ {
     move |e| match e {
-        HsmError::InvalidCiphertext => ServiceError::InvalidCiphertext { key_id: key_id.to_string() },
+        HsmError::InvalidCiphertext => ServiceError::InvalidCiphertext {
+            key_id: key_id.to_string(),
+        },
         other => other.into(),
     }
 }
 
 impl Services {
-    pub async fn encrypt(&self, key_id: String, plaintext: Vec<u8>, aad: Vec<u8>) -> Result<Vec<u8>, ServiceError> {
+    pub async fn encrypt(
+        &self,
+        key_id: String,
+        plaintext: Vec<u8>,
+        aad: Vec<u8>,
+    ) -> Result<Vec<u8>, ServiceError> {
         let plaintext = Zeroizing::new(plaintext);
         check_payload("plaintext", PayloadKind::Plaintext, &plaintext)?;
         check_payload("aad", PayloadKind::Aad, &aad)?;
@@ -96,7 +105,12 @@ impl Services {
         .await
     }
 
-    pub async fn generate_data_key(&self, key_id: String, bytes: u32, aad: Vec<u8>) -> Result<DataKey, ServiceError> {
+    pub async fn generate_data_key(
+        &self,
+        key_id: String,
+        bytes: u32,
+        aad: Vec<u8>,
+    ) -> Result<DataKey, ServiceError> {
         let len = match bytes {
             0 | 32 => 32,
             16 => 16,
@@ -113,12 +127,20 @@ impl Services {
             let key = inner.usable_key(&key_id, CryptoOp::GenerateDataKey)?;
             let plaintext = inner.hsm.random(len)?;
             let ciphertext = inner.hsm.encrypt(&key_ref(&key)?, &plaintext, &aad)?;
-            Ok(DataKey { plaintext, ciphertext })
+            Ok(DataKey {
+                plaintext,
+                ciphertext,
+            })
         })
         .await
     }
 
-    pub async fn sign(&self, key_id: String, message: Vec<u8>, alg: SigningAlgorithm) -> Result<Vec<u8>, ServiceError> {
+    pub async fn sign(
+        &self,
+        key_id: String,
+        message: Vec<u8>,
+        alg: SigningAlgorithm,
+    ) -> Result<Vec<u8>, ServiceError> {
         check_payload("message", PayloadKind::Message, &message)?;
         self.blocking(move |inner| {
             let key = inner.usable_key(&key_id, CryptoOp::Sign)?;
@@ -140,12 +162,18 @@ impl Services {
         self.blocking(move |inner| {
             let key = inner.usable_key(&key_id, CryptoOp::Verify)?;
             alg.check(&key.id, key.spec)?;
-            Ok(inner.hsm.verify(&key_ref(&key)?, sign_alg(alg), &message, &signature)?)
+            Ok(inner
+                .hsm
+                .verify(&key_ref(&key)?, sign_alg(alg), &message, &signature)?)
         })
         .await
     }
 
-    pub async fn generate_mac(&self, key_id: String, message: Vec<u8>) -> Result<Vec<u8>, ServiceError> {
+    pub async fn generate_mac(
+        &self,
+        key_id: String,
+        message: Vec<u8>,
+    ) -> Result<Vec<u8>, ServiceError> {
         check_payload("message", PayloadKind::Message, &message)?;
         self.blocking(move |inner| {
             let key = inner.usable_key(&key_id, CryptoOp::GenerateMac)?;
@@ -154,7 +182,12 @@ impl Services {
         .await
     }
 
-    pub async fn verify_mac(&self, key_id: String, message: Vec<u8>, mac: Vec<u8>) -> Result<bool, ServiceError> {
+    pub async fn verify_mac(
+        &self,
+        key_id: String,
+        message: Vec<u8>,
+        mac: Vec<u8>,
+    ) -> Result<bool, ServiceError> {
         check_payload("message", PayloadKind::Message, &message)?;
         check_payload("mac", PayloadKind::Signature, &mac)?;
         self.blocking(move |inner| {
@@ -171,7 +204,9 @@ impl Services {
                 .material
                 .as_ref()
                 .and_then(|m| m.spki_der.clone())
-                .ok_or_else(|| ServiceError::Internal(format!("key {key_id} has no stored public key")))?;
+                .ok_or_else(|| {
+                    ServiceError::Internal(format!("key {key_id} has no stored public key"))
+                })?;
             Ok(PublicKey {
                 pem: pem(&der),
                 der,

@@ -15,7 +15,9 @@ pub enum ServiceError {
     /// A feature that is not there yet.
     #[error("{0}")]
     Unimplemented(String),
-    #[error("ciphertext cannot be decrypted with key {key_id}: wrong key, wrong aad, or altered data")]
+    #[error(
+        "ciphertext cannot be decrypted with key {key_id}: wrong key, wrong aad, or altered data"
+    )]
     InvalidCiphertext { key_id: String },
     /// Start-up refused (wrong token, missing KEK, ...).
     #[error("{0}")]

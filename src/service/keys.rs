@@ -36,7 +36,10 @@ impl KeyFilter {
         self.vault_id.as_ref().is_none_or(|v| &k.vault_id == v)
             && self.state.is_none_or(|s| k.state == s)
             && self.family.is_none_or(|f| k.spec.family() == f)
-            && self.keystore_id.as_ref().is_none_or(|ks| k.targets.contains(ks))
+            && self
+                .keystore_id
+                .as_ref()
+                .is_none_or(|ks| k.targets.contains(ks))
             && self.name.as_ref().is_none_or(|n| &k.name == n)
     }
 }
@@ -70,12 +73,21 @@ pub(crate) fn key_ref(key: &Key) -> Result<KeyRef<'_>, ServiceError> {
         action: KeyAction::Install,
         allowed: KeyState::allowed_from(KeyAction::Install),
     })?;
-    Ok(KeyRef { id: &key.id, kind: kind(key.spec), wrapped: &m.wrapped, spki_der: m.spki_der.as_deref() })
+    Ok(KeyRef {
+        id: &key.id,
+        kind: kind(key.spec),
+        wrapped: &m.wrapped,
+        spki_der: m.spki_der.as_deref(),
+    })
 }
 
 impl Inner {
     /// Target keystores of a new key: each exists, is in the key's vault and is CONNECTED.
-    fn check_targets(&self, vault_id: &str, targets: &[String]) -> Result<Vec<Keystore>, ServiceError> {
+    fn check_targets(
+        &self,
+        vault_id: &str,
+        targets: &[String],
+    ) -> Result<Vec<Keystore>, ServiceError> {
         let mut out = Vec::with_capacity(targets.len());
         for t in targets {
             let ks: Keystore = self
@@ -85,7 +97,10 @@ impl Inner {
             if ks.vault_id != vault_id {
                 return Err(DomainError::invalid(
                     "target_keystore_ids",
-                    format!("keystore {t} belongs to vault {}, not to the key's vault {vault_id}", ks.vault_id),
+                    format!(
+                        "keystore {t} belongs to vault {}, not to the key's vault {vault_id}",
+                        ks.vault_id
+                    ),
                 )
                 .into());
             }
@@ -200,11 +215,22 @@ impl Services {
             inner.check_targets(&new.vault_id, &new.targets)?;
             // Generation can take seconds (RSA): do it before taking the write lock.
             let generated = inner.hsm.generate(kind(new.spec))?;
-            let material = Material { wrapped: generated.wrapped, spki_der: generated.spki_der };
+            let material = Material {
+                wrapped: generated.wrapped,
+                spki_der: generated.spki_der,
+            };
             let _w = inner.lock();
             inner.vault(&new.vault_id)?;
-            if inner.store.name_owner(Table::Keys, &new.vault_id, &new.name)?.is_some() {
-                return Err(DomainError::KeyNameInUse { vault_id: new.vault_id, name: new.name }.into());
+            if inner
+                .store
+                .name_owner(Table::Keys, &new.vault_id, &new.name)?
+                .is_some()
+            {
+                return Err(DomainError::KeyNameInUse {
+                    vault_id: new.vault_id,
+                    name: new.name,
+                }
+                .into());
             }
             let keystores = inner.check_targets(&new.vault_id, &new.targets)?;
             let mut key = Key::new(new, material, generated.kcv, now())?;
@@ -226,13 +252,22 @@ impl Services {
     }
 
     pub async fn get_key(&self, id: String) -> Result<Key, ServiceError> {
-        self.blocking(move |inner| inner.seen(inner.key(&id)?)).await
+        self.blocking(move |inner| inner.seen(inner.key(&id)?))
+            .await
     }
 
-    pub async fn list_keys(&self, filter: KeyFilter, page: Page) -> Result<Listing<Key>, ServiceError> {
+    pub async fn list_keys(
+        &self,
+        filter: KeyFilter,
+        page: Page,
+    ) -> Result<Listing<Key>, ServiceError> {
         self.blocking(move |inner| {
             let (items, more) =
-                inner.store.list(Table::Keys, page.after.as_deref(), page.size, |k: &Key| filter.keeps(k))?;
+                inner
+                    .store
+                    .list(Table::Keys, page.after.as_deref(), page.size, |k: &Key| {
+                        filter.keeps(k)
+                    })?;
             let states: HashMap<String, ConnectionState> = inner
                 .store
                 .all::<Keystore>(Table::Keystores)?
@@ -253,8 +288,16 @@ impl Services {
             key.update(req.name, req.description, req.tags, req.replace_tags, now())?;
             let mut b = Batch::new();
             if key.name != old_name {
-                if inner.store.name_owner(Table::Keys, &key.vault_id, &key.name)?.is_some() {
-                    return Err(DomainError::KeyNameInUse { vault_id: key.vault_id, name: key.name }.into());
+                if inner
+                    .store
+                    .name_owner(Table::Keys, &key.vault_id, &key.name)?
+                    .is_some()
+                {
+                    return Err(DomainError::KeyNameInUse {
+                        vault_id: key.vault_id,
+                        name: key.name,
+                    }
+                    .into());
                 }
                 b.release_name(Table::Keys, &key.vault_id, &old_name);
                 b.claim_name(Table::Keys, &key.vault_id, &key.name, &key.id);
@@ -267,19 +310,23 @@ impl Services {
     }
 
     pub async fn activate_key(&self, id: String) -> Result<Key, ServiceError> {
-        self.blocking(move |inner| inner.transition(&id, KeyAction::Activate)).await
+        self.blocking(move |inner| inner.transition(&id, KeyAction::Activate))
+            .await
     }
 
     pub async fn deactivate_key(&self, id: String) -> Result<Key, ServiceError> {
-        self.blocking(move |inner| inner.transition(&id, KeyAction::Deactivate)).await
+        self.blocking(move |inner| inner.transition(&id, KeyAction::Deactivate))
+            .await
     }
 
     pub async fn destroy_key(&self, id: String) -> Result<Key, ServiceError> {
-        self.blocking(move |inner| inner.transition(&id, KeyAction::Destroy)).await
+        self.blocking(move |inner| inner.transition(&id, KeyAction::Destroy))
+            .await
     }
 
     pub async fn mark_compromised(&self, id: String) -> Result<Key, ServiceError> {
-        self.blocking(move |inner| inner.transition(&id, KeyAction::MarkCompromised)).await
+        self.blocking(move |inner| inner.transition(&id, KeyAction::MarkCompromised))
+            .await
     }
 
     pub async fn delete_key(&self, id: String) -> Result<(), ServiceError> {
@@ -307,7 +354,10 @@ impl Services {
             if ks.vault_id != key.vault_id {
                 return Err(DomainError::invalid(
                     "keystore_id",
-                    format!("keystore {keystore_id} belongs to vault {}, not to the key's vault {}", ks.vault_id, key.vault_id),
+                    format!(
+                        "keystore {keystore_id} belongs to vault {}, not to the key's vault {}",
+                        ks.vault_id, key.vault_id
+                    ),
                 )
                 .into());
             }
@@ -322,7 +372,11 @@ impl Services {
         .await
     }
 
-    pub async fn uninstall_key(&self, id: String, keystore_id: String) -> Result<Key, ServiceError> {
+    pub async fn uninstall_key(
+        &self,
+        id: String,
+        keystore_id: String,
+    ) -> Result<Key, ServiceError> {
         self.blocking(move |inner| {
             let _w = inner.lock();
             let mut key = inner.key(&id)?;

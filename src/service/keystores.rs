@@ -6,8 +6,8 @@ use super::vaults::listing;
 use super::{new_id, now, Inner, Listing, ServiceError, Services};
 use crate::domain::{
     stranded_keys, ConnectStart, ConnectionError, ConnectionErrorCode, ConnectionState,
-    DomainError, Health, HealthStatus, InstanceState, Key, Keystore, KeystoreConfig,
-    KeystoreType, NewKeystore, Page,
+    DomainError, Health, HealthStatus, InstanceState, Key, Keystore, KeystoreConfig, KeystoreType,
+    NewKeystore, Page,
 };
 use crate::hsm::HsmError;
 use crate::store::{Batch, Table};
@@ -64,12 +64,17 @@ fn probe(inner: &Inner, config: &KeystoreConfig) -> Result<(), ConnectionError> 
     match config {
         KeystoreConfig::Internal => inner.hsm.health().map_err(|e| {
             let code = match &e {
-                HsmError::PinIncorrect | HsmError::PinLocked => ConnectionErrorCode::InvalidCredentials,
+                HsmError::PinIncorrect | HsmError::PinLocked => {
+                    ConnectionErrorCode::InvalidCredentials
+                }
                 HsmError::TokenNotFound(_) => ConnectionErrorCode::TargetNotFound,
                 HsmError::ModuleLoad { .. } => ConnectionErrorCode::InvalidConfiguration,
                 _ => ConnectionErrorCode::InternalError,
             };
-            ConnectionError { code, message: format!("keyorchd's HSM: {e}") }
+            ConnectionError {
+                code,
+                message: format!("keyorchd's HSM: {e}"),
+            }
         }),
     }
 }
@@ -77,7 +82,12 @@ fn probe(inner: &Inner, config: &KeystoreConfig) -> Result<(), ConnectionError> 
 impl Inner {
     fn keystore_view(&self, mut ks: Keystore) -> Keystore {
         if ks.state == ConnectionState::Connected {
-            if let Some(h) = self.health.lock().unwrap_or_else(|p| p.into_inner()).get(&ks.id) {
+            if let Some(h) = self
+                .health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&ks.id)
+            {
                 ks.health = Some(h.clone());
             }
         } else {
@@ -108,7 +118,9 @@ impl Inner {
         let outcome = probe(self, &ks.config);
         match &outcome {
             Ok(()) => tracing::info!(keystore = %ks.id, "keystore connected"),
-            Err(e) => tracing::warn!(keystore = %ks.id, code = ?e.code, "keystore connection failed: {}", e.message),
+            Err(e) => {
+                tracing::warn!(keystore = %ks.id, code = ?e.code, "keystore connection failed: {}", e.message)
+            }
         }
         ks.finish_connect(outcome, now());
         let mut b = Batch::new();
@@ -145,8 +157,16 @@ impl Services {
                 }
                 other => other,
             })?;
-            if inner.store.name_owner(Table::Keystores, &ks.vault_id, &ks.name)?.is_some() {
-                return Err(DomainError::KeystoreNameInUse { vault_id: ks.vault_id, name: ks.name }.into());
+            if inner
+                .store
+                .name_owner(Table::Keystores, &ks.vault_id, &ks.name)?
+                .is_some()
+            {
+                return Err(DomainError::KeystoreNameInUse {
+                    vault_id: ks.vault_id,
+                    name: ks.name,
+                }
+                .into());
             }
             let mut b = Batch::new();
             b.put(Table::Keystores, &ks.id, &ks)?;
@@ -162,7 +182,8 @@ impl Services {
     }
 
     pub async fn get_keystore(&self, id: String) -> Result<Keystore, ServiceError> {
-        self.blocking(move |inner| Ok(inner.keystore_view(inner.keystore(&id)?))).await
+        self.blocking(move |inner| Ok(inner.keystore_view(inner.keystore(&id)?)))
+            .await
     }
 
     pub async fn describe_keystores(
@@ -171,8 +192,12 @@ impl Services {
         page: Page,
     ) -> Result<Listing<Keystore>, ServiceError> {
         self.blocking(move |inner| {
-            let (items, more) =
-                inner.store.list(Table::Keystores, page.after.as_deref(), page.size, |k: &Keystore| filter.keeps(k))?;
+            let (items, more) = inner.store.list(
+                Table::Keystores,
+                page.after.as_deref(),
+                page.size,
+                |k: &Keystore| filter.keeps(k),
+            )?;
             let items = items.into_iter().map(|k| inner.keystore_view(k)).collect();
             Ok(listing(items, more, |k: &Keystore| &k.id))
         })
@@ -192,8 +217,16 @@ impl Services {
             ks.update(name, description, now())?;
             let mut b = Batch::new();
             if ks.name != old_name {
-                if inner.store.name_owner(Table::Keystores, &ks.vault_id, &ks.name)?.is_some() {
-                    return Err(DomainError::KeystoreNameInUse { vault_id: ks.vault_id, name: ks.name }.into());
+                if inner
+                    .store
+                    .name_owner(Table::Keystores, &ks.vault_id, &ks.name)?
+                    .is_some()
+                {
+                    return Err(DomainError::KeystoreNameInUse {
+                        vault_id: ks.vault_id,
+                        name: ks.name,
+                    }
+                    .into());
                 }
                 b.release_name(Table::Keystores, &ks.vault_id, &old_name);
                 b.claim_name(Table::Keystores, &ks.vault_id, &ks.name, &ks.id);
@@ -209,13 +242,19 @@ impl Services {
         self.blocking(move |inner| {
             let _w = inner.lock();
             let ks = inner.keystore(&id)?;
-            let live: Vec<String> = inner.live_keys_targeting(&id)?.into_iter().map(|k| k.id).collect();
+            let live: Vec<String> = inner
+                .live_keys_targeting(&id)?
+                .into_iter()
+                .map(|k| k.id)
+                .collect();
             ks.check_delete(&live)?;
             let mut b = Batch::new();
             // Destroyed keys keep their record; drop the dangling target from them.
             let destroyed = inner
                 .store
-                .list(Table::Keys, None, usize::MAX, |k: &Key| k.targets.iter().any(|t| t == &id))?
+                .list(Table::Keys, None, usize::MAX, |k: &Key| {
+                    k.targets.iter().any(|t| t == &id)
+                })?
                 .0;
             for mut k in destroyed {
                 k.remove_target(&id, now());
@@ -224,7 +263,11 @@ impl Services {
             b.delete(Table::Keystores, &ks.id);
             b.release_name(Table::Keystores, &ks.vault_id, &ks.name);
             inner.store.commit(b)?;
-            inner.health.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            inner
+                .health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             tracing::info!(keystore = %id, "keystore deleted");
             Ok(())
         })
@@ -286,14 +329,19 @@ impl Services {
     pub async fn test_keystore(&self, id: String) -> Result<TestOutcome, ServiceError> {
         self.blocking(move |inner| {
             let ks = inner.keystore(&id)?;
-            Ok(TestOutcome { result: probe(inner, &ks.config) })
+            Ok(TestOutcome {
+                result: probe(inner, &ks.config),
+            })
         })
         .await
     }
 
     /// Runs the connection checks of a configuration that is not stored (dry run):
     /// the same field rules as CreateKeystore apply, nothing is written.
-    pub async fn test_keystore_candidate(&self, req: CreateKeystore) -> Result<TestOutcome, ServiceError> {
+    pub async fn test_keystore_candidate(
+        &self,
+        req: CreateKeystore,
+    ) -> Result<TestOutcome, ServiceError> {
         self.blocking(move |inner| {
             let config = config_for(req.keystore_type)?;
             Keystore::new(
@@ -307,7 +355,9 @@ impl Services {
                 now(),
             )?;
             inner.vault(&req.vault_id)?;
-            Ok(TestOutcome { result: probe(inner, &config) })
+            Ok(TestOutcome {
+                result: probe(inner, &config),
+            })
         })
         .await
     }

@@ -65,7 +65,9 @@ impl Services {
             health: Mutex::new(HashMap::new()),
         };
         startup::check_and_reconcile(&inner)?;
-        Ok(Services { inner: Arc::new(inner) })
+        Ok(Services {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Runs `f` on the blocking pool.
@@ -87,7 +89,9 @@ impl Services {
 
     /// Whether the HSM answers (for the gRPC health service).
     pub async fn hsm_healthy(&self) -> bool {
-        self.blocking(|inner| Ok(inner.hsm.health().is_ok())).await.unwrap_or(false)
+        self.blocking(|inner| Ok(inner.hsm.health().is_ok()))
+            .await
+            .unwrap_or(false)
     }
 }
 

@@ -88,7 +88,12 @@ fn reconcile(inner: &Inner) -> Result<(), ServiceError> {
         let pending: Vec<(String, InstanceState)> = key
             .instances
             .iter()
-            .filter(|i| matches!(i.state, InstanceState::Installing | InstanceState::Uninstalling))
+            .filter(|i| {
+                matches!(
+                    i.state,
+                    InstanceState::Installing | InstanceState::Uninstalling
+                )
+            })
             .map(|i| (i.keystore_id.clone(), i.state))
             .collect();
         if pending.is_empty() {
@@ -99,7 +104,9 @@ fn reconcile(inner: &Inner) -> Result<(), ServiceError> {
             // is rolled back (the key's state was never committed as installed) and an
             // interrupted uninstall is completed.
             let settled = match state {
-                InstanceState::Installing | InstanceState::Uninstalling => InstanceState::NotInstalled,
+                InstanceState::Installing | InstanceState::Uninstalling => {
+                    InstanceState::NotInstalled
+                }
                 other => other,
             };
             tracing::info!(key = %key.id, keystore = %ks_id, ?state, ?settled, "reconciler: settling an interrupted install/uninstall");

@@ -5,11 +5,19 @@ use crate::domain::{DomainError, Key, Keystore, Page, Vault};
 use crate::store::{Batch, Table};
 
 impl Services {
-    pub async fn create_vault(&self, name: String, description: String) -> Result<Vault, ServiceError> {
+    pub async fn create_vault(
+        &self,
+        name: String,
+        description: String,
+    ) -> Result<Vault, ServiceError> {
         self.blocking(move |inner| {
             let vault = Vault::new(new_id("vault"), name, description, now())?;
             let _w = inner.lock();
-            if inner.store.name_owner(Table::Vaults, "", &vault.name)?.is_some() {
+            if inner
+                .store
+                .name_owner(Table::Vaults, "", &vault.name)?
+                .is_some()
+            {
                 return Err(DomainError::VaultNameInUse(vault.name).into());
             }
             let mut b = Batch::new();
@@ -27,8 +35,12 @@ impl Services {
 
     pub async fn list_vaults(&self, page: Page) -> Result<Listing<Vault>, ServiceError> {
         self.blocking(move |inner| {
-            let (items, more) =
-                inner.store.list(Table::Vaults, page.after.as_deref(), page.size, |_: &Vault| true)?;
+            let (items, more) = inner.store.list(
+                Table::Vaults,
+                page.after.as_deref(),
+                page.size,
+                |_: &Vault| true,
+            )?;
             Ok(listing(items, more, |v| &v.id))
         })
         .await
@@ -47,7 +59,11 @@ impl Services {
             vault.update(name, description, now())?;
             let mut b = Batch::new();
             if vault.name != old_name {
-                if inner.store.name_owner(Table::Vaults, "", &vault.name)?.is_some() {
+                if inner
+                    .store
+                    .name_owner(Table::Vaults, "", &vault.name)?
+                    .is_some()
+                {
                     return Err(DomainError::VaultNameInUse(vault.name).into());
                 }
                 b.release_name(Table::Vaults, "", &old_name);
@@ -66,7 +82,9 @@ impl Services {
             let vault = inner.vault(&id)?;
             let keystores = inner
                 .store
-                .list(Table::Keystores, None, usize::MAX, |k: &Keystore| k.vault_id == id)?
+                .list(Table::Keystores, None, usize::MAX, |k: &Keystore| {
+                    k.vault_id == id
+                })?
                 .0
                 .len();
             let keys = inner
@@ -75,7 +93,12 @@ impl Services {
                 .0
                 .len();
             if keystores + keys > 0 {
-                return Err(DomainError::VaultNotEmpty { id, keystores, keys }.into());
+                return Err(DomainError::VaultNotEmpty {
+                    id,
+                    keystores,
+                    keys,
+                }
+                .into());
             }
             let mut b = Batch::new();
             b.delete(Table::Vaults, &vault.id);
@@ -93,5 +116,8 @@ pub(crate) fn listing<T>(items: Vec<T>, more: bool, id: impl Fn(&T) -> &String) 
         (true, Some(last)) => Page::token_after(id(last)),
         _ => String::new(),
     };
-    Listing { items, next_page_token }
+    Listing {
+        items,
+        next_page_token,
+    }
 }

@@ -74,7 +74,12 @@ impl Batch {
         Self::default()
     }
 
-    pub fn put<T: Serialize>(&mut self, table: Table, id: &str, record: &T) -> Result<&mut Self, StoreError> {
+    pub fn put<T: Serialize>(
+        &mut self,
+        table: Table,
+        id: &str,
+        record: &T,
+    ) -> Result<&mut Self, StoreError> {
         let bytes = codec::encode(record).map_err(|e| StoreError::Encode {
             table: table.name(),
             id: id.to_string(),
@@ -91,13 +96,18 @@ impl Batch {
 
     /// Points the unique name `name` within `scope` (a vault id, or "" for vaults) at `id`.
     pub fn claim_name(&mut self, table: Table, scope: &str, name: &str, id: &str) -> &mut Self {
-        self.ops
-            .push(Op::ClaimName(table, scope.to_string(), name.to_string(), id.to_string()));
+        self.ops.push(Op::ClaimName(
+            table,
+            scope.to_string(),
+            name.to_string(),
+            id.to_string(),
+        ));
         self
     }
 
     pub fn release_name(&mut self, table: Table, scope: &str, name: &str) -> &mut Self {
-        self.ops.push(Op::ReleaseName(table, scope.to_string(), name.to_string()));
+        self.ops
+            .push(Op::ReleaseName(table, scope.to_string(), name.to_string()));
         self
     }
 
@@ -128,7 +138,10 @@ impl Store {
             .path(path)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?;
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
         let store = Store {
             vaults: db.open_tree("vaults")?,
             keystores: db.open_tree("keystores")?,
@@ -147,14 +160,21 @@ impl Store {
                         detail: format!("expected 4 bytes, found {}", v.len()),
                     })?;
                 if found > SCHEMA_VERSION {
-                    return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION });
+                    return Err(StoreError::NewerSchema {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
                 }
                 if found < SCHEMA_VERSION {
-                    return Err(StoreError::OlderSchema { found, supported: SCHEMA_VERSION });
+                    return Err(StoreError::OlderSchema {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
                 }
             }
             None => {
-                let empty = store.vaults.is_empty() && store.keystores.is_empty() && store.keys.is_empty();
+                let empty =
+                    store.vaults.is_empty() && store.keystores.is_empty() && store.keys.is_empty();
                 if !empty {
                     return Err(StoreError::Corrupt {
                         table: "meta",
@@ -162,7 +182,9 @@ impl Store {
                         detail: "records exist but no schema version is recorded".into(),
                     });
                 }
-                store.meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                store
+                    .meta
+                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 store.db.flush()?;
             }
         }
@@ -177,13 +199,19 @@ impl Store {
         }
     }
 
-    pub fn get<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<T>, StoreError> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
         match self.tree(table).get(id.as_bytes())? {
-            Some(bytes) => codec::decode(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
-                table: table.name(),
-                id: id.to_string(),
-                detail: e,
-            }),
+            Some(bytes) => codec::decode(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    table: table.name(),
+                    id: id.to_string(),
+                    detail: e,
+                }),
             None => Ok(None),
         }
     }
@@ -232,7 +260,12 @@ impl Store {
         self.tree(table).len()
     }
 
-    pub fn name_owner(&self, table: Table, scope: &str, name: &str) -> Result<Option<String>, StoreError> {
+    pub fn name_owner(
+        &self,
+        table: Table,
+        scope: &str,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
         Ok(self
             .names
             .get(name_key(table, scope, name))?
@@ -249,7 +282,13 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        (&self.vaults, &self.keystores, &self.keys, &self.names, &self.meta)
+        (
+            &self.vaults,
+            &self.keystores,
+            &self.keys,
+            &self.names,
+            &self.meta,
+        )
             .transaction(|(vaults, keystores, keys, names, meta)| {
                 let tree = |t: Table| match t {
                     Table::Vaults => vaults,
@@ -279,7 +318,9 @@ impl Store {
             })
             .map_err(|e| match e {
                 TransactionError::Storage(e) => StoreError::Io(e),
-                TransactionError::Abort(()) => StoreError::Io(sled::Error::Unsupported("aborted".into())),
+                TransactionError::Abort(()) => {
+                    StoreError::Io(sled::Error::Unsupported("aborted".into()))
+                }
             })?;
         self.db.flush()?;
         Ok(())
@@ -315,13 +356,24 @@ mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             let mut b = Batch::new();
-            b.put(Table::Vaults, "a", &Rec { id: "a".into(), n: 1 }).unwrap();
+            b.put(
+                Table::Vaults,
+                "a",
+                &Rec {
+                    id: "a".into(),
+                    n: 1,
+                },
+            )
+            .unwrap();
             b.claim_name(Table::Vaults, "", "alpha", "a");
             s.commit(b).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.get::<Rec>(Table::Vaults, "a").unwrap().unwrap().n, 1);
-        assert_eq!(s.name_owner(Table::Vaults, "", "alpha").unwrap().as_deref(), Some("a"));
+        assert_eq!(
+            s.name_owner(Table::Vaults, "", "alpha").unwrap().as_deref(),
+            Some("a")
+        );
         assert_eq!(s.name_owner(Table::Keys, "", "alpha").unwrap(), None);
     }
 
@@ -331,13 +383,25 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let mut b = Batch::new();
         for i in 0..10u32 {
-            b.put(Table::Keys, &format!("k{i}"), &Rec { id: format!("k{i}"), n: i }).unwrap();
+            b.put(
+                Table::Keys,
+                &format!("k{i}"),
+                &Rec {
+                    id: format!("k{i}"),
+                    n: i,
+                },
+            )
+            .unwrap();
         }
         s.commit(b).unwrap();
-        let (page, more) = s.list::<Rec>(Table::Keys, None, 3, |r| r.n % 2 == 0).unwrap();
+        let (page, more) = s
+            .list::<Rec>(Table::Keys, None, 3, |r| r.n % 2 == 0)
+            .unwrap();
         assert_eq!(page.iter().map(|r| r.n).collect::<Vec<_>>(), vec![0, 2, 4]);
         assert!(more);
-        let (page, more) = s.list::<Rec>(Table::Keys, Some("k4"), 3, |r| r.n % 2 == 0).unwrap();
+        let (page, more) = s
+            .list::<Rec>(Table::Keys, Some("k4"), 3, |r| r.n % 2 == 0)
+            .unwrap();
         assert_eq!(page.iter().map(|r| r.n).collect::<Vec<_>>(), vec![6, 8]);
         assert!(!more);
     }
@@ -354,7 +418,10 @@ mod tests {
         let err = Store::open(dir.path()).err().unwrap();
         assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
         // Still refused: nothing was rewritten.
-        assert!(matches!(Store::open(dir.path()).err().unwrap(), StoreError::NewerSchema { .. }));
+        assert!(matches!(
+            Store::open(dir.path()).err().unwrap(),
+            StoreError::NewerSchema { .. }
+        ));
     }
 
     #[test]
@@ -363,7 +430,10 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         s.vaults.insert("bad", &b"\x01{not json"[..]).unwrap();
         let err = s.check_decodes::<Rec>(Table::Vaults).unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt { ref id, .. } if id == "bad"), "{err}");
+        assert!(
+            matches!(err, StoreError::Corrupt { ref id, .. } if id == "bad"),
+            "{err}"
+        );
         s.vaults.insert("bad2", &b"\x09{}"[..]).unwrap();
         s.vaults.remove("bad").unwrap();
         assert!(s.check_decodes::<Rec>(Table::Vaults).is_err());

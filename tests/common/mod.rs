@@ -188,6 +188,22 @@ impl TestDaemon {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// Waits (bounded) until the current run printed a stdout line starting with `prefix`;
+    /// returns stdout. Panics with stdout if the line never comes.
+    pub async fn wait_for_stdout_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.stdout();
+            if out.lines().any(|l| l.starts_with(prefix)) {
+                return out;
+            }
+            if Instant::now() > deadline {
+                panic!("no stdout line starting with {prefix:?}; stdout:\n{out}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn launch(&mut self) {
         assert!(self.child.is_none(), "daemon already running");
         self.runs += 1;
