@@ -5,6 +5,7 @@ mod convert;
 mod crypto;
 mod keys;
 mod keystores;
+pub mod routes;
 pub mod status;
 mod vaults;
 
@@ -18,10 +19,6 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
-use crate::proto::v1::{
-    crypto_service_server::CryptoServiceServer, key_service_server::KeyServiceServer,
-    keystore_service_server::KeystoreServiceServer, vault_service_server::VaultServiceServer,
-};
 use crate::service::Services;
 
 /// Largest request or response message accepted (payloads are at most 64 KiB).
@@ -72,32 +69,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(),
 ) -> Result<(), ServeError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
-
-    for name in [
-        "",
-        "keyorch.v1.VaultService",
-        "keyorch.v1.KeystoreService",
-        "keyorch.v1.KeyService",
-        "keyorch.v1.CryptoService",
-    ] {
-        health
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
-    }
+    let (routes, health) = routes::routes(&services).await?;
     // Follow the HSM: NOT_SERVING while it does not answer.
     let watched = services.clone();
-    let reporter = health.clone();
     tokio::spawn(async move {
         let mut last = true;
         loop {
@@ -110,7 +84,7 @@ pub async fn serve(
                     ServingStatus::NotServing
                 };
                 tracing::warn!(%status, "HSM health changed");
-                reporter.set_service_status("", status).await;
+                health.set_service_status("", status).await;
                 last = ok;
             }
         }
@@ -119,29 +93,7 @@ pub async fn serve(
     ready();
     Server::builder()
         .timeout(REQUEST_TIMEOUT)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(
-            VaultServiceServer::new(vaults::Vaults(services.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            KeystoreServiceServer::new(keystores::Keystores(services.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            KeyServiceServer::new(keys::Keys(services.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            CryptoServiceServer::new(crypto::Crypto(services))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+        .add_routes(routes)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
