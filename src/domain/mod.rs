@@ -1,6 +1,7 @@
 //! Pure rules of keyorch: resources, state machines and validation (DESIGN §1–§3).
 //! No I/O, no async, no clock: callers pass `now` in. Property-tested.
 
+mod access;
 mod error;
 mod key;
 mod keystore;
@@ -11,6 +12,7 @@ mod signing;
 mod usage;
 mod vault;
 
+pub use access::{Policy, Principal, Role, Subject, ANY_VAULT};
 pub use error::{DomainError, KeyAction, KeystoreAction};
 pub use key::{
     remote_ref, Family, Instance, InstanceState, Key, KeySpec, KeyState, Material, NewKey,

@@ -1,0 +1,123 @@
+//! Who is calling and what they may do: principals, per-vault roles, and the rule that
+//! maps an action to the role it needs (issue 6). Pure: the policy comes from config.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Principal {
+    /// A local process on the Unix socket (SO_PEERCRED).
+    Unix { uid: u32, gid: u32 },
+    /// A TLS client, by its certificate's subject (or first SAN when the subject is empty).
+    Certificate { subject: String },
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Principal::Unix { uid, gid } => write!(f, "uid:{uid}/gid:{gid}"),
+            Principal::Certificate { subject } => write!(f, "cert:{subject}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Vaults, keystores, keys: create, update, delete, lifecycle.
+    Admin,
+    /// Activate, install, uninstall, connect, disconnect.
+    Operator,
+    /// Cryptographic operations.
+    User,
+    /// Read the audit trail.
+    Auditor,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::User => "user",
+            Role::Auditor => "auditor",
+        })
+    }
+}
+
+/// Who a role grant applies to, as written in config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subject {
+    Uid(u32),
+    Gid(u32),
+    Certificate(String),
+}
+
+impl Subject {
+    fn matches(&self, p: &Principal) -> bool {
+        match (self, p) {
+            (Subject::Uid(u), Principal::Unix { uid, .. }) => u == uid,
+            (Subject::Gid(g), Principal::Unix { gid, .. }) => g == gid,
+            (Subject::Certificate(s), Principal::Certificate { subject }) => s == subject,
+            _ => false,
+        }
+    }
+}
+
+/// The vault scope of a grant: one vault (by id) or all of them ("*").
+pub const ANY_VAULT: &str = "*";
+
+/// Role grants: (subject, vault or "*") → roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    grants: BTreeMap<(Subject, String), BTreeSet<Role>>,
+}
+
+impl Policy {
+    pub fn grant(&mut self, subject: Subject, vault: &str, role: Role) {
+        self.grants.entry((subject, vault.to_string())).or_default().insert(role);
+    }
+
+    /// Roles `p` holds in `vault` (None: a call not scoped to one vault, e.g. ListVaults).
+    pub fn roles(&self, p: &Principal, vault: Option<&str>) -> BTreeSet<Role> {
+        self.grants
+            .iter()
+            .filter(|((s, v), _)| s.matches(p) && (v == ANY_VAULT || Some(v.as_str()) == vault))
+            .flat_map(|(_, roles)| roles.iter().copied())
+            .collect()
+    }
+
+    /// Whether `p` holds `role` in `vault` (admins hold every role but auditor's reading
+    /// of the audit trail is granted to admins as well).
+    pub fn allows(&self, p: &Principal, vault: Option<&str>, role: Role) -> bool {
+        let held = self.roles(p, vault);
+        held.contains(&role) || held.contains(&Role::Admin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_are_per_vault_and_admin_implies_all() {
+        let mut pol = Policy::default();
+        pol.grant(Subject::Uid(1000), "vault-a", Role::User);
+        pol.grant(Subject::Gid(50), ANY_VAULT, Role::Auditor);
+        pol.grant(Subject::Certificate("CN=ops".into()), "vault-b", Role::Admin);
+        let alice = Principal::Unix { uid: 1000, gid: 1000 };
+        let aud = Principal::Unix { uid: 7, gid: 50 };
+        let ops = Principal::Certificate { subject: "CN=ops".into() };
+        assert!(pol.allows(&alice, Some("vault-a"), Role::User));
+        assert!(!pol.allows(&alice, Some("vault-b"), Role::User));
+        assert!(!pol.allows(&alice, Some("vault-a"), Role::Admin));
+        assert!(pol.allows(&aud, Some("vault-z"), Role::Auditor));
+        assert!(pol.allows(&ops, Some("vault-b"), Role::Operator));
+        assert!(!pol.allows(&ops, Some("vault-a"), Role::Operator));
+    }
+}
