@@ -16,3 +16,4 @@ pub mod paths;
 pub mod proto;
 pub mod service;
 pub mod store;
+pub mod targets;

@@ -1,0 +1,1 @@
+//! External keystore targets (placeholder until the PKCS#11 target lands).
