@@ -9,10 +9,10 @@ mod startup;
 mod vaults;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::domain::{ConnectionState, DomainError, Health, Key, Keystore, Millis, Vault};
+use crate::domain::{ConnectionState, DomainError, Health, Key, Keystore, Millis, Policy, Vault};
 use crate::hsm::Hsm;
 use crate::store::{Store, Table};
 
@@ -41,6 +41,8 @@ struct Inner {
     writes: Mutex<()>,
     /// Latest background health of CONNECTED keystores (not durable state).
     health: Mutex<HashMap<String, Health>>,
+    /// Who may do what (replaced on SIGHUP).
+    policy: RwLock<Policy>,
 }
 
 pub(crate) fn now() -> Millis {
@@ -63,6 +65,7 @@ impl Services {
             hsm,
             writes: Mutex::new(()),
             health: Mutex::new(HashMap::new()),
+            policy: RwLock::new(Policy::default()),
         };
         startup::check_and_reconcile(&inner)?;
         Ok(Services {
@@ -80,6 +83,16 @@ impl Services {
         tokio::task::spawn_blocking(move || f(&inner))
             .await
             .map_err(|e| ServiceError::Internal(format!("worker task failed: {e}")))?
+    }
+
+    /// Replaces the access policy (at start and on SIGHUP).
+    pub fn set_policy(&self, policy: Policy) {
+        *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    /// The access policy in force.
+    pub fn policy(&self) -> Policy {
+        self.inner.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Flushes the store (at shutdown).
