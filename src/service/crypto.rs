@@ -1,6 +1,8 @@
 //! Cryptographic use cases: each checks the key's usage, state and keystores (domain
 //! `check_use`) and then runs inside keyorchd's HSM.
 
+use std::sync::Arc;
+
 use zeroize::Zeroizing;
 
 use super::keys::key_ref;
@@ -49,15 +51,11 @@ fn pem(der: &[u8]) -> String {
 
 impl Inner {
     /// The key, if it may serve `op` right now.
-    fn usable_key(&self, key_id: &str, op: CryptoOp) -> Result<Key, ServiceError> {
+    fn usable_key(&self, key_id: &str, op: CryptoOp) -> Result<Arc<Key>, ServiceError> {
         require_id("key_id", key_id)?;
-        let key: Key = self
-            .store
-            .get(crate::store::Table::Keys, key_id)?
-            .ok_or_else(|| DomainError::KeyNotFound(key_id.to_string()))?;
-        let states = self.keystore_states(key.targets.iter())?;
-        check_use(&key, op, &states)?;
-        Ok(key)
+        let entry = self.key_for_use(key_id)?;
+        check_use(&entry.key, op, &entry.states)?;
+        Ok(entry.key)
     }
 }
 

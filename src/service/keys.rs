@@ -154,7 +154,7 @@ impl Inner {
     fn put_key(&self, key: &Key) -> Result<(), ServiceError> {
         let mut b = Batch::new();
         b.put(Table::Keys, &key.id, key)?;
-        self.store.commit(b)?;
+        self.commit(b)?;
         Ok(())
     }
 
@@ -244,7 +244,7 @@ impl Services {
             let mut b = Batch::new();
             b.put(Table::Keys, &key.id, &key)?;
             b.claim_name(Table::Keys, &key.vault_id, &key.name, &key.id);
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             tracing::info!(key = %key.id, spec = %key.spec, state = %key.state, "key created");
             inner.seen(key)
         })
@@ -303,7 +303,7 @@ impl Services {
                 b.claim_name(Table::Keys, &key.vault_id, &key.name, &key.id);
             }
             b.put(Table::Keys, &key.id, &key)?;
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             inner.seen(key)
         })
         .await
@@ -337,7 +337,7 @@ impl Services {
             let mut b = Batch::new();
             b.delete(Table::Keys, &key.id);
             b.release_name(Table::Keys, &key.vault_id, &key.name);
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             tracing::info!(key = %id, "key deleted");
             Ok(())
         })

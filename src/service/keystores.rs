@@ -114,7 +114,7 @@ impl Inner {
         // Durable intent: a crash from here on is finished by the start-up reconciler.
         let mut b = Batch::new();
         b.put(Table::Keystores, &ks.id, &ks)?;
-        self.store.commit(b)?;
+        self.commit(b)?;
         let outcome = probe(self, &ks.config);
         match &outcome {
             Ok(()) => tracing::info!(keystore = %ks.id, "keystore connected"),
@@ -125,7 +125,7 @@ impl Inner {
         ks.finish_connect(outcome, now());
         let mut b = Batch::new();
         b.put(Table::Keystores, &ks.id, &ks)?;
-        self.store.commit(b)?;
+        self.commit(b)?;
         if let Some(h) = &ks.health {
             self.health
                 .lock()
@@ -171,7 +171,7 @@ impl Services {
             let mut b = Batch::new();
             b.put(Table::Keystores, &ks.id, &ks)?;
             b.claim_name(Table::Keystores, &ks.vault_id, &ks.name, &ks.id);
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             tracing::info!(keystore = %ks.id, vault = %ks.vault_id, "keystore created");
             if req.connect {
                 return inner.connect_keystore(&ks.id);
@@ -232,7 +232,7 @@ impl Services {
                 b.claim_name(Table::Keystores, &ks.vault_id, &ks.name, &ks.id);
             }
             b.put(Table::Keystores, &ks.id, &ks)?;
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             Ok(inner.keystore_view(ks))
         })
         .await
@@ -262,7 +262,7 @@ impl Services {
             }
             b.delete(Table::Keystores, &ks.id);
             b.release_name(Table::Keystores, &ks.vault_id, &ks.name);
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             inner
                 .health
                 .lock()
@@ -301,7 +301,7 @@ impl Services {
             ks.begin_disconnect(now())?;
             let mut b = Batch::new();
             b.put(Table::Keystores, &ks.id, &ks)?;
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             let mut b = Batch::new();
             if opts.uninstall_keys {
                 // UKO's permanent form: every key leaves this keystore (its copy there is
@@ -317,7 +317,7 @@ impl Services {
             }
             ks.finish_disconnect(now());
             b.put(Table::Keystores, &ks.id, &ks)?;
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             inner.health.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             tracing::info!(keystore = %id, uninstall_keys = opts.uninstall_keys, force = opts.force, "keystore disconnected");
             Ok(inner.keystore_view(ks))

@@ -9,6 +9,7 @@ mod startup;
 mod vaults;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,7 +44,22 @@ struct Inner {
     health: Mutex<HashMap<String, Health>>,
     /// Who may do what (replaced on SIGHUP).
     policy: RwLock<Policy>,
+    /// Bumped by every commit: cached reads older than this are stale.
+    generation: AtomicU64,
+    /// Decoded key records and their keystores' states for the crypto hot path.
+    usable: Mutex<HashMap<String, UsableEntry>>,
 }
+
+/// A decoded key and its targets' connection states, valid for one store generation.
+#[derive(Clone)]
+pub(crate) struct UsableEntry {
+    pub generation: u64,
+    pub key: Arc<Key>,
+    pub states: Arc<HashMap<String, ConnectionState>>,
+}
+
+/// Bound on the hot-path cache; beyond it the cache is simply cleared.
+const USABLE_CACHE_MAX: usize = 4096;
 
 pub(crate) fn now() -> Millis {
     SystemTime::now()
@@ -66,6 +82,8 @@ impl Services {
             writes: Mutex::new(()),
             health: Mutex::new(HashMap::new()),
             policy: RwLock::new(Policy::default()),
+            generation: AtomicU64::new(0),
+            usable: Mutex::new(HashMap::new()),
         };
         startup::check_and_reconcile(&inner)?;
         Ok(Services {
@@ -92,7 +110,11 @@ impl Services {
 
     /// The access policy in force.
     pub fn policy(&self) -> Policy {
-        self.inner.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Flushes the store (at shutdown).
@@ -113,6 +135,43 @@ impl Inner {
         // A panic while holding the lock cannot leave a half-written batch (commits are
         // atomic), so a poisoned lock is safe to reuse.
         self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commits a batch durably and invalidates every cached read.
+    fn commit(&self, batch: crate::store::Batch) -> Result<(), ServiceError> {
+        let result = self.store.commit(batch);
+        // Bump even on failure: the store's state is then unknown to the caches.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(result?)
+    }
+
+    /// The key `id` and its targets' states, from the cache while no commit intervened.
+    fn key_for_use(&self, id: &str) -> Result<UsableEntry, ServiceError> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        {
+            let cache = self.usable.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = cache.get(id) {
+                if e.generation == generation {
+                    return Ok(e.clone());
+                }
+            }
+        }
+        let key: Key = self
+            .store
+            .get(Table::Keys, id)?
+            .ok_or_else(|| DomainError::KeyNotFound(id.to_string()))?;
+        let states = self.keystore_states(key.targets.iter())?;
+        let entry = UsableEntry {
+            generation,
+            key: Arc::new(key),
+            states: Arc::new(states),
+        };
+        let mut cache = self.usable.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= USABLE_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(id.to_string(), entry.clone());
+        Ok(entry)
     }
 
     fn vault(&self, id: &str) -> Result<Vault, ServiceError> {

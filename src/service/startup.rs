@@ -50,7 +50,7 @@ fn check_master_kek(inner: &Inner, keys: usize) -> Result<(), ServiceError> {
             };
             let mut b = Batch::new();
             b.set_meta(KEK_CHECK_META, kcv.as_bytes());
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             Ok(())
         }
     }
@@ -69,7 +69,7 @@ fn reconcile(inner: &Inner) -> Result<(), ServiceError> {
                 ks.state = ConnectionState::Disconnected;
                 let mut b = Batch::new();
                 b.put(Table::Keystores, &ks.id, &ks)?;
-                inner.store.commit(b)?;
+                inner.commit(b)?;
                 inner.connect_keystore(&ks.id)?;
             }
             ConnectionState::Disconnecting => {
@@ -78,7 +78,7 @@ fn reconcile(inner: &Inner) -> Result<(), ServiceError> {
                 ks.finish_disconnect(now());
                 let mut b = Batch::new();
                 b.put(Table::Keystores, &ks.id, &ks)?;
-                inner.store.commit(b)?;
+                inner.commit(b)?;
             }
             _ => {}
         }
@@ -114,7 +114,7 @@ fn reconcile(inner: &Inner) -> Result<(), ServiceError> {
         }
         let mut b = Batch::new();
         b.put(Table::Keys, &key.id, &key)?;
-        inner.store.commit(b)?;
+        inner.commit(b)?;
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ impl Services {
             let mut b = Batch::new();
             b.put(Table::Vaults, &vault.id, &vault)?;
             b.claim_name(Table::Vaults, "", &vault.name, &vault.id);
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             Ok(vault)
         })
         .await
@@ -70,7 +70,7 @@ impl Services {
                 b.claim_name(Table::Vaults, "", &vault.name, &vault.id);
             }
             b.put(Table::Vaults, &vault.id, &vault)?;
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             Ok(vault)
         })
         .await
@@ -103,7 +103,7 @@ impl Services {
             let mut b = Batch::new();
             b.delete(Table::Vaults, &vault.id);
             b.release_name(Table::Vaults, "", &vault.name);
-            inner.store.commit(b)?;
+            inner.commit(b)?;
             Ok(())
         })
         .await
