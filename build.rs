@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/keyorch/v1/keystore.proto",
         "proto/keyorch/v1/key.proto",
         "proto/keyorch/v1/crypto.proto",
+        "proto/keyorch/v1/audit.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -8,8 +8,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tower::service_fn;
 
 use crate::proto::v1::{
-    crypto_service_client::CryptoServiceClient, key_service_client::KeyServiceClient,
-    keystore_service_client::KeystoreServiceClient, vault_service_client::VaultServiceClient,
+    audit_service_client::AuditServiceClient, crypto_service_client::CryptoServiceClient,
+    key_service_client::KeyServiceClient, keystore_service_client::KeystoreServiceClient,
+    vault_service_client::VaultServiceClient,
 };
 
 /// Opens a channel to the daemon listening on `socket`.
@@ -31,6 +32,7 @@ pub struct Clients {
     pub keystores: KeystoreServiceClient<Channel>,
     pub keys: KeyServiceClient<Channel>,
     pub crypto: CryptoServiceClient<Channel>,
+    pub audit: AuditServiceClient<Channel>,
 }
 
 impl Clients {
@@ -39,7 +41,8 @@ impl Clients {
             vaults: VaultServiceClient::new(channel.clone()),
             keystores: KeystoreServiceClient::new(channel.clone()),
             keys: KeyServiceClient::new(channel.clone()),
-            crypto: CryptoServiceClient::new(channel),
+            crypto: CryptoServiceClient::new(channel.clone()),
+            audit: AuditServiceClient::new(channel),
         }
     }
 

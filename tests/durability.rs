@@ -128,6 +128,7 @@ async fn every_kind_of_mutation_survives_kill_9() {
         id: ks2.id.clone(),
         name: Some("second".into()),
         description: None,
+        ..Default::default()
     }))
     .await;
     let mut c = crash_and_compare(&mut d, "UpdateKeystore").await;

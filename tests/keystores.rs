@@ -65,6 +65,7 @@ async fn create_get_describe_update_delete() {
         id: ks.id.clone(),
         name: Some("hsm-primary".into()),
         description: None,
+        ..Default::default()
     }))
     .await;
     assert_eq!(u.name, "hsm-primary");
@@ -74,6 +75,7 @@ async fn create_get_describe_update_delete() {
         id: ks.id.clone(),
         name: None,
         description: Some("renamed".into()),
+        ..Default::default()
     }))
     .await;
     assert_eq!(
@@ -117,6 +119,7 @@ async fn metadata_can_be_updated_in_any_connection_state() {
         id: ks.id.clone(),
         name: Some("while-connected".into()),
         description: Some("x".into()),
+        ..Default::default()
     }))
     .await;
     assert_eq!(u.name, "while-connected");
@@ -128,6 +131,7 @@ async fn metadata_can_be_updated_in_any_connection_state() {
         id: ks.id.clone(),
         name: Some("while-disconnected".into()),
         description: None,
+        ..Default::default()
     }))
     .await;
     assert_eq!(u.name, "while-disconnected");
@@ -422,6 +426,7 @@ async fn names_are_unique_per_vault() {
         id: other.id.clone(),
         name: Some("shared-name".into()),
         description: None,
+        ..Default::default()
     }))
     .await;
     assert_status(&s, Code::AlreadyExists, KEYSTORE_NAME_IN_USE);
@@ -451,6 +456,7 @@ async fn invalid_requests_are_rejected_and_change_nothing() {
             id: ks.id.clone(),
             name: Some(name.clone()),
             description: None,
+            ..Default::default()
         }))
         .await;
         assert_invalid(&s, "name");
@@ -465,6 +471,7 @@ async fn invalid_requests_are_rejected_and_change_nothing() {
         id: ks.id.clone(),
         name: None,
         description: Some(long_description()),
+        ..Default::default()
     }))
     .await;
     assert_invalid(&s, "description");
@@ -485,7 +492,6 @@ async fn external_keystore_types_are_not_supported_yet() {
     let v = create_vault(&mut c, "v").await;
     let before = snapshot(&c).await;
     for t in [
-        KeystoreType::Pkcs11,
         KeystoreType::AwsKms,
         KeystoreType::AzureKeyVault,
         KeystoreType::GoogleCloudKms,
@@ -500,6 +506,7 @@ async fn external_keystore_types_are_not_supported_yet() {
             r#type: t as i32,
             connect: false,
             config: None,
+            credentials: None,
         };
         let s = fails(c.keystores.create_keystore(req)).await;
         assert_status(&s, Code::Unimplemented, UNSUPPORTED);
@@ -530,6 +537,7 @@ async fn unknown_ids_are_not_found() {
             id: id.clone(),
             name: Some("x".into()),
             description: None,
+            ..Default::default()
         }))
         .await;
         assert_status(&s, Code::NotFound, KEYSTORE_NOT_FOUND);
@@ -589,6 +597,7 @@ async fn test_connection_checks_without_changing_anything() {
         config: Some(create_keystore_request::Config::Internal(
             InternalKeystoreConfig {},
         )),
+        credentials: None,
     };
     let r = ok(c
         .keystores

@@ -7,9 +7,11 @@ use tonic::Status;
 use super::status::invalid;
 use crate::domain::{
     ConnectionErrorCode, ConnectionState, Family, HealthStatus, InstanceState, Key, KeySpec,
-    KeyState, Keystore, KeystoreConfig, KeystoreType, Millis, Page, SigningAlgorithm, Vault,
+    KeyState, Keystore, KeystoreConfig, KeystoreType, Millis, Page, SigningAlgorithm, TokenRef,
+    Vault,
 };
 use crate::proto::v1 as pb;
+use crate::service::{KeyStatus, TargetStatus};
 
 pub fn ts(ms: Millis) -> Option<Timestamp> {
     Some(Timestamp {
@@ -155,9 +157,13 @@ pub fn keystore(k: &Keystore) -> pb::Keystore {
             message: h.message.clone(),
             last_heartbeat: ts(h.last_heartbeat),
         }),
+        has_credentials: k.credentials.is_some(),
         config: Some(match &k.config {
             KeystoreConfig::Internal => {
                 pb::keystore::Config::Internal(pb::InternalKeystoreConfig {})
+            }
+            KeystoreConfig::Pkcs11 { module_path, token } => {
+                pb::keystore::Config::Pkcs11(pkcs11_config_pb(module_path, token))
             }
         }),
     }
@@ -272,5 +278,65 @@ pub fn signing_algorithm_pb(a: SigningAlgorithm) -> pb::SigningAlgorithm {
         SigningAlgorithm::RsaPkcs1Sha512 => pb::SigningAlgorithm::RsassaPkcs1V15Sha512,
         SigningAlgorithm::EcdsaSha256 => pb::SigningAlgorithm::EcdsaSha256,
         SigningAlgorithm::EcdsaSha384 => pb::SigningAlgorithm::EcdsaSha384,
+    }
+}
+
+fn pkcs11_config_pb(module_path: &str, token: &TokenRef) -> pb::Pkcs11KeystoreConfig {
+    let (token_label, token_serial) = match token {
+        TokenRef::Label(l) => (l.clone(), String::new()),
+        TokenRef::Serial(s) => (String::new(), s.clone()),
+    };
+    pb::Pkcs11KeystoreConfig {
+        module_path: module_path.to_string(),
+        token_label,
+        token_serial,
+    }
+}
+
+/// A pkcs11 configuration from the API: exactly one of token_label and token_serial.
+pub fn pkcs11_config(c: &pb::Pkcs11KeystoreConfig) -> Result<KeystoreConfig, Status> {
+    let token = match (c.token_label.is_empty(), c.token_serial.is_empty()) {
+        (false, true) => TokenRef::Label(c.token_label.clone()),
+        (true, false) => TokenRef::Serial(c.token_serial.clone()),
+        _ => {
+            return Err(invalid(
+                "pkcs11.token_label",
+                "give exactly one of token_label and token_serial",
+            ))
+        }
+    };
+    Ok(KeystoreConfig::Pkcs11 {
+        module_path: c.module_path.clone(),
+        token,
+    })
+}
+
+pub fn target_status_pb(s: TargetStatus) -> pb::TargetKeyStatus {
+    match s {
+        TargetStatus::Active => pb::TargetKeyStatus::Active,
+        TargetStatus::NotActive => pb::TargetKeyStatus::NotActive,
+        TargetStatus::NotPresent => pb::TargetKeyStatus::NotPresent,
+        TargetStatus::WrongKey => pb::TargetKeyStatus::WrongKey,
+        TargetStatus::Error => pb::TargetKeyStatus::Error,
+    }
+}
+
+pub fn key_status(key_id: &str, statuses: &[KeyStatus]) -> pb::KeyStatusResponse {
+    pb::KeyStatusResponse {
+        key_id: key_id.to_string(),
+        keystores: statuses
+            .iter()
+            .map(|s| pb::KeyStatusInKeystore {
+                keystore_id: s.keystore_id.clone(),
+                status: target_status_pb(s.status) as i32,
+                sync: if s.in_sync {
+                    pb::SyncStatus::Ok
+                } else {
+                    pb::SyncStatus::OutOfSync
+                } as i32,
+                target_key_check_value: s.target_kcv.clone(),
+                message: s.message.clone(),
+            })
+            .collect(),
     }
 }

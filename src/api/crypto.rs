@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, required_enum};
+use super::identity::principal;
 use super::status::to_status;
 use crate::proto::v1::{self as pb, crypto_service_server::CryptoService};
 use crate::service::Services;
@@ -15,10 +16,11 @@ impl CryptoService for Crypto {
         &self,
         req: Request<pb::EncryptRequest>,
     ) -> Result<Response<pb::EncryptResponse>, Status> {
+        let p = principal(&req)?;
         let r = req.into_inner();
         let ciphertext = self
             .0
-            .encrypt(r.key_id.clone(), r.plaintext, r.aad)
+            .encrypt(&p, r.key_id.clone(), r.plaintext, r.aad)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::EncryptResponse {
@@ -31,10 +33,11 @@ impl CryptoService for Crypto {
         &self,
         req: Request<pb::DecryptRequest>,
     ) -> Result<Response<pb::DecryptResponse>, Status> {
+        let p = principal(&req)?;
         let r = req.into_inner();
         let plaintext = self
             .0
-            .decrypt(r.key_id.clone(), r.ciphertext, r.aad)
+            .decrypt(&p, r.key_id.clone(), r.ciphertext, r.aad)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DecryptResponse {
@@ -47,10 +50,11 @@ impl CryptoService for Crypto {
         &self,
         req: Request<pb::GenerateDataKeyRequest>,
     ) -> Result<Response<pb::GenerateDataKeyResponse>, Status> {
+        let p = principal(&req)?;
         let r = req.into_inner();
         let dk = self
             .0
-            .generate_data_key(r.key_id.clone(), r.number_of_bytes, r.aad)
+            .generate_data_key(&p, r.key_id.clone(), r.number_of_bytes, r.aad)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GenerateDataKeyResponse {
@@ -64,11 +68,17 @@ impl CryptoService for Crypto {
         &self,
         req: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
+        let p = principal(&req)?;
         let r = req.into_inner();
         let alg = required_enum::<pb::SigningAlgorithm>("algorithm", r.algorithm)?;
         let signature = self
             .0
-            .sign(r.key_id.clone(), r.message, convert::signing_algorithm(alg))
+            .sign(
+                &p,
+                r.key_id.clone(),
+                r.message,
+                convert::signing_algorithm(alg),
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::SignResponse {
@@ -82,11 +92,13 @@ impl CryptoService for Crypto {
         &self,
         req: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let p = principal(&req)?;
         let r = req.into_inner();
         let alg = required_enum::<pb::SigningAlgorithm>("algorithm", r.algorithm)?;
         let valid = self
             .0
             .verify(
+                &p,
                 r.key_id.clone(),
                 r.message,
                 r.signature,
@@ -104,10 +116,11 @@ impl CryptoService for Crypto {
         &self,
         req: Request<pb::GenerateMacRequest>,
     ) -> Result<Response<pb::GenerateMacResponse>, Status> {
+        let p = principal(&req)?;
         let r = req.into_inner();
         let mac = self
             .0
-            .generate_mac(r.key_id.clone(), r.message)
+            .generate_mac(&p, r.key_id.clone(), r.message)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GenerateMacResponse {
@@ -120,10 +133,11 @@ impl CryptoService for Crypto {
         &self,
         req: Request<pb::VerifyMacRequest>,
     ) -> Result<Response<pb::VerifyMacResponse>, Status> {
+        let p = principal(&req)?;
         let r = req.into_inner();
         let valid = self
             .0
-            .verify_mac(r.key_id.clone(), r.message, r.mac)
+            .verify_mac(&p, r.key_id.clone(), r.message, r.mac)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::VerifyMacResponse {
@@ -136,10 +150,11 @@ impl CryptoService for Crypto {
         &self,
         req: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        let p = principal(&req)?;
         let r = req.into_inner();
         let pk = self
             .0
-            .get_public_key(r.key_id.clone())
+            .get_public_key(&p, r.key_id.clone())
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GetPublicKeyResponse {

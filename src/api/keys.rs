@@ -1,19 +1,35 @@
 //! keyorch.v1.KeyService.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, optional_enum, required_enum};
+use super::guard::{none, Call};
 use super::status::to_status;
-use crate::domain::KeySpec;
+use crate::domain::{Action, Key, KeySpec};
 use crate::proto::v1::{self as pb, key_service_server::KeyService};
-use crate::service::{CreateKey, KeyFilter, Services, UpdateKey};
+use crate::service::{CreateKey, KeyFilter, Scope, ServiceError, Services, UpdateKey};
 
 pub struct Keys(pub Services);
 
-fn reply(k: crate::domain::Key) -> Result<Response<pb::Key>, Status> {
+fn reply(k: Key) -> Result<Response<pb::Key>, Status> {
     Ok(Response::new(convert::key(&k)))
+}
+
+impl Keys {
+    /// A call on one existing key: authorise, run, audit, reply.
+    async fn on_key<T>(
+        &self,
+        req: &Request<T>,
+        action: Action,
+        id: &str,
+        run: impl Future<Output = Result<Key, ServiceError>>,
+    ) -> Result<Response<pb::Key>, Status> {
+        let call = Call::begin(&self.0, req, action, Scope::Key(id.to_string())).await?;
+        reply(call.finish(&self.0, run.await, none).await?)
+    }
 }
 
 #[tonic::async_trait]
@@ -22,10 +38,12 @@ impl KeyService for Keys {
         &self,
         req: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
+        let vault = req.get_ref().vault_id.clone();
+        let call = Call::begin(&self.0, &req, Action::CreateKey, Scope::Vault(vault)).await?;
         let r = req.into_inner();
         let family = convert::family(required_enum::<pb::KeyAlgorithm>("algorithm", r.algorithm)?);
         let spec = KeySpec::from_parts(family, r.key_size_bits).map_err(|e| to_status(e.into()))?;
-        let k = self
+        let result = self
             .0
             .create_key(CreateKey {
                 vault_id: r.vault_id,
@@ -36,24 +54,27 @@ impl KeyService for Keys {
                 activate: r.activate,
                 tags: r.tags.into_iter().collect::<BTreeMap<_, _>>(),
             })
-            .await
-            .map_err(to_status)?;
-        reply(k)
+            .await;
+        let created = |k: &Key| Some((k.id.clone(), k.vault_id.clone()));
+        reply(call.finish(&self.0, result, created).await?)
     }
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::Key>, Status> {
-        reply(
-            self.0
-                .get_key(req.into_inner().id)
-                .await
-                .map_err(to_status)?,
-        )
+        let id = req.get_ref().id.clone();
+        self.on_key(&req, Action::GetKey, &id, self.0.get_key(id.clone()))
+            .await
     }
 
     async fn list_keys(
         &self,
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let vault = req.get_ref().vault_id.clone();
+        let call = if vault.is_empty() {
+            Call::begin_list(&req, Action::ListKeys)?
+        } else {
+            Call::begin(&self.0, &req, Action::ListKeys, Scope::Vault(vault)).await?
+        };
         let r = req.into_inner();
         let filter = KeyFilter {
             vault_id: Some(r.vault_id).filter(|v| !v.is_empty()),
@@ -66,7 +87,12 @@ impl KeyService for Keys {
         let page = convert::page(r.page)?;
         let l = self.0.list_keys(filter, page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListKeysResponse {
-            keys: l.items.iter().map(convert::key).collect(),
+            keys: l
+                .items
+                .iter()
+                .filter(|k| call.may_see(&self.0, &k.vault_id))
+                .map(convert::key)
+                .collect(),
             next_page_token: l.next_page_token,
         }))
     }
@@ -75,60 +101,72 @@ impl KeyService for Keys {
         &self,
         req: Request<pb::UpdateKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
-        let r = req.into_inner();
+        let r = req.get_ref().clone();
         let update = UpdateKey {
             name: r.name,
             description: r.description,
             tags: r.tags.into_iter().collect(),
             replace_tags: r.replace_tags,
         };
-        reply(self.0.update_key(r.id, update).await.map_err(to_status)?)
+        self.on_key(
+            &req,
+            Action::UpdateKey,
+            &r.id,
+            self.0.update_key(r.id.clone(), update),
+        )
+        .await
     }
 
     async fn activate_key(
         &self,
         req: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::Key>, Status> {
-        reply(
-            self.0
-                .activate_key(req.into_inner().id)
-                .await
-                .map_err(to_status)?,
+        let id = req.get_ref().id.clone();
+        self.on_key(
+            &req,
+            Action::ActivateKey,
+            &id,
+            self.0.activate_key(id.clone()),
         )
+        .await
     }
 
     async fn deactivate_key(
         &self,
         req: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::Key>, Status> {
-        reply(
-            self.0
-                .deactivate_key(req.into_inner().id)
-                .await
-                .map_err(to_status)?,
+        let id = req.get_ref().id.clone();
+        self.on_key(
+            &req,
+            Action::DeactivateKey,
+            &id,
+            self.0.deactivate_key(id.clone()),
         )
+        .await
     }
 
     async fn destroy_key(
         &self,
         req: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::Key>, Status> {
-        reply(
-            self.0
-                .destroy_key(req.into_inner().id)
-                .await
-                .map_err(to_status)?,
+        let id = req.get_ref().id.clone();
+        self.on_key(
+            &req,
+            Action::DestroyKey,
+            &id,
+            self.0.destroy_key(id.clone()),
         )
+        .await
     }
 
     async fn delete_key(
         &self,
         req: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
-        self.0
-            .delete_key(req.into_inner().id)
-            .await
-            .map_err(to_status)?;
+        let id = req.get_ref().id.clone();
+        let call = Call::begin(&self.0, &req, Action::DeleteKey, Scope::Key(id.clone())).await?;
+        call.finish(&self.0, self.0.delete_key(id).await, none)
+            .await?;
         Ok(Response::new(pb::DeleteKeyResponse {}))
     }
 
@@ -136,37 +174,71 @@ impl KeyService for Keys {
         &self,
         req: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::Key>, Status> {
-        reply(
-            self.0
-                .mark_compromised(req.into_inner().id)
-                .await
-                .map_err(to_status)?,
+        let id = req.get_ref().id.clone();
+        self.on_key(
+            &req,
+            Action::MarkCompromised,
+            &id,
+            self.0.mark_compromised(id.clone()),
         )
+        .await
     }
 
     async fn install_key(
         &self,
         req: Request<pb::InstallKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
-        let r = req.into_inner();
-        reply(
-            self.0
-                .install_key(r.id, r.keystore_id)
-                .await
-                .map_err(to_status)?,
+        let r = req.get_ref().clone();
+        self.on_key(
+            &req,
+            Action::InstallKey,
+            &r.id,
+            self.0.install_key(r.id.clone(), r.keystore_id),
         )
+        .await
+    }
+
+    async fn get_key_status_in_keystores(
+        &self,
+        req: Request<pb::KeyIdRequest>,
+    ) -> Result<Response<pb::KeyStatusResponse>, Status> {
+        let id = req.get_ref().id.clone();
+        let call = Call::begin(
+            &self.0,
+            &req,
+            Action::GetKeyStatusInKeystores,
+            Scope::Key(id.clone()),
+        )
+        .await?;
+        let statuses = call
+            .finish(&self.0, self.0.key_status(id.clone()).await, none)
+            .await?;
+        Ok(Response::new(convert::key_status(&id, &statuses)))
+    }
+
+    async fn sync_key(
+        &self,
+        req: Request<pb::KeyIdRequest>,
+    ) -> Result<Response<pb::KeyStatusResponse>, Status> {
+        let id = req.get_ref().id.clone();
+        let call = Call::begin(&self.0, &req, Action::SyncKey, Scope::Key(id.clone())).await?;
+        let statuses = call
+            .finish(&self.0, self.0.sync_key(id.clone()).await, none)
+            .await?;
+        Ok(Response::new(convert::key_status(&id, &statuses)))
     }
 
     async fn uninstall_key(
         &self,
         req: Request<pb::InstallKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
-        let r = req.into_inner();
-        reply(
-            self.0
-                .uninstall_key(r.id, r.keystore_id)
-                .await
-                .map_err(to_status)?,
+        let r = req.get_ref().clone();
+        self.on_key(
+            &req,
+            Action::UninstallKey,
+            &r.id,
+            self.0.uninstall_key(r.id.clone(), r.keystore_id),
         )
+        .await
     }
 }

@@ -3,30 +3,52 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, optional_enum, required_enum};
+use super::guard::{none, Call};
 use super::status::{invalid, to_status};
-use crate::domain::KeystoreType;
+use secrecy::SecretString;
+
+use crate::domain::{Action, Keystore, KeystoreConfig};
 use crate::proto::v1::{self as pb, keystore_service_server::KeystoreService};
-use crate::service::{CreateKeystore, DisconnectOptions, KeystoreFilter, Services};
+use crate::service::{
+    CreateKeystore, DisconnectOptions, KeystoreFilter, Scope, Services, UpdateKeystore,
+};
 
 pub struct Keystores(pub Services);
 
+fn created(k: &Keystore) -> Option<(String, String)> {
+    Some((k.id.clone(), k.vault_id.clone()))
+}
+
 fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeystore, Status> {
+    use pb::create_keystore_request::{Config, Credentials};
     let t: pb::KeystoreType = required_enum("type", r.r#type)?;
     let keystore_type = convert::keystore_type(t);
-    match (&r.config, keystore_type) {
-        (Some(pb::create_keystore_request::Config::Internal(_)) | None, KeystoreType::Internal) => {
-        }
-        (None, _) => {}
-        (Some(_), other) => {
-            return Err(invalid("config", format!("does not match type {other}")));
-        }
-    }
+    let config = match &r.config {
+        None => None,
+        Some(Config::Internal(_)) => Some(KeystoreConfig::Internal),
+        Some(Config::Pkcs11(c)) => Some(convert::pkcs11_config(c)?),
+    };
+    let pin = match r.credentials {
+        None => None,
+        Some(Credentials::Pkcs11Credentials(c)) => Some(SecretString::from(c.pin)),
+    };
     Ok(CreateKeystore {
         vault_id: r.vault_id,
         name: r.name,
         description: r.description,
         keystore_type,
+        config,
+        pin,
         connect: r.connect,
+    })
+}
+
+fn update_request(r: pb::UpdateKeystoreRequest) -> Result<UpdateKeystore, Status> {
+    Ok(UpdateKeystore {
+        name: r.name,
+        description: r.description,
+        config: r.pkcs11.as_ref().map(convert::pkcs11_config).transpose()?,
+        pin: r.pkcs11_credentials.map(|c| SecretString::from(c.pin)),
     })
 }
 
@@ -36,8 +58,12 @@ impl KeystoreService for Keystores {
         &self,
         req: Request<pb::CreateKeystoreRequest>,
     ) -> Result<Response<pb::Keystore>, Status> {
+        let vault = req.get_ref().vault_id.clone();
+        let call = Call::begin(&self.0, &req, Action::CreateKeystore, Scope::Vault(vault)).await?;
         let r = create_request(req.into_inner())?;
-        let k = self.0.create_keystore(r).await.map_err(to_status)?;
+        let k = call
+            .finish(&self.0, self.0.create_keystore(r).await, created)
+            .await?;
         Ok(Response::new(convert::keystore(&k)))
     }
 
@@ -45,11 +71,17 @@ impl KeystoreService for Keystores {
         &self,
         req: Request<pb::GetKeystoreRequest>,
     ) -> Result<Response<pb::Keystore>, Status> {
-        let k = self
-            .0
-            .get_keystore(req.into_inner().id)
-            .await
-            .map_err(to_status)?;
+        let id = req.get_ref().id.clone();
+        let call = Call::begin(
+            &self.0,
+            &req,
+            Action::GetKeystore,
+            Scope::Keystore(id.clone()),
+        )
+        .await?;
+        let k = call
+            .finish(&self.0, self.0.get_keystore(id).await, none)
+            .await?;
         Ok(Response::new(convert::keystore(&k)))
     }
 
@@ -57,6 +89,18 @@ impl KeystoreService for Keystores {
         &self,
         req: Request<pb::DescribeKeystoresRequest>,
     ) -> Result<Response<pb::DescribeKeystoresResponse>, Status> {
+        let vault = req.get_ref().vault_id.clone();
+        let call = if vault.is_empty() {
+            Call::begin_list(&req, Action::DescribeKeystores)?
+        } else {
+            Call::begin(
+                &self.0,
+                &req,
+                Action::DescribeKeystores,
+                Scope::Vault(vault),
+            )
+            .await?
+        };
         let r = req.into_inner();
         let filter = KeystoreFilter {
             vault_id: Some(r.vault_id).filter(|v| !v.is_empty()),
@@ -73,7 +117,12 @@ impl KeystoreService for Keystores {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DescribeKeystoresResponse {
-            keystores: l.items.iter().map(convert::keystore).collect(),
+            keystores: l
+                .items
+                .iter()
+                .filter(|k| call.may_see(&self.0, &k.vault_id))
+                .map(convert::keystore)
+                .collect(),
             next_page_token: l.next_page_token,
         }))
     }
@@ -82,12 +131,14 @@ impl KeystoreService for Keystores {
         &self,
         req: Request<pb::UpdateKeystoreRequest>,
     ) -> Result<Response<pb::Keystore>, Status> {
+        let id = req.get_ref().id.clone();
+        let call = Call::begin(&self.0, &req, Action::UpdateKeystore, Scope::Keystore(id)).await?;
         let r = req.into_inner();
-        let k = self
-            .0
-            .update_keystore(r.id, r.name, r.description)
-            .await
-            .map_err(to_status)?;
+        let id = r.id.clone();
+        let update = update_request(r)?;
+        let k = call
+            .finish(&self.0, self.0.update_keystore(id, update).await, none)
+            .await?;
         Ok(Response::new(convert::keystore(&k)))
     }
 
@@ -95,10 +146,16 @@ impl KeystoreService for Keystores {
         &self,
         req: Request<pb::DeleteKeystoreRequest>,
     ) -> Result<Response<pb::DeleteKeystoreResponse>, Status> {
-        self.0
-            .delete_keystore(req.into_inner().id)
-            .await
-            .map_err(to_status)?;
+        let id = req.get_ref().id.clone();
+        let call = Call::begin(
+            &self.0,
+            &req,
+            Action::DeleteKeystore,
+            Scope::Keystore(id.clone()),
+        )
+        .await?;
+        call.finish(&self.0, self.0.delete_keystore(id).await, none)
+            .await?;
         Ok(Response::new(pb::DeleteKeystoreResponse {}))
     }
 
@@ -106,11 +163,17 @@ impl KeystoreService for Keystores {
         &self,
         req: Request<pb::ConnectKeystoreRequest>,
     ) -> Result<Response<pb::Keystore>, Status> {
-        let k = self
-            .0
-            .connect_keystore(req.into_inner().id)
-            .await
-            .map_err(to_status)?;
+        let id = req.get_ref().id.clone();
+        let call = Call::begin(
+            &self.0,
+            &req,
+            Action::ConnectKeystore,
+            Scope::Keystore(id.clone()),
+        )
+        .await?;
+        let k = call
+            .finish(&self.0, self.0.connect_keystore(id).await, none)
+            .await?;
         Ok(Response::new(convert::keystore(&k)))
     }
 
@@ -118,16 +181,22 @@ impl KeystoreService for Keystores {
         &self,
         req: Request<pb::DisconnectKeystoreRequest>,
     ) -> Result<Response<pb::Keystore>, Status> {
+        let id = req.get_ref().id.clone();
+        let call = Call::begin(
+            &self.0,
+            &req,
+            Action::DisconnectKeystore,
+            Scope::Keystore(id),
+        )
+        .await?;
         let r = req.into_inner();
         let opts = DisconnectOptions {
             uninstall_keys: r.uninstall_keys,
             force: r.force,
         };
-        let k = self
-            .0
-            .disconnect_keystore(r.id, opts)
-            .await
-            .map_err(to_status)?;
+        let k = call
+            .finish(&self.0, self.0.disconnect_keystore(r.id, opts).await, none)
+            .await?;
         Ok(Response::new(convert::keystore(&k)))
     }
 
@@ -136,12 +205,18 @@ impl KeystoreService for Keystores {
         req: Request<pb::TestKeystoreConnectionRequest>,
     ) -> Result<Response<pb::TestKeystoreConnectionResponse>, Status> {
         use pb::test_keystore_connection_request::Subject;
+        let scope = match &req.get_ref().subject {
+            Some(Subject::Id(id)) => Scope::Keystore(id.clone()),
+            Some(Subject::Candidate(c)) => Scope::Vault(c.vault_id.clone()),
+            None => return Err(invalid("subject", "give either id or candidate")),
+        };
+        let call = Call::begin(&self.0, &req, Action::TestKeystoreConnection, scope).await?;
         let outcome = match req.into_inner().subject {
             Some(Subject::Id(id)) => self.0.test_keystore(id).await,
             Some(Subject::Candidate(c)) => self.0.test_keystore_candidate(create_request(c)?).await,
             None => return Err(invalid("subject", "give either id or candidate")),
-        }
-        .map_err(to_status)?;
+        };
+        let outcome = call.finish(&self.0, outcome, none).await?;
         Ok(Response::new(match outcome.result {
             Ok(()) => pb::TestKeystoreConnectionResponse {
                 ok: true,

@@ -1,30 +1,74 @@
 //! gRPC front end: decodes keyorch.v1 requests, calls the services, encodes replies and
 //! maps errors (one function, `status::to_status`). Also health and reflection.
 
+mod accept;
+mod audit;
 mod convert;
 mod crypto;
+mod guard;
+mod gate;
+pub mod identity;
 mod keys;
 mod keystores;
 pub mod routes;
 pub mod status;
+pub mod tls;
 mod vaults;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::service::Services;
 
-/// Largest request or response message accepted (payloads are at most 64 KiB).
+/// Largest request or response message accepted (payloads are at most 64 KiB); the
+/// default of `[limits] max_message_bytes`, which may only lower it.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-/// Deadline on every request (RSA-4096 generation in a software HSM can take seconds).
+/// Deadline on every request (RSA-4096 generation in a software HSM can take seconds);
+/// the default of `[limits] request_timeout_secs`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default of `[limits] per_connection_concurrency`.
+pub const PER_CONNECTION_CONCURRENCY: usize = 32;
+/// Default of `[limits] max_connections` (per listener).
+pub const MAX_CONNECTIONS: usize = 256;
+/// HTTP/2 streams a connection may have open; more wait for the concurrency limit.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// HTTP/2 pings find dead peers so that their connection permits come back.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What one client may ask of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request message, in bytes (at most [`MAX_MESSAGE_BYTES`]).
+    pub max_message_bytes: usize,
+    /// Requests one connection may have in progress; more wait.
+    pub per_connection_concurrency: usize,
+    /// Deadline of every request (a client's shorter `grpc-timeout` wins).
+    pub request_timeout: Duration,
+    /// Open connections per listener; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            per_connection_concurrency: PER_CONNECTION_CONCURRENCY,
+            request_timeout: REQUEST_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -35,14 +79,45 @@ pub enum ServeError {
     },
     #[error("another keyorchd is already listening on {0}")]
     InUse(String),
+    #[error("listen.socket_group: cannot give {path} to group {gid}: {source}")]
+    SocketGroup {
+        path: String,
+        gid: u32,
+        source: nix::Error,
+    },
+    #[error("listen.tcp: cannot listen on {addr}: {source}")]
+    Tcp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("reflection service: {0}")]
     Reflection(String),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Binds the Unix socket (mode 0660), replacing a stale one but never a live one.
-pub async fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+/// The bound listeners: the Unix socket always, TCP with mutual TLS if configured.
+pub struct Listeners {
+    pub unix: UnixListener,
+    pub tcp: Option<TlsListener>,
+}
+
+/// A bound TCP listener and its TLS policy.
+pub struct TlsListener {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl TlsListener {
+    /// The address actually bound (port 0 in the config picks a free port).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Binds the Unix socket (mode 0660, and group `group` if given), replacing a stale one
+/// but never a live one.
+pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, ServeError> {
     let err = |source| ServeError::Socket {
         path: path.display().to_string(),
         source,
@@ -57,15 +132,40 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ServeError> {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let listener = UnixListener::bind(path).map_err(err)?;
+    if let Some(gid) = group {
+        if let Err(source) = nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))) {
+            let _ = std::fs::remove_file(path);
+            return Err(ServeError::SocketGroup {
+                path: path.display().to_string(),
+                gid,
+                source,
+            });
+        }
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
     Ok(listener)
 }
 
-/// Serves every service on `listener` until `shutdown` resolves, then drains in-flight
-/// requests. `ready` is called once the services are registered and serving.
+/// Binds the TCP listener; every connection must then pass `tls` (see [`tls`]).
+pub async fn bind_tls(
+    addr: SocketAddr,
+    tls: Arc<ServerConfig>,
+) -> Result<TlsListener, ServeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Tcp { addr, source })?;
+    Ok(TlsListener {
+        listener,
+        acceptor: TlsAcceptor::from(tls),
+    })
+}
+
+/// Serves every service on every listener until `shutdown` resolves, then drains
+/// in-flight requests on all of them. `ready` is called once all are serving.
 pub async fn serve(
     services: Services,
-    listener: UnixListener,
+    listeners: Listeners,
+    limits: &Limits,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(),
 ) -> Result<(), ServeError> {
@@ -90,11 +190,43 @@ pub async fn serve(
         }
     });
 
+    let builder = || {
+        Server::builder()
+            .timeout(limits.request_timeout)
+            .concurrency_limit_per_connection(limits.per_connection_concurrency)
+            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .layer(gate::GateLayer::new(limits.max_message_bytes))
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let unix = builder().add_routes(routes.clone()).serve_with_incoming_shutdown(
+        accept::unix(listeners.unix, limits.max_connections),
+        stopped(stop_rx.clone()),
+    );
+    let tcp = async {
+        match listeners.tcp {
+            Some(t) => {
+                builder()
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(
+                        accept::tls(t.listener, t.acceptor, limits.max_connections),
+                        stopped(stop_rx.clone()),
+                    )
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
+    let signal = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        Ok(())
+    };
     ready();
-    Server::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await?;
+    tokio::try_join!(unix, tcp, signal)?;
     Ok(())
 }

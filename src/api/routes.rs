@@ -4,10 +4,11 @@ use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use super::{crypto, keys, keystores, vaults, ServeError, MAX_MESSAGE_BYTES};
+use super::{audit, crypto, keys, keystores, vaults, ServeError, MAX_MESSAGE_BYTES};
 use crate::proto::v1::{
-    crypto_service_server::CryptoServiceServer, key_service_server::KeyServiceServer,
-    keystore_service_server::KeystoreServiceServer, vault_service_server::VaultServiceServer,
+    audit_service_server::AuditServiceServer, crypto_service_server::CryptoServiceServer,
+    key_service_server::KeyServiceServer, keystore_service_server::KeystoreServiceServer,
+    vault_service_server::VaultServiceServer,
 };
 use crate::service::Services;
 
@@ -17,6 +18,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "keyorch.v1.KeystoreService",
     "keyorch.v1.KeyService",
     "keyorch.v1.CryptoService",
+    "keyorch.v1.AuditService",
 ];
 
 /// Every service keyorchd answers, ready to serve on any listener.
@@ -60,6 +62,7 @@ pub async fn routes(services: &Services) -> Result<(Routes, HealthReporter), Ser
             CryptoServiceServer::new(crypto::Crypto(services.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        );
+        )
+        .add_service(AuditServiceServer::new(audit::Audit(services.clone())));
     Ok((routes, health))
 }

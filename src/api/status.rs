@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::DomainError;
+use crate::domain::{ConnectionErrorCode, DomainError};
 use crate::hsm::HsmError;
 use crate::service::ServiceError;
 
@@ -77,6 +77,28 @@ pub fn to_status(err: ServiceError) -> Status {
                     Code::FailedPrecondition,
                     "CustomKeyStoreInvalidStateException",
                 ),
+            }
+        }
+        ServiceError::PermissionDenied {
+            principal, action, ..
+        } => {
+            meta.insert("principal".into(), principal.clone());
+            meta.insert("action".into(), action.clone());
+            (Code::PermissionDenied, "AccessDeniedException")
+        }
+        ServiceError::Target {
+            keystore_id, code, ..
+        } => {
+            meta.insert("keystore_id".into(), keystore_id.clone());
+            meta.insert("connection_error_code".into(), format!("{code:?}"));
+            match code {
+                ConnectionErrorCode::ImportKekMissing => {
+                    (Code::FailedPrecondition, "ImportKekMissingException")
+                }
+                ConnectionErrorCode::NetworkErrors | ConnectionErrorCode::TimedOut => {
+                    (Code::Unavailable, "KeystoreTargetException")
+                }
+                _ => (Code::FailedPrecondition, "KeystoreTargetException"),
             }
         }
         ServiceError::InvalidCiphertext { .. } => {

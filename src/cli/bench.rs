@@ -353,6 +353,7 @@ impl Fixture {
                 config: Some(create_keystore_request::Config::Internal(
                     InternalKeystoreConfig {},
                 )),
+                credentials: None,
             })
             .await?
             .into_inner();

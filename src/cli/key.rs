@@ -13,7 +13,8 @@ use super::paging::{self, PageArgs};
 use super::{CliError, Context, Outcome};
 use crate::proto::v1::{
     CreateKeyRequest, GetKeyRequest, InstallKeyRequest, InstanceState, Key, KeyAlgorithm,
-    KeyIdRequest, KeyState, ListKeysRequest, UpdateKeyRequest,
+    KeyIdRequest, KeyState, KeyStatusResponse, ListKeysRequest, SyncStatus, TargetKeyStatus,
+    UpdateKeyRequest,
 };
 
 /// `--algorithm`: the key family (the size is `--size`).
@@ -199,6 +200,50 @@ pub enum KeyCommand {
         #[arg(long)]
         keystore: String,
     },
+    /// Ask every target what it really holds (active, not_active, not_present, wrong_key, error).
+    Status {
+        /// Key id.
+        id: String,
+    },
+    /// Repair drift: re-install missing or wrong copies, remove copies that should not be there.
+    Sync {
+        /// Key id.
+        id: String,
+    },
+}
+
+fn render_status(format: OutputFormat, r: &KeyStatusResponse) -> String {
+    match format {
+        OutputFormat::Table => {
+            let mut t = Table::new(vec![
+                "KEYSTORE_ID",
+                "STATUS",
+                "SYNC",
+                "TARGET_KCV",
+                "MESSAGE",
+            ]);
+            for k in &r.keystores {
+                t.push(vec![
+                    k.keystore_id.clone(),
+                    short_name::<TargetKeyStatus>(k.status),
+                    short_name::<SyncStatus>(k.sync),
+                    k.target_key_check_value.clone(),
+                    k.message.clone(),
+                ]);
+            }
+            output::list_text(t, "")
+        }
+        OutputFormat::Json => output::render_json(&json!({
+            "key_id": r.key_id,
+            "keystores": r.keystores.iter().map(|k| json!({
+                "keystore_id": k.keystore_id,
+                "status": full_name::<TargetKeyStatus>(k.status),
+                "sync": full_name::<SyncStatus>(k.sync),
+                "target_key_check_value": k.target_key_check_value,
+                "message": k.message,
+            })).collect::<Vec<_>>(),
+        })),
+    }
 }
 
 pub async fn run(cmd: KeyCommand, ctx: &Context) -> Result<Outcome, CliError> {
@@ -264,6 +309,29 @@ pub async fn run(cmd: KeyCommand, ctx: &Context) -> Result<Outcome, CliError> {
                     keystore_id: keystore,
                 })
                 .await?
+        }
+        KeyCommand::Status { id } => {
+            let r = client
+                .get_key_status_in_keystores(KeyIdRequest { id })
+                .await?
+                .into_inner();
+            output::print(&render_status(ctx.output, &r))?;
+            let in_sync = r.keystores.iter().all(|k| k.sync == SyncStatus::Ok as i32);
+            return Ok(if in_sync {
+                Outcome::Success
+            } else {
+                Outcome::Negative
+            });
+        }
+        KeyCommand::Sync { id } => {
+            let r = client.sync_key(KeyIdRequest { id }).await?.into_inner();
+            output::print(&render_status(ctx.output, &r))?;
+            let in_sync = r.keystores.iter().all(|k| k.sync == SyncStatus::Ok as i32);
+            return Ok(if in_sync {
+                Outcome::Success
+            } else {
+                Outcome::Negative
+            });
         }
         KeyCommand::Delete { id } => {
             client.delete_key(KeyIdRequest { id: id.clone() }).await?;

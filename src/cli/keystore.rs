@@ -13,8 +13,8 @@ use crate::proto::v1::{
     create_keystore_request, keystore, test_keystore_connection_request, ConnectKeystoreRequest,
     ConnectionErrorCode, ConnectionState, CreateKeystoreRequest, DeleteKeystoreRequest,
     DescribeKeystoresRequest, DisconnectKeystoreRequest, GetKeystoreRequest, HealthStatus,
-    InternalKeystoreConfig, Keystore, KeystoreType, TestKeystoreConnectionRequest,
-    TestKeystoreConnectionResponse, UpdateKeystoreRequest,
+    InternalKeystoreConfig, Keystore, KeystoreType, Pkcs11Credentials, Pkcs11KeystoreConfig,
+    TestKeystoreConnectionRequest, TestKeystoreConnectionResponse, UpdateKeystoreRequest,
 };
 
 /// `--type`: the keystore kinds of the contract.
@@ -69,6 +69,70 @@ impl From<ConnectionStateArg> for ConnectionState {
     }
 }
 
+/// Settings of a pkcs11 keystore (another HSM through its PKCS#11 module).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct Pkcs11Args {
+    /// pkcs11: absolute path of the PKCS#11 module.
+    #[arg(long, value_name = "PATH")]
+    pub module: Option<String>,
+    /// pkcs11: the token's label (or give --token-serial).
+    #[arg(long, value_name = "LABEL")]
+    pub token_label: Option<String>,
+    /// pkcs11: the token's serial number.
+    #[arg(long, value_name = "SERIAL")]
+    pub token_serial: Option<String>,
+    /// pkcs11: file holding the token's user PIN ("-" reads standard input). Never on the command line.
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<std::path::PathBuf>,
+}
+
+impl Pkcs11Args {
+    fn pin(&self) -> Result<Option<Pkcs11Credentials>, CliError> {
+        let Some(path) = &self.pin_file else {
+            return Ok(None);
+        };
+        let text = if path.as_os_str() == "-" {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|source| {
+                CliError::Io {
+                    what: "reading the PIN from standard input".into(),
+                    source,
+                }
+            })?;
+            t
+        } else {
+            std::fs::read_to_string(path).map_err(|source| CliError::Io {
+                what: format!("reading {}", path.display()),
+                source,
+            })?
+        };
+        Ok(Some(Pkcs11Credentials {
+            pin: text.trim_end_matches(['\r', '\n']).to_string(),
+        }))
+    }
+
+    fn config(&self, stored: Option<&Pkcs11KeystoreConfig>) -> Option<Pkcs11KeystoreConfig> {
+        if self.module.is_none() && self.token_label.is_none() && self.token_serial.is_none() {
+            return None;
+        }
+        let base = stored.cloned().unwrap_or_default();
+        let token_given = self.token_label.is_some() || self.token_serial.is_some();
+        Some(Pkcs11KeystoreConfig {
+            module_path: self.module.clone().unwrap_or(base.module_path),
+            token_label: if token_given {
+                self.token_label.clone().unwrap_or_default()
+            } else {
+                base.token_label
+            },
+            token_serial: if token_given {
+                self.token_serial.clone().unwrap_or_default()
+            } else {
+                base.token_serial
+            },
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum KeystoreCommand {
     /// Create a keystore in a vault (DISCONNECTED unless --connect).
@@ -88,6 +152,8 @@ pub enum KeystoreCommand {
         /// Connect right after creating.
         #[arg(long)]
         connect: bool,
+        #[command(flatten)]
+        pkcs11: Pkcs11Args,
     },
     /// Show one keystore.
     Get {
@@ -111,7 +177,8 @@ pub enum KeystoreCommand {
         #[command(flatten)]
         page: PageArgs,
     },
-    /// Rename a keystore or change its description.
+    /// Rename a keystore, change its description, credentials (any state) or module
+    /// path (only while DISCONNECTED). The token never changes.
     Update {
         /// Keystore id.
         id: String,
@@ -121,6 +188,8 @@ pub enum KeystoreCommand {
         /// New description.
         #[arg(long)]
         description: Option<String>,
+        #[command(flatten)]
+        pkcs11: Pkcs11Args,
     },
     /// Delete a DISCONNECTED keystore that holds no keys.
     Delete {
@@ -159,13 +228,20 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
             description,
             kind,
             connect,
+            pkcs11,
         } => {
             let config = match kind {
                 KeystoreTypeArg::Internal => Some(create_keystore_request::Config::Internal(
                     InternalKeystoreConfig {},
                 )),
+                KeystoreTypeArg::Pkcs11 => pkcs11
+                    .config(None)
+                    .map(create_keystore_request::Config::Pkcs11),
                 _ => None,
             };
+            let credentials = pkcs11
+                .pin()?
+                .map(create_keystore_request::Credentials::Pkcs11Credentials);
             client
                 .create_keystore(CreateKeystoreRequest {
                     vault_id: vault,
@@ -174,6 +250,7 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
                     r#type: KeystoreType::from(kind) as i32,
                     connect,
                     config,
+                    credentials,
                 })
                 .await?
                 .into_inner()
@@ -186,14 +263,31 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
             id,
             name,
             description,
-        } => client
-            .update_keystore(UpdateKeystoreRequest {
-                id,
-                name,
-                description,
-            })
-            .await?
-            .into_inner(),
+            pkcs11,
+        } => {
+            let stored = if pkcs11.config(None).is_some() {
+                let k = client
+                    .get_keystore(GetKeystoreRequest { id: id.clone() })
+                    .await?
+                    .into_inner();
+                match k.config {
+                    Some(keystore::Config::Pkcs11(c)) => Some(c),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            client
+                .update_keystore(UpdateKeystoreRequest {
+                    id,
+                    name,
+                    description,
+                    pkcs11: pkcs11.config(stored.as_ref()),
+                    pkcs11_credentials: pkcs11.pin()?,
+                })
+                .await?
+                .into_inner()
+        }
         KeystoreCommand::Connect { id } => client
             .connect_keystore(ConnectKeystoreRequest { id })
             .await?
@@ -285,6 +379,19 @@ pub fn record(k: &Keystore) -> Record {
     if !k.connection_error_message.is_empty() {
         r = r.field("connection_error_message", &k.connection_error_message);
     }
+    if let Some(keystore::Config::Pkcs11(c)) = &k.config {
+        r = r
+            .field("pkcs11.module_path", &c.module_path)
+            .optional(
+                "pkcs11.token_label",
+                Some(c.token_label.clone()).filter(|v| !v.is_empty()),
+            )
+            .optional(
+                "pkcs11.token_serial",
+                Some(c.token_serial.clone()).filter(|v| !v.is_empty()),
+            )
+            .field("has_credentials", k.has_credentials.to_string());
+    }
     if let Some(h) = &k.health {
         r = r
             .field("health.status", short_name::<HealthStatus>(h.status))
@@ -308,6 +415,11 @@ pub fn to_json(k: &Keystore) -> Value {
     });
     let config = match &k.config {
         Some(keystore::Config::Internal(_)) => json!({ "internal": {} }),
+        Some(keystore::Config::Pkcs11(c)) => json!({ "pkcs11": {
+            "module_path": c.module_path,
+            "token_label": c.token_label,
+            "token_serial": c.token_serial,
+        } }),
         None => Value::Null,
     };
     json!({
@@ -322,6 +434,7 @@ pub fn to_json(k: &Keystore) -> Value {
         "created_at": timestamp_json(&k.created_at),
         "updated_at": timestamp_json(&k.updated_at),
         "health": health,
+        "has_credentials": k.has_credentials,
         "config": config,
     })
 }
@@ -409,6 +522,7 @@ mod tests {
                 message: String::new(),
                 last_heartbeat: ts(1_700_000_030),
             }),
+            has_credentials: false,
             config: Some(keystore::Config::Internal(InternalKeystoreConfig {})),
         }
     }
@@ -430,7 +544,40 @@ mod tests {
                 name: "n".into(),
                 description: None,
                 kind: KeystoreTypeArg::Internal,
-                connect: false
+                connect: false,
+                pkcs11: Pkcs11Args::default(),
+            }
+        );
+        assert_eq!(
+            parse(&[
+                "keystore",
+                "create",
+                "--vault",
+                "v",
+                "--name",
+                "n",
+                "--type",
+                "pkcs11",
+                "--module",
+                "/m.so",
+                "--token-label",
+                "t",
+                "--pin-file",
+                "/p"
+            ])
+            .expect("ok"),
+            KeystoreCommand::Create {
+                vault: "v".into(),
+                name: "n".into(),
+                description: None,
+                kind: KeystoreTypeArg::Pkcs11,
+                connect: false,
+                pkcs11: Pkcs11Args {
+                    module: Some("/m.so".into()),
+                    token_label: Some("t".into()),
+                    token_serial: None,
+                    pin_file: Some("/p".into()),
+                },
             }
         );
         assert!(

@@ -1,6 +1,7 @@
 //! The `keyorch` command line: the clap command tree, the shared connection context and
 //! dispatch of each subcommand to its module; `run()` is the whole program.
 
+mod audit;
 mod bench;
 mod bench_raw;
 mod bench_stats;
@@ -85,6 +86,9 @@ pub enum Command {
     PublicKey(crypto::PublicKeyArgs),
     /// Ask keyorchd's grpc.health.v1 service whether it is serving (exit 0 when SERVING).
     Health(health::HealthArgs),
+    /// Read and verify the hash-chained audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Measure keyorchd against raw PKCS#11 on the same token.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -169,6 +173,7 @@ pub fn execute(cli: Cli) -> Result<Outcome, CliError> {
 async fn dispatch(command: Command, ctx: &Context) -> Result<Outcome, CliError> {
     match command {
         Command::Vault(cmd) => vault::run(cmd, ctx).await,
+        Command::Audit(cmd) => audit::run(cmd, ctx).await,
         Command::Keystore(cmd) => keystore::run(cmd, ctx).await,
         Command::Key(cmd) => key::run(cmd, ctx).await,
         Command::Encrypt(args) => crypto::encrypt(args, ctx).await,

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::CliError;
 use crate::proto::v1::{
     ConnectionErrorCode, ConnectionState, HealthStatus, InstanceState, KeyAlgorithm, KeyState,
-    KeystoreType, SigningAlgorithm,
+    KeystoreType, SigningAlgorithm, SyncStatus, TargetKeyStatus,
 };
 
 /// `--output`: what stdout looks like: `table` (aligned columns for lists, `field: value`
@@ -208,6 +208,8 @@ proto_enum! {
     KeyState => "KEY_STATE_",
     InstanceState => "INSTANCE_STATE_",
     SigningAlgorithm => "SIGNING_ALGORITHM_",
+    TargetKeyStatus => "TARGET_KEY_STATUS_",
+    SyncStatus => "SYNC_STATUS_",
 }
 
 /// The short name of an enum value for tables (`ACTIVE`); unknown numbers print as digits.

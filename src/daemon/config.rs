@@ -1,15 +1,21 @@
 //! keyorchd's TOML configuration (production mode). Every key is documented in
 //! docs/configuration.md; unknown keys and wrong types stop start-up, naming the field.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
+use tokio_rustls::rustls::ServerConfig;
 use zeroize::Zeroizing;
 
+use crate::api::tls::{TlsError, TlsMaterial};
+use crate::api::{Limits, MAX_MESSAGE_BYTES};
 use crate::hsm::{HsmConfig, TokenSelector};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub hsm: HsmSection,
@@ -17,9 +23,15 @@ pub struct Config {
     pub listen: ListenSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub security: SecuritySection,
+    #[serde(default)]
+    pub access: AccessSection,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HsmSection {
     /// Path of the PKCS#11 module.
@@ -47,21 +59,34 @@ fn default_key_cache() -> usize {
     1024
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     /// Folder of the sled database.
     pub path: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenSection {
     /// Unix domain socket path (created with mode 0660).
     pub socket: PathBuf,
+    /// Group of the socket (name or number); unset: keyorchd's own group.
+    pub socket_group: Option<String>,
+    /// TCP address of the mutual-TLS listener ("127.0.0.1:7443"); unset: no TCP.
+    pub tcp: Option<String>,
+    /// PEM server certificate (and intermediates) for `tcp`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM server private key: a file, or a systemd credential (exactly one with `tcp`).
+    pub tls_key: Option<PathBuf>,
+    pub tls_key_credential: Option<String>,
+    /// PEM CA certificate(s) that client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+    /// Optional PEM CRL(s) of that CA.
+    pub client_crl: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
     /// trace, debug, info, warn or error.
@@ -88,6 +113,86 @@ fn default_format() -> String {
     "text".into()
 }
 
+/// The log levels keyorchd accepts.
+pub const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    #[serde(default = "default_per_connection_concurrency")]
+    pub per_connection_concurrency: usize,
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_message_bytes() -> usize {
+    MAX_MESSAGE_BYTES
+}
+fn default_per_connection_concurrency() -> usize {
+    crate::api::PER_CONNECTION_CONCURRENCY
+}
+fn default_request_timeout_secs() -> u64 {
+    crate::api::REQUEST_TIMEOUT.as_secs()
+}
+fn default_max_connections() -> usize {
+    crate::api::MAX_CONNECTIONS
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_message_bytes: default_max_message_bytes(),
+            per_connection_concurrency: default_per_connection_concurrency(),
+            request_timeout_secs: default_request_timeout_secs(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// mlockall(MCL_CURRENT|MCL_FUTURE) at start, where the OS allows.
+    #[serde(default = "default_true")]
+    pub lock_memory: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection { lock_memory: true }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    /// `[[access.grant]]` entries (see `super::access`).
+    #[serde(default)]
+    pub grant: Vec<GrantEntry>,
+}
+
+/// One `[[access.grant]]`: exactly one subject, a vault scope and roles.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantEntry {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub certificate: Option<String>,
+    /// A vault id, or "*" for every vault.
+    pub vault: String,
+    pub roles: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -98,25 +203,33 @@ pub enum ConfigError {
     #[error("config {path}: {detail}")]
     Parse { path: PathBuf, detail: String },
     #[error("config field {field}: {rule}")]
-    Field { field: &'static str, rule: String },
+    Field { field: String, rule: String },
 }
 
-fn field(field: &'static str, rule: impl Into<String>) -> ConfigError {
+pub(super) fn field(field: impl Into<String>, rule: impl Into<String>) -> ConfigError {
     ConfigError::Field {
-        field,
+        field: field.into(),
         rule: rule.into(),
     }
 }
 
 impl Config {
+    /// Reads, parses and checks the file. Names (users, groups) and TLS files are checked
+    /// by [`Config::policy`], [`Config::socket_gid`] and [`Config::tls`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse_error = |detail| ConfigError::Parse {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail,
+        };
+        let de = toml::Deserializer::parse(&text)
+            .map_err(|e| parse_error(parse_detail(&text, None, &e)))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            parse_error(parse_detail(&text, Some(at), e.inner()))
         })?;
         config.validate()?;
         Ok(config)
@@ -156,7 +269,15 @@ impl Config {
         if h.key_cache == 0 {
             return Err(field("hsm.key_cache", "must be at least 1"));
         }
-        if !["trace", "debug", "info", "warn", "error"].contains(&self.log.level.as_str()) {
+        if let Some(conf) = &h.softhsm2_conf {
+            if !conf.is_file() {
+                return Err(field(
+                    "hsm.softhsm2_conf",
+                    format!("{} is not a readable file", conf.display()),
+                ));
+            }
+        }
+        if !LOG_LEVELS.contains(&self.log.level.as_str()) {
             return Err(field(
                 "log.level",
                 "must be trace, debug, info, warn or error",
@@ -165,7 +286,150 @@ impl Config {
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(field("log.format", "must be text or json"));
         }
+        self.validate_listen()?;
+        self.validate_limits()?;
+        super::access::check_entries(&self.access.grant)?;
         Ok(())
+    }
+
+    fn validate_listen(&self) -> Result<(), ConfigError> {
+        let l = &self.listen;
+        if l.socket.as_os_str().is_empty() {
+            return Err(field("listen.socket", "must not be empty"));
+        }
+        if let Some(g) = &l.socket_group {
+            if g.trim().is_empty() {
+                return Err(field("listen.socket_group", "must not be empty"));
+            }
+        }
+        let Some(tcp) = &l.tcp else {
+            for (name, set) in [
+                ("listen.tls_cert", l.tls_cert.is_some()),
+                ("listen.tls_key", l.tls_key.is_some()),
+                ("listen.tls_key_credential", l.tls_key_credential.is_some()),
+                ("listen.client_ca", l.client_ca.is_some()),
+                ("listen.client_crl", l.client_crl.is_some()),
+            ] {
+                if set {
+                    return Err(field(name, "only meaningful with listen.tcp"));
+                }
+            }
+            return Ok(());
+        };
+        tcp.parse::<SocketAddr>().map_err(|_| {
+            field(
+                "listen.tcp",
+                format!("{tcp:?} is not an IP address and port such as \"127.0.0.1:7443\""),
+            )
+        })?;
+        if l.tls_cert.is_none() {
+            return Err(field(
+                "listen.tls_cert",
+                "required with listen.tcp (there is no plaintext TCP)",
+            ));
+        }
+        if l.tls_key.is_some() == l.tls_key_credential.is_some() {
+            return Err(field(
+                "listen.tls_key",
+                "with listen.tcp, set exactly one of tls_key and tls_key_credential",
+            ));
+        }
+        if l.client_ca.is_none() {
+            return Err(field(
+                "listen.client_ca",
+                "required with listen.tcp (client certificates are mandatory)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if !(4096..=MAX_MESSAGE_BYTES).contains(&l.max_message_bytes) {
+            return Err(field(
+                "limits.max_message_bytes",
+                format!("must be 4096 to {MAX_MESSAGE_BYTES}"),
+            ));
+        }
+        if !(1..=1024).contains(&l.per_connection_concurrency) {
+            return Err(field(
+                "limits.per_connection_concurrency",
+                "must be 1 to 1024",
+            ));
+        }
+        if !(1..=3600).contains(&l.request_timeout_secs) {
+            return Err(field("limits.request_timeout_secs", "must be 1 to 3600"));
+        }
+        if !(1..=65536).contains(&l.max_connections) {
+            return Err(field("limits.max_connections", "must be 1 to 65536"));
+        }
+        Ok(())
+    }
+
+    /// The `[limits]` section as the listeners take it.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.limits.max_message_bytes,
+            per_connection_concurrency: self.limits.per_connection_concurrency,
+            request_timeout: Duration::from_secs(self.limits.request_timeout_secs),
+            max_connections: self.limits.max_connections,
+        }
+    }
+
+    /// The gid of `listen.socket_group` (a group name or number), if set.
+    pub fn socket_gid(&self) -> Result<Option<u32>, ConfigError> {
+        let Some(g) = &self.listen.socket_group else {
+            return Ok(None);
+        };
+        super::access::resolve_group("listen.socket_group", g).map(|(gid, _)| Some(gid))
+    }
+
+    /// The TCP address and its TLS configuration, if `listen.tcp` is set. Reads the
+    /// certificate, key and CA files (the key only into zeroizing memory).
+    pub fn tls(&self) -> Result<Option<(SocketAddr, Arc<ServerConfig>)>, ConfigError> {
+        let l = &self.listen;
+        let Some(tcp) = &l.tcp else {
+            return Ok(None);
+        };
+        let addr: SocketAddr = tcp
+            .parse()
+            .map_err(|_| field("listen.tcp", "not an IP address and port"))?;
+        let (Some(cert), Some(ca)) = (&l.tls_cert, &l.client_ca) else {
+            return Err(field("listen.tls_cert", "required with listen.tcp"));
+        };
+        let (key_field, key_path) = match (&l.tls_key, &l.tls_key_credential) {
+            (Some(p), None) => ("listen.tls_key", p.clone()),
+            (None, Some(name)) => (
+                "listen.tls_key_credential",
+                credential_path("listen.tls_key_credential", name)?,
+            ),
+            _ => {
+                return Err(field(
+                    "listen.tls_key",
+                    "set exactly one of tls_key and tls_key_credential",
+                ))
+            }
+        };
+        let read = |name: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|e| field(name, format!("cannot read {}: {e}", path.display())))
+        };
+        let material = TlsMaterial {
+            cert_chain: read("listen.tls_cert", cert)?,
+            key: Zeroizing::new(read(key_field, &key_path)?),
+            client_ca: read("listen.client_ca", ca)?,
+            client_crl: match &l.client_crl {
+                Some(p) => Some(read("listen.client_crl", p)?),
+                None => None,
+            },
+        };
+        warn_if_readable_by_others(key_field, &key_path);
+        let config = crate::api::tls::server_config(&material).map_err(|e| match e {
+            TlsError::Cert(r) => field("listen.tls_cert", r),
+            TlsError::Key(r) => field(key_field, r),
+            TlsError::ClientCa(r) => field("listen.client_ca", r),
+            TlsError::ClientCrl(r) => field("listen.client_crl", r),
+        })?;
+        Ok(Some((addr, config)))
     }
 
     /// Reads the PIN from its source. The PIN is never logged.
@@ -180,11 +444,19 @@ impl Config {
                     format!("environment variable {var} is not set"),
                 )
             })?);
-            SecretString::from(v.trim_end_matches(['\r', '\n']).to_string())
+            let pin = v.trim_end_matches(['\r', '\n']);
+            if pin.is_empty() {
+                return Err(field(
+                    "hsm.pin_env",
+                    format!("environment variable {var} is empty"),
+                ));
+            }
+            SecretString::from(pin.to_string())
         } else if let Some(name) = &h.pin_credential {
-            let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
-                .ok_or_else(|| field("hsm.pin_credential", "$CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential?)"))?;
-            read_pin_file("hsm.pin_credential", &PathBuf::from(dir).join(name))?
+            read_pin_file(
+                "hsm.pin_credential",
+                &credential_path("hsm.pin_credential", name)?,
+            )?
         } else {
             return Err(field("hsm.pin_file", "no PIN source"));
         };
@@ -202,8 +474,54 @@ impl Config {
     }
 }
 
+/// `$CREDENTIALS_DIRECTORY/NAME`: a credential systemd passed with `LoadCredential=`.
+fn credential_path(name_field: &str, name: &str) -> Result<PathBuf, ConfigError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(field(
+            name_field,
+            "must be a credential name (no '/')",
+        ));
+    }
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+        field(
+            name_field,
+            "$CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential?)",
+        )
+    })?;
+    Ok(PathBuf::from(dir).join(name))
+}
+
+/// A secret file anyone but its owner may read is worth a warning (not an error: a
+/// systemd credential is readable by the service's group on some versions).
+fn warn_if_readable_by_others(name: &str, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(field = name, path = %path.display(), "secret file is world-readable; make it 0600 or 0400");
+        }
+    }
+}
+
+/// toml's message on one line: the field it is about (`hsm.sessions`; `.` for the top
+/// level), the message, and the line of the file.
+fn parse_detail(text: &str, at: Option<String>, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let mut out = String::new();
+    if let Some(at) = at.filter(|a| a != ".") {
+        out.push_str(&format!("field {at}: "));
+    }
+    out.push_str(message);
+    if let Some(line) = line {
+        out.push_str(&format!(" (line {line})"));
+    }
+    out
+}
+
 /// Reads a PIN file: its content less a trailing newline, held only in zeroizing memory.
-pub fn read_pin_file(name: &'static str, path: &Path) -> Result<SecretString, ConfigError> {
+pub fn read_pin_file(name: &str, path: &Path) -> Result<SecretString, ConfigError> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .map_err(|e| field(name, format!("cannot read {}: {e}", path.display())))?,
@@ -219,21 +537,100 @@ pub fn read_pin_file(name: &'static str, path: &Path) -> Result<SecretString, Co
 mod tests {
     use super::*;
 
-    #[test]
-    fn unknown_keys_and_bad_values_are_named() {
+    fn load(text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "[hsm]\nmodule='/bin/sh'\ntoken_label='x'\npin_env='P'\nbogus=1\n[store]\npath='/tmp'\n[listen]\nsocket='/tmp/s'\n").unwrap();
-        let e = Config::load(&p).unwrap_err().to_string();
+        std::fs::write(&p, text).unwrap();
+        Config::load(&p)
+    }
+
+    const BASE: &str = "[hsm]\nmodule='/bin/sh'\ntoken_label='x'\npin_env='P'\n[store]\npath='/tmp'\n[listen]\nsocket='/tmp/s'\n";
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = load("[hsm]\nmodule='/bin/sh'\ntoken_label='x'\npin_env='P'\nbogus=1\n[store]\npath='/tmp'\n[listen]\nsocket='/tmp/s'\n").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
-        std::fs::write(&p, "[hsm]\nmodule='/nonexistent.so'\ntoken_label='x'\npin_env='P'\n[store]\npath='/tmp'\n[listen]\nsocket='/tmp/s'\n").unwrap();
-        let e = Config::load(&p).unwrap_err().to_string();
+        let e = load("[hsm]\nmodule='/nonexistent.so'\ntoken_label='x'\npin_env='P'\n[store]\npath='/tmp'\n[listen]\nsocket='/tmp/s'\n").unwrap_err().to_string();
         assert!(e.contains("hsm.module"), "{e}");
-        std::fs::write(&p, "[hsm]\nmodule='/bin/sh'\ntoken_label='x'\n[store]\npath='/tmp'\n[listen]\nsocket='/tmp/s'\n").unwrap();
-        let e = Config::load(&p).unwrap_err().to_string();
+        let e = load("[hsm]\nmodule='/bin/sh'\ntoken_label='x'\n[store]\npath='/tmp'\n[listen]\nsocket='/tmp/s'\n").unwrap_err().to_string();
         assert!(e.contains("pin"), "{e}");
-        std::fs::write(&p, "[hsm]\nmodule='/bin/sh'\ntoken_label='x'\npin_env='P'\nsessions='four'\n[store]\npath='/tmp'\n[listen]\nsocket='/tmp/s'\n").unwrap();
-        let e = Config::load(&p).unwrap_err().to_string();
+        let e = load("[hsm]\nmodule='/bin/sh'\ntoken_label='x'\npin_env='P'\nsessions='four'\n[store]\npath='/tmp'\n[listen]\nsocket='/tmp/s'\n").unwrap_err().to_string();
         assert!(e.contains("sessions"), "{e}");
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = load(BASE).unwrap();
+        assert_eq!(c.limits(), Limits::default());
+        assert!(c.security.lock_memory);
+        assert!(c.access.grant.is_empty());
+        assert_eq!(c.socket_gid().unwrap(), None);
+        assert!(c.tls().unwrap().is_none());
+    }
+
+    #[test]
+    fn tcp_requires_every_tls_file_and_tls_requires_tcp() {
+        let e = load(&format!("{BASE}tcp='127.0.0.1:7443'\n")).unwrap_err().to_string();
+        assert!(e.contains("listen.tls_cert"), "{e}");
+        let e = load(&format!(
+            "{BASE}tcp='127.0.0.1:7443'\ntls_cert='/c'\nclient_ca='/ca'\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("listen.tls_key"), "{e}");
+        let e = load(&format!(
+            "{BASE}tcp='127.0.0.1:7443'\ntls_cert='/c'\ntls_key='/k'\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("listen.client_ca"), "{e}");
+        let e = load(&format!("{BASE}tls_cert='/c'\n")).unwrap_err().to_string();
+        assert!(e.contains("listen.tls_cert"), "{e}");
+        let e = load(&format!("{BASE}tcp='localhost'\n")).unwrap_err().to_string();
+        assert!(e.contains("listen.tcp"), "{e}");
+        let c = load(&format!(
+            "{BASE}tcp='127.0.0.1:0'\ntls_cert='/nonexistent/c'\ntls_key='/k'\nclient_ca='/ca'\n"
+        ))
+        .unwrap();
+        let e = c.tls().unwrap_err().to_string();
+        assert!(e.contains("listen.tls_cert"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        for (key, bad) in [
+            ("max_message_bytes", "10"),
+            ("max_message_bytes", "2000000"),
+            ("per_connection_concurrency", "0"),
+            ("request_timeout_secs", "0"),
+            ("max_connections", "0"),
+        ] {
+            let e = load(&format!("{BASE}[limits]\n{key}={bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("limits.{key}")), "{e}");
+        }
+        let e = load(&format!("{BASE}[limits]\nrequest_timeout_secs='soon'\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("request_timeout_secs"), "{e}");
+        let c = load(&format!(
+            "{BASE}[limits]\nmax_message_bytes=65536\nrequest_timeout_secs=5\n[security]\nlock_memory=false\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits().max_message_bytes, 65536);
+        assert_eq!(c.limits().request_timeout, Duration::from_secs(5));
+        assert!(!c.security.lock_memory);
+    }
+
+    #[test]
+    fn socket_group_resolves_names_and_numbers() {
+        let c = load(&format!("{BASE}socket_group='0'\n")).unwrap();
+        assert_eq!(c.socket_gid().unwrap(), Some(0));
+        let c = load(&format!("{BASE}socket_group='root'\n")).unwrap();
+        assert_eq!(c.socket_gid().unwrap(), Some(0));
+        let c = load(&format!("{BASE}socket_group='no-such-group-keyorch'\n")).unwrap();
+        let e = c.socket_gid().unwrap_err().to_string();
+        assert!(e.contains("listen.socket_group"), "{e}");
     }
 }

@@ -1,15 +1,24 @@
 //! keyorchd's composition root: arguments, configuration (TOML or the `--dev`
 //! embedded default), logging, and the wiring of store, HSM, services and listener.
 
+pub mod access;
 pub mod config;
 pub mod dev;
+pub mod hardening;
+pub mod logging;
+pub mod reload;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use tokio_rustls::rustls::ServerConfig;
 
+use crate::api::Limits;
+use crate::domain::Policy;
 use crate::hsm::{Hsm, HsmConfig};
 use crate::service::Services;
 use crate::store::Store;
@@ -51,6 +60,8 @@ enum StartError {
     Dev(#[from] dev::DevError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Hardening(#[from] hardening::HardeningError),
     #[error("database: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("HSM: {0}")]
@@ -63,27 +74,25 @@ enum StartError {
     Runtime(#[from] std::io::Error),
 }
 
+/// Everything start-up decided before opening the store and the HSM.
 struct Plan {
     hsm: HsmConfig,
     db: PathBuf,
     socket: PathBuf,
+    socket_gid: Option<u32>,
+    tcp: Option<(SocketAddr, Arc<ServerConfig>)>,
+    limits: Limits,
+    policy: Policy,
     state_dir: Option<PathBuf>,
+    reloader: ReloadPlan,
 }
 
-fn init_logging(level: &str, format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(format!("keyorch={level},keyorchd={level},warn"))
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+/// What SIGHUP needs later (the services do not exist yet at plan time).
+struct ReloadPlan {
+    path: Option<PathBuf>,
+    level_override: Option<String>,
+    log: logging::LogHandle,
+    current: Option<config::Config>,
 }
 
 /// Entry point of the keyorchd binary.
@@ -112,7 +121,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn plan(args: &Args) -> Result<(Plan, String, String), StartError> {
+/// Reads and checks everything (config, names, TLS files, the PIN) before anything is
+/// opened, so that a bad setting stops start-up with its field named. The process is
+/// hardened before the first secret (TLS key, PIN) is read.
+fn plan(args: &Args) -> Result<Plan, StartError> {
     if args.dev {
         let dir = args
             .state_dir
@@ -125,18 +137,31 @@ fn plan(args: &Args) -> Result<(Plan, String, String), StartError> {
         };
         let level = args.log_level.clone().unwrap_or_else(|| "info".into());
         let format = args.log_format.clone().unwrap_or_else(|| "text".into());
-        init_logging(&level, &format);
+        check_log_args(&level, &format)?;
+        let log = logging::init(&level, &format);
+        hardening::apply(true)?;
         let layout = dev::DevLayout::new(&dir, &args.module);
         layout.prepare()?;
         // Still single-threaded here: nothing else reads the environment concurrently.
         std::env::set_var("SOFTHSM2_CONF", &layout.softhsm2_conf);
-        let plan = Plan {
+        let uid = nix::unistd::getuid().as_raw();
+        tracing::info!(uid, "--dev: the uid running keyorchd holds every role on every vault");
+        return Ok(Plan {
             hsm: layout.hsm_config()?,
             db: layout.db,
             socket: layout.socket,
+            socket_gid: None,
+            tcp: None,
+            limits: Limits::default(),
+            policy: access::dev_policy(uid),
             state_dir: Some(dir),
-        };
-        return Ok((plan, level, format));
+            reloader: ReloadPlan {
+                path: None,
+                level_override: args.log_level.clone(),
+                log,
+                current: None,
+            },
+        });
     }
     let Some(path) = &args.config else {
         return Err(StartError::Usage(
@@ -153,32 +178,78 @@ fn plan(args: &Args) -> Result<(Plan, String, String), StartError> {
         .log_format
         .clone()
         .unwrap_or_else(|| cfg.log.format.clone());
-    init_logging(&level, &format);
+    check_log_args(&level, &format)?;
+    let policy = cfg.policy()?;
+    let socket_gid = cfg.socket_gid()?;
+    let log = logging::init(&level, &format);
+    hardening::apply(cfg.security.lock_memory)?;
+    let tcp = cfg.tls()?;
+    let hsm = cfg.hsm_config()?;
     if let Some(conf) = &cfg.hsm.softhsm2_conf {
         std::env::set_var("SOFTHSM2_CONF", conf);
     }
-    let plan = Plan {
-        hsm: cfg.hsm_config()?,
+    if cfg.access.grant.is_empty() {
+        tracing::warn!(
+            "no [[access.grant]] in {}: nobody is authorised to call keyorchd (see docs/configuration.md)",
+            path.display()
+        );
+    }
+    Ok(Plan {
+        hsm,
         db: cfg.store.path.clone(),
         socket: cfg.listen.socket.clone(),
+        socket_gid,
+        tcp,
+        limits: cfg.limits(),
+        policy,
         state_dir: None,
-    };
-    Ok((plan, level, format))
+        reloader: ReloadPlan {
+            path: Some(path.clone()),
+            level_override: args.log_level.clone(),
+            log,
+            current: Some(cfg),
+        },
+    })
+}
+
+/// `--log-level` and `--log-format` are checked like the config's `[log]`.
+fn check_log_args(level: &str, format: &str) -> Result<(), StartError> {
+    if !config::LOG_LEVELS.contains(&level) {
+        return Err(StartError::Usage(format!(
+            "log level {level:?}: must be trace, debug, info, warn or error"
+        )));
+    }
+    if !["text", "json"].contains(&format) {
+        return Err(StartError::Usage(format!(
+            "log format {format:?}: must be text or json"
+        )));
+    }
+    Ok(())
 }
 
 fn run(args: Args) -> Result<(), StartError> {
-    let (plan, _, _) = plan(&args)?;
+    let plan = plan(&args)?;
     let store = Store::open(&plan.db)?;
     let hsm = Hsm::open(plan.hsm)?;
     let (label, serial) = hsm.token_info();
     tracing::info!(token = %label, serial = %serial, "HSM token open");
     let services = Services::start(store, hsm)?;
+    services.set_policy(plan.policy);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = crate::api::bind(&plan.socket).await?;
+        let shutdown = shutdown_signal()?;
+        let unix = crate::api::bind(&plan.socket, plan.socket_gid).await?;
+        let tcp = match plan.tcp {
+            Some((addr, tls)) => Some(crate::api::bind_tls(addr, tls).await?),
+            None => None,
+        };
+        let tcp_addr = match &tcp {
+            Some(t) => Some(t.local_addr()?),
+            None => None,
+        };
         let refresher = services.clone();
         tokio::spawn(async move {
             loop {
@@ -188,6 +259,15 @@ fn run(args: Args) -> Result<(), StartError> {
                 }
             }
         });
+        // SIGHUP is handled from here on, before READY.
+        let reloader = reload::Reloader {
+            path: plan.reloader.path,
+            level_override: plan.reloader.level_override,
+            log: plan.reloader.log,
+            services: services.clone(),
+            current: plan.reloader.current,
+        };
+        reloader.spawn()?;
         let socket = plan.socket.clone();
         let state_dir = plan.state_dir.clone();
         if let Some(period) = sd_notify::watchdog_enabled() {
@@ -199,19 +279,30 @@ fn run(args: Args) -> Result<(), StartError> {
                 }
             });
         }
-        crate::api::serve(services.clone(), listener, shutdown_signal(), move || {
-            tracing::info!(socket = %socket.display(), "keyorchd serving");
-            // systemd Type=notify: READY once listening (a no-op outside systemd).
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            println!("keyorchd ready: listening on {}", socket.display());
-            if let Some(dir) = state_dir {
-                println!("  state folder: {}", dir.display());
-            }
-            println!(
-                "  try: KEYORCH_SOCKET={} keyorch vault list",
-                socket.display()
-            );
-        })
+        let listeners = crate::api::Listeners { unix, tcp };
+        crate::api::serve(
+            services.clone(),
+            listeners,
+            &plan.limits,
+            shutdown,
+            move || {
+                tracing::info!(socket = %socket.display(), "keyorchd serving");
+                // systemd Type=notify: READY once listening (a no-op outside systemd).
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                println!("keyorchd ready: listening on {}", socket.display());
+                if let Some(addr) = tcp_addr {
+                    tracing::info!(%addr, "keyorchd serving mutual TLS");
+                    println!("  tcp (mutual TLS): {addr}");
+                }
+                if let Some(dir) = state_dir {
+                    println!("  state folder: {}", dir.display());
+                }
+                println!(
+                    "  try: KEYORCH_SOCKET={} keyorch vault list",
+                    socket.display()
+                );
+            },
+        )
         .await?;
         tracing::info!("shutting down: flushing the store");
         services.flush()?;
@@ -220,19 +311,19 @@ fn run(args: Args) -> Result<(), StartError> {
     })
 }
 
-async fn shutdown_signal() {
+/// Watches SIGTERM and SIGINT from now on (registered at once, so that a signal that
+/// arrives while the listeners start is not lost to its default action); the future
+/// resolves at the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot watch SIGTERM: {e}");
-            return std::future::pending().await;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
-    // In-flight requests drain after this; systemd waits for them.
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        // In-flight requests drain after this; systemd waits for them.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    })
 }

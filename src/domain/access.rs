@@ -80,7 +80,10 @@ pub struct Policy {
 
 impl Policy {
     pub fn grant(&mut self, subject: Subject, vault: &str, role: Role) {
-        self.grants.entry((subject, vault.to_string())).or_default().insert(role);
+        self.grants
+            .entry((subject, vault.to_string()))
+            .or_default()
+            .insert(role);
     }
 
     /// Roles `p` holds in `vault` (None: a call not scoped to one vault, e.g. ListVaults).
@@ -109,15 +112,148 @@ mod tests {
         let mut pol = Policy::default();
         pol.grant(Subject::Uid(1000), "vault-a", Role::User);
         pol.grant(Subject::Gid(50), ANY_VAULT, Role::Auditor);
-        pol.grant(Subject::Certificate("CN=ops".into()), "vault-b", Role::Admin);
-        let alice = Principal::Unix { uid: 1000, gid: 1000 };
+        pol.grant(
+            Subject::Certificate("CN=ops".into()),
+            "vault-b",
+            Role::Admin,
+        );
+        let alice = Principal::Unix {
+            uid: 1000,
+            gid: 1000,
+        };
         let aud = Principal::Unix { uid: 7, gid: 50 };
-        let ops = Principal::Certificate { subject: "CN=ops".into() };
+        let ops = Principal::Certificate {
+            subject: "CN=ops".into(),
+        };
         assert!(pol.allows(&alice, Some("vault-a"), Role::User));
         assert!(!pol.allows(&alice, Some("vault-b"), Role::User));
         assert!(!pol.allows(&alice, Some("vault-a"), Role::Admin));
         assert!(pol.allows(&aud, Some("vault-z"), Role::Auditor));
         assert!(pol.allows(&ops, Some("vault-b"), Role::Operator));
         assert!(!pol.allows(&ops, Some("vault-a"), Role::Operator));
+    }
+}
+
+/// Every API operation, for authorization and the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    CreateVault,
+    GetVault,
+    ListVaults,
+    UpdateVault,
+    DeleteVault,
+    CreateKeystore,
+    GetKeystore,
+    DescribeKeystores,
+    UpdateKeystore,
+    DeleteKeystore,
+    ConnectKeystore,
+    DisconnectKeystore,
+    TestKeystoreConnection,
+    CreateKey,
+    GetKey,
+    ListKeys,
+    UpdateKey,
+    ActivateKey,
+    DeactivateKey,
+    DestroyKey,
+    DeleteKey,
+    MarkCompromised,
+    InstallKey,
+    UninstallKey,
+    GetKeyStatusInKeystores,
+    SyncKey,
+    Encrypt,
+    Decrypt,
+    GenerateDataKey,
+    Sign,
+    Verify,
+    GenerateMac,
+    VerifyMac,
+    GetPublicKey,
+    ListEvents,
+    VerifyChain,
+}
+
+/// What an action needs from the caller in the resource's vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// This role (admins hold every role).
+    Role(Role),
+    /// Any role at all in the vault: reading metadata.
+    AnyRole,
+}
+
+impl Action {
+    /// The role table of issue 6: admin manages vaults, keystores and keys; operator
+    /// activates, installs, uninstalls, connects and disconnects; user runs crypto;
+    /// auditor reads the audit trail; reading metadata needs any role in the vault.
+    pub fn requirement(self) -> Requirement {
+        use Action::*;
+        match self {
+            CreateVault | UpdateVault | DeleteVault | CreateKeystore | UpdateKeystore
+            | DeleteKeystore | CreateKey | UpdateKey | DestroyKey | DeleteKey | MarkCompromised => {
+                Requirement::Role(Role::Admin)
+            }
+            ConnectKeystore
+            | DisconnectKeystore
+            | TestKeystoreConnection
+            | ActivateKey
+            | DeactivateKey
+            | InstallKey
+            | UninstallKey
+            | SyncKey => Requirement::Role(Role::Operator),
+            Encrypt | Decrypt | GenerateDataKey | Sign | Verify | GenerateMac | VerifyMac
+            | GetPublicKey => Requirement::Role(Role::User),
+            ListEvents | VerifyChain => Requirement::Role(Role::Auditor),
+            GetVault
+            | ListVaults
+            | GetKeystore
+            | DescribeKeystores
+            | GetKey
+            | ListKeys
+            | GetKeyStatusInKeystores => Requirement::AnyRole,
+        }
+    }
+
+    /// Whether the action changes state (and so is always audited).
+    pub fn mutates(self) -> bool {
+        use Action::*;
+        matches!(
+            self,
+            CreateVault
+                | UpdateVault
+                | DeleteVault
+                | CreateKeystore
+                | UpdateKeystore
+                | DeleteKeystore
+                | ConnectKeystore
+                | DisconnectKeystore
+                | CreateKey
+                | UpdateKey
+                | ActivateKey
+                | DeactivateKey
+                | DestroyKey
+                | DeleteKey
+                | MarkCompromised
+                | InstallKey
+                | UninstallKey
+                | SyncKey
+        )
+    }
+
+    pub fn name(self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl Policy {
+    /// Whether `p` may perform `action` in `vault` (None: not scoped to one vault, which
+    /// needs a grant on "*").
+    pub fn permits(&self, p: &Principal, vault: Option<&str>, action: Action) -> bool {
+        match action.requirement() {
+            Requirement::Role(r) => self.allows(p, vault, r),
+            Requirement::AnyRole => !self.roles(p, vault).is_empty(),
+        }
     }
 }

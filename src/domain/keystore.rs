@@ -38,19 +38,104 @@ impl fmt::Display for KeystoreType {
     }
 }
 
+/// How a PKCS#11 token is found: by label or by serial number (never by slot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRef {
+    Label(String),
+    Serial(String),
+}
+
 /// Non-secret, per-type configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KeystoreConfig {
     /// keyorchd's own token: nothing to configure.
     Internal,
+    /// Another HSM through a PKCS#11 module. `token` identifies it (locked);
+    /// `module_path` is connection configuration.
+    Pkcs11 {
+        module_path: String,
+        token: TokenRef,
+    },
 }
 
 impl KeystoreConfig {
     pub fn keystore_type(&self) -> KeystoreType {
         match self {
             KeystoreConfig::Internal => KeystoreType::Internal,
+            KeystoreConfig::Pkcs11 { .. } => KeystoreType::Pkcs11,
         }
+    }
+
+    /// Field rules of a configuration (names are the API's).
+    pub fn validate(&self) -> Result<(), DomainError> {
+        match self {
+            KeystoreConfig::Internal => Ok(()),
+            KeystoreConfig::Pkcs11 { module_path, token } => {
+                if module_path.is_empty() {
+                    return Err(DomainError::invalid("pkcs11.module_path", "is required"));
+                }
+                if !module_path.starts_with('/') || module_path.len() > 4096 {
+                    return Err(DomainError::invalid(
+                        "pkcs11.module_path",
+                        "must be an absolute path of at most 4096 characters",
+                    ));
+                }
+                match token {
+                    TokenRef::Label(l) if l.is_empty() || l.len() > 32 => {
+                        Err(DomainError::invalid(
+                            "pkcs11.token_label",
+                            "must be 1 to 32 bytes (a PKCS#11 token label)",
+                        ))
+                    }
+                    TokenRef::Serial(s) if s.is_empty() || s.len() > 16 => {
+                        Err(DomainError::invalid(
+                            "pkcs11.token_serial",
+                            "must be 1 to 16 bytes (a PKCS#11 serial number)",
+                        ))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Whether a keystore of this type needs credentials.
+    pub fn needs_credentials(&self) -> bool {
+        matches!(self, KeystoreConfig::Pkcs11 { .. })
+    }
+}
+
+/// PIN rule of PKCS#11 credentials. The message never contains the PIN.
+pub fn validate_pin(field: &str, pin: &str) -> Result<(), DomainError> {
+    let n = pin.chars().count();
+    if !(4..=255).contains(&n) {
+        return Err(DomainError::invalid(field, "must be 4 to 255 characters"));
+    }
+    if pin.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Credentials as stored: sealed under the master KEK, never in plaintext.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedCredentials {
+    #[serde(with = "super::serde_bytes")]
+    pub sealed: Vec<u8>,
+}
+
+impl fmt::Debug for SealedCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SealedCredentials([{} bytes, sealed])",
+            self.sealed.len()
+        )
     }
 }
 
@@ -144,6 +229,9 @@ pub struct Keystore {
     pub name: String,
     pub description: String,
     pub config: KeystoreConfig,
+    /// Sealed under the master KEK; write-only through the API.
+    #[serde(default)]
+    pub credentials: Option<SealedCredentials>,
     pub state: ConnectionState,
     /// Set only while FAILED.
     pub error: Option<ConnectionError>,
@@ -159,6 +247,7 @@ pub struct NewKeystore {
     pub name: String,
     pub description: String,
     pub config: KeystoreConfig,
+    pub credentials: Option<SealedCredentials>,
 }
 
 /// What ConnectKeystore has to do.
@@ -174,12 +263,23 @@ impl Keystore {
     pub fn new(req: NewKeystore, now: Millis) -> Result<Keystore, DomainError> {
         validate_name("name", &req.name)?;
         validate_description("description", &req.description)?;
+        req.config.validate()?;
+        if req.config.needs_credentials() && req.credentials.is_none() {
+            return Err(DomainError::invalid(
+                "credentials",
+                format!(
+                    "a {} keystore needs credentials",
+                    req.config.keystore_type()
+                ),
+            ));
+        }
         Ok(Keystore {
             id: req.id,
             vault_id: req.vault_id,
             name: req.name,
             description: req.description,
             config: req.config,
+            credentials: req.credentials,
             state: ConnectionState::Disconnected,
             error: None,
             health: None,
@@ -274,6 +374,54 @@ impl Keystore {
         Ok(())
     }
 
+    /// UpdateKeystore of the configuration: identifying properties are locked (the token),
+    /// connection configuration (the module path) changes only while DISCONNECTED.
+    pub fn update_config(&mut self, new: KeystoreConfig, now: Millis) -> Result<(), DomainError> {
+        new.validate()?;
+        match (&self.config, &new) {
+            (
+                KeystoreConfig::Pkcs11 {
+                    module_path: old_m,
+                    token: old_t,
+                },
+                KeystoreConfig::Pkcs11 {
+                    module_path: new_m,
+                    token: new_t,
+                },
+            ) => {
+                if old_t != new_t {
+                    let field = match new_t {
+                        TokenRef::Label(_) => "pkcs11.token_label",
+                        TokenRef::Serial(_) => "pkcs11.token_serial",
+                    };
+                    return Err(DomainError::invalid(
+                        field,
+                        "is locked: the token identifies the keystore and never changes",
+                    ));
+                }
+                if old_m != new_m {
+                    self.require(KeystoreAction::UpdateConnectionConfig)?;
+                }
+            }
+            (old, new) if old.keystore_type() != new.keystore_type() => {
+                return Err(DomainError::invalid(
+                    "config",
+                    "is locked: a keystore's type never changes",
+                ));
+            }
+            _ => {}
+        }
+        self.config = new;
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// Replaces the sealed credentials (allowed in every state, as in AWS).
+    pub fn set_credentials(&mut self, sealed: SealedCredentials, now: Millis) {
+        self.credentials = Some(sealed);
+        self.updated_at = now;
+    }
+
     /// DeleteKeystore: only DISCONNECTED, and no live key may still target it.
     /// `live_targeting` are the ids of keys (not DESTROYED*) that list it as a target.
     pub fn check_delete(&self, live_targeting: &[String]) -> Result<(), DomainError> {
@@ -326,6 +474,7 @@ mod tests {
                 name: "main".into(),
                 description: String::new(),
                 config: KeystoreConfig::Internal,
+                credentials: None,
             },
             0,
         )
@@ -390,6 +539,75 @@ mod tests {
         assert_eq!(ks.begin_connect(4).unwrap(), ConnectStart::Begin);
         ks.finish_connect(Ok(()), 5);
         assert_eq!(ks.state, ConnectionState::Connected);
+    }
+
+    fn pkcs11(state: ConnectionState) -> Keystore {
+        let mut ks = Keystore::new(
+            NewKeystore {
+                id: "ks_2".into(),
+                vault_id: "vault_1".into(),
+                name: "hsm2".into(),
+                description: String::new(),
+                config: KeystoreConfig::Pkcs11 {
+                    module_path: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                    token: TokenRef::Label("target".into()),
+                },
+                credentials: Some(SealedCredentials {
+                    sealed: vec![1, 2, 3],
+                }),
+            },
+            0,
+        )
+        .unwrap();
+        ks.state = state;
+        ks
+    }
+
+    #[test]
+    fn update_rules_of_design_section_2() {
+        let moved = KeystoreConfig::Pkcs11 {
+            module_path: "/opt/hsm/lib.so".into(),
+            token: TokenRef::Label("target".into()),
+        };
+        let other_token = KeystoreConfig::Pkcs11 {
+            module_path: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token: TokenRef::Label("other".into()),
+        };
+        for s in ConnectionState::ALL {
+            // Identifying properties: always locked.
+            let mut ks = pkcs11(s);
+            let err = ks.update_config(other_token.clone(), 1).unwrap_err();
+            assert!(
+                matches!(err, DomainError::Invalid { ref field, .. } if field == "pkcs11.token_label")
+            );
+            // Connection configuration: only while DISCONNECTED.
+            let mut ks = pkcs11(s);
+            let r = ks.update_config(moved.clone(), 1);
+            assert_eq!(r.is_ok(), s == ConnectionState::Disconnected, "{s}");
+            // Credentials and names: always.
+            let mut ks = pkcs11(s);
+            ks.set_credentials(SealedCredentials { sealed: vec![9] }, 1);
+            assert!(ks.update(Some("renamed".into()), None, 1).is_ok());
+        }
+        let no_creds = Keystore::new(
+            NewKeystore {
+                id: "x".into(),
+                vault_id: "v".into(),
+                name: "n".into(),
+                description: String::new(),
+                config: moved,
+                credentials: None,
+            },
+            0,
+        );
+        assert!(
+            matches!(no_creds, Err(DomainError::Invalid { ref field, .. }) if field == "credentials")
+        );
+        assert!(validate_pin("pkcs11_credentials.pin", "123").is_err());
+        let err = validate_pin("pkcs11_credentials.pin", "secret\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secret"));
     }
 
     #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! No I/O, no async, no clock: callers pass `now` in. Property-tested.
 
 mod access;
+mod audit;
 mod error;
 mod key;
 mod keystore;
@@ -12,14 +13,16 @@ mod signing;
 mod usage;
 mod vault;
 
-pub use access::{Policy, Principal, Role, Subject, ANY_VAULT};
+pub use access::{Action, Policy, Principal, Requirement, Role, Subject, ANY_VAULT};
+pub use audit::{verify_chain, AuditEntry, AuditEvent, ChainBreak, GENESIS_HASH};
 pub use error::{DomainError, KeyAction, KeystoreAction};
 pub use key::{
     remote_ref, Family, Instance, InstanceState, Key, KeySpec, KeyState, Material, NewKey,
 };
 pub use keystore::{
-    stranded_keys, ConnectStart, ConnectionError, ConnectionErrorCode, ConnectionState, Health,
-    HealthStatus, Keystore, KeystoreConfig, KeystoreType, NewKeystore,
+    stranded_keys, validate_pin, ConnectStart, ConnectionError, ConnectionErrorCode,
+    ConnectionState, Health, HealthStatus, Keystore, KeystoreConfig, KeystoreType, NewKeystore,
+    SealedCredentials, TokenRef,
 };
 pub use names::{validate_description, validate_name, validate_tags, MAX_DESCRIPTION, MAX_NAME};
 pub use paging::{Page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};

@@ -10,7 +10,9 @@ mod keygen;
 mod objects;
 mod ops;
 mod pool;
+mod secrets;
 mod spki;
+mod transport;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -22,12 +24,21 @@ use secrecy::SecretString;
 pub use context::pkcs11_context;
 pub use error::HsmError;
 pub use kek::KEK_LABEL;
+pub use secrets::MAX_SECRET_LEN;
+pub use transport::OaepHash;
+
+// Shared with `crate::targets` (another token of a possibly shared module): the module
+// registry, token lookup, login bookkeeping, error classification and SPKI codecs.
+pub(crate) use context::{find_token, load as load_module, login as login_user};
+pub(crate) use error::{ckr_name, classify};
+pub(crate) use objects::Temporary;
+pub(crate) use spki::{modulus_bits, Curve, PublicKey};
+pub(crate) use transport::oaep_mechanism;
 
 use cache::KeyCache;
 use context::lock;
 use error::OpError;
 use pool::{PooledSession, SessionPool};
-use spki::Curve;
 
 /// How to reach the HSM.
 pub struct HsmConfig {
@@ -255,6 +266,8 @@ pub(crate) struct Inner {
     kek_creation: Mutex<()>,
     token_label: String,
     token_serial: String,
+    /// Whether C_WrapKey does RSA-OAEP with SHA-256, probed at open.
+    oaep_sha256: bool,
 }
 
 impl Hsm {
@@ -264,11 +277,16 @@ impl Hsm {
         let (module, ctx) = context::load(&cfg.module)?;
         let token = context::find_token(&ctx, &cfg.token)?;
         let pool = SessionPool::new(ctx, module, token.slot, cfg.pin, cfg.sessions)?;
+        let oaep_sha256 = match pool.acquire() {
+            Ok(session) => transport::probe_oaep_sha256(&session),
+            Err(e) => return Err(e.classify(false)),
+        };
         tracing::info!(
             token_label = %token.label,
             token_serial = %token.serial,
             sessions = cfg.sessions,
             key_cache = cfg.key_cache,
+            oaep_sha256,
             "HSM token opened"
         );
         Ok(Hsm {
@@ -279,6 +297,7 @@ impl Hsm {
                 kek_creation: Mutex::new(()),
                 token_label: token.label,
                 token_serial: token.serial,
+                oaep_sha256,
             }),
         })
     }

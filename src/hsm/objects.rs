@@ -161,16 +161,22 @@ pub(crate) fn unwrap(
     wrapped: &[u8],
     kind: KeyKind,
 ) -> Result<ObjectHandle, OpError> {
+    unwrap_with(session, kek, wrapped, kind, &unwrap_template(kind))
+}
+
+/// [`unwrap`] with the caller's template (which must name the class and key type of `kind`).
+pub(crate) fn unwrap_with(
+    session: &Session,
+    kek: ObjectHandle,
+    wrapped: &[u8],
+    kind: KeyKind,
+    template: &[Attribute],
+) -> Result<ObjectHandle, OpError> {
     if !wrapped_len_fits(kind, wrapped.len()) {
         return Err(HsmError::KeyBlobInvalid("the wrapped key is not of the stated kind").into());
     }
     session
-        .unwrap_key(
-            &Mechanism::AesKeyWrapPad,
-            kek,
-            wrapped,
-            &unwrap_template(kind),
-        )
+        .unwrap_key(&Mechanism::AesKeyWrapPad, kek, wrapped, template)
         .map_err(|e| match e {
             CkError::Pkcs11(
                 RvError::WrappedKeyInvalid
@@ -200,7 +206,11 @@ fn wrapped_len_fits(kind: KeyKind, wrapped_len: usize) -> bool {
 }
 
 /// Checks that an unwrapped object has the size or curve its kind promises.
-fn check_unwrapped(session: &Session, handle: ObjectHandle, kind: KeyKind) -> Result<(), OpError> {
+pub(crate) fn check_unwrapped(
+    session: &Session,
+    handle: ObjectHandle,
+    kind: KeyKind,
+) -> Result<(), OpError> {
     let fits = match kind.family() {
         Family::Aes(len) | Family::Hmac(len) => {
             let attrs = session.get_attributes(handle, &[AttributeType::ValueLen])?;

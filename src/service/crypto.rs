@@ -8,7 +8,8 @@ use zeroize::Zeroizing;
 use super::keys::key_ref;
 use super::{require_id, Inner, ServiceError, Services};
 use crate::domain::{
-    check_payload, check_use, CryptoOp, DomainError, Key, PayloadKind, SigningAlgorithm,
+    check_payload, check_use, Action, CryptoOp, DomainError, Key, PayloadKind, Principal,
+    SigningAlgorithm,
 };
 use crate::hsm::{HsmError, SignAlg};
 
@@ -51,11 +52,52 @@ fn pem(der: &[u8]) -> String {
 
 impl Inner {
     /// The key, if it may serve `op` right now.
-    fn usable_key(&self, key_id: &str, op: CryptoOp) -> Result<Arc<Key>, ServiceError> {
+    /// The key, if `principal` may use it for `op` and it may serve `op` right now. A
+    /// denial is audited here, in the same blocking call (no extra hop on the hot path).
+    fn usable_key(
+        &self,
+        principal: &Principal,
+        key_id: &str,
+        op: CryptoOp,
+    ) -> Result<Arc<Key>, ServiceError> {
         require_id("key_id", key_id)?;
         let entry = self.key_for_use(key_id)?;
+        let action = action_of(op);
+        let permitted = self
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .permits(principal, Some(&entry.key.vault_id), action);
+        if !permitted {
+            let entry_audit = Services::audit_entry(
+                principal,
+                action,
+                key_id,
+                Some(&entry.key.vault_id),
+                "denied",
+            );
+            self.append_audit(entry_audit)?;
+            return Err(ServiceError::denied(
+                principal,
+                action,
+                Some(&entry.key.vault_id),
+            ));
+        }
         check_use(&entry.key, op, &entry.states)?;
         Ok(entry.key)
+    }
+}
+
+fn action_of(op: CryptoOp) -> Action {
+    match op {
+        CryptoOp::Encrypt => Action::Encrypt,
+        CryptoOp::Decrypt => Action::Decrypt,
+        CryptoOp::GenerateDataKey => Action::GenerateDataKey,
+        CryptoOp::Sign => Action::Sign,
+        CryptoOp::Verify => Action::Verify,
+        CryptoOp::GenerateMac => Action::GenerateMac,
+        CryptoOp::VerifyMac => Action::VerifyMac,
+        CryptoOp::GetPublicKey => Action::GetPublicKey,
     }
 }
 
@@ -71,6 +113,7 @@ fn ciphertext_error(key_id: &str) -> impl Fn(HsmError) -> ServiceError + '_ {
 impl Services {
     pub async fn encrypt(
         &self,
+        principal: &Principal,
         key_id: String,
         plaintext: Vec<u8>,
         aad: Vec<u8>,
@@ -78,8 +121,9 @@ impl Services {
         let plaintext = Zeroizing::new(plaintext);
         check_payload("plaintext", PayloadKind::Plaintext, &plaintext)?;
         check_payload("aad", PayloadKind::Aad, &aad)?;
+        let principal = principal.clone();
         self.blocking(move |inner| {
-            let key = inner.usable_key(&key_id, CryptoOp::Encrypt)?;
+            let key = inner.usable_key(&principal, &key_id, CryptoOp::Encrypt)?;
             Ok(inner.hsm.encrypt(&key_ref(&key)?, &plaintext, &aad)?)
         })
         .await
@@ -87,14 +131,16 @@ impl Services {
 
     pub async fn decrypt(
         &self,
+        principal: &Principal,
         key_id: String,
         ciphertext: Vec<u8>,
         aad: Vec<u8>,
     ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         check_payload("ciphertext", PayloadKind::Ciphertext, &ciphertext)?;
         check_payload("aad", PayloadKind::Aad, &aad)?;
+        let principal = principal.clone();
         self.blocking(move |inner| {
-            let key = inner.usable_key(&key_id, CryptoOp::Decrypt)?;
+            let key = inner.usable_key(&principal, &key_id, CryptoOp::Decrypt)?;
             inner
                 .hsm
                 .decrypt(&key_ref(&key)?, &ciphertext, &aad)
@@ -105,6 +151,7 @@ impl Services {
 
     pub async fn generate_data_key(
         &self,
+        principal: &Principal,
         key_id: String,
         bytes: u32,
         aad: Vec<u8>,
@@ -121,8 +168,9 @@ impl Services {
             }
         };
         check_payload("aad", PayloadKind::Aad, &aad)?;
+        let principal = principal.clone();
         self.blocking(move |inner| {
-            let key = inner.usable_key(&key_id, CryptoOp::GenerateDataKey)?;
+            let key = inner.usable_key(&principal, &key_id, CryptoOp::GenerateDataKey)?;
             let plaintext = inner.hsm.random(len)?;
             let ciphertext = inner.hsm.encrypt(&key_ref(&key)?, &plaintext, &aad)?;
             Ok(DataKey {
@@ -135,13 +183,15 @@ impl Services {
 
     pub async fn sign(
         &self,
+        principal: &Principal,
         key_id: String,
         message: Vec<u8>,
         alg: SigningAlgorithm,
     ) -> Result<Vec<u8>, ServiceError> {
         check_payload("message", PayloadKind::Message, &message)?;
+        let principal = principal.clone();
         self.blocking(move |inner| {
-            let key = inner.usable_key(&key_id, CryptoOp::Sign)?;
+            let key = inner.usable_key(&principal, &key_id, CryptoOp::Sign)?;
             alg.check(&key.id, key.spec)?;
             Ok(inner.hsm.sign(&key_ref(&key)?, sign_alg(alg), &message)?)
         })
@@ -150,6 +200,7 @@ impl Services {
 
     pub async fn verify(
         &self,
+        principal: &Principal,
         key_id: String,
         message: Vec<u8>,
         signature: Vec<u8>,
@@ -157,8 +208,9 @@ impl Services {
     ) -> Result<bool, ServiceError> {
         check_payload("message", PayloadKind::Message, &message)?;
         check_payload("signature", PayloadKind::Signature, &signature)?;
+        let principal = principal.clone();
         self.blocking(move |inner| {
-            let key = inner.usable_key(&key_id, CryptoOp::Verify)?;
+            let key = inner.usable_key(&principal, &key_id, CryptoOp::Verify)?;
             alg.check(&key.id, key.spec)?;
             Ok(inner
                 .hsm
@@ -169,12 +221,14 @@ impl Services {
 
     pub async fn generate_mac(
         &self,
+        principal: &Principal,
         key_id: String,
         message: Vec<u8>,
     ) -> Result<Vec<u8>, ServiceError> {
         check_payload("message", PayloadKind::Message, &message)?;
+        let principal = principal.clone();
         self.blocking(move |inner| {
-            let key = inner.usable_key(&key_id, CryptoOp::GenerateMac)?;
+            let key = inner.usable_key(&principal, &key_id, CryptoOp::GenerateMac)?;
             Ok(inner.hsm.hmac(&key_ref(&key)?, &message)?)
         })
         .await
@@ -182,22 +236,29 @@ impl Services {
 
     pub async fn verify_mac(
         &self,
+        principal: &Principal,
         key_id: String,
         message: Vec<u8>,
         mac: Vec<u8>,
     ) -> Result<bool, ServiceError> {
         check_payload("message", PayloadKind::Message, &message)?;
         check_payload("mac", PayloadKind::Signature, &mac)?;
+        let principal = principal.clone();
         self.blocking(move |inner| {
-            let key = inner.usable_key(&key_id, CryptoOp::VerifyMac)?;
+            let key = inner.usable_key(&principal, &key_id, CryptoOp::VerifyMac)?;
             Ok(inner.hsm.verify_hmac(&key_ref(&key)?, &message, &mac)?)
         })
         .await
     }
 
-    pub async fn get_public_key(&self, key_id: String) -> Result<PublicKey, ServiceError> {
+    pub async fn get_public_key(
+        &self,
+        principal: &Principal,
+        key_id: String,
+    ) -> Result<PublicKey, ServiceError> {
+        let principal = principal.clone();
         self.blocking(move |inner| {
-            let key = inner.usable_key(&key_id, CryptoOp::GetPublicKey)?;
+            let key = inner.usable_key(&principal, &key_id, CryptoOp::GetPublicKey)?;
             let der = key
                 .material
                 .as_ref()

@@ -1,6 +1,6 @@
 //! Errors of the use cases: a domain rule, the store, the HSM, or a feature not built yet.
 
-use crate::domain::DomainError;
+use crate::domain::{Action, ConnectionErrorCode, DomainError, Principal, Requirement};
 use crate::hsm::HsmError;
 use crate::store::StoreError;
 
@@ -12,6 +12,21 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("HSM error: {0}")]
     Hsm(#[from] HsmError),
+    /// The policy does not let the caller do this.
+    #[error("{principal} may not {action}: it needs {need} {place}")]
+    PermissionDenied {
+        principal: String,
+        action: String,
+        need: String,
+        place: String,
+    },
+    /// A keystore's target failed during an operation (install, uninstall, status).
+    #[error("keystore {keystore_id}: {message}")]
+    Target {
+        keystore_id: String,
+        code: ConnectionErrorCode,
+        message: String,
+    },
     /// A feature that is not there yet.
     #[error("{0}")]
     Unimplemented(String),
@@ -24,4 +39,23 @@ pub enum ServiceError {
     Startup(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl ServiceError {
+    pub fn denied(p: &Principal, action: Action, vault: Option<&str>) -> Self {
+        let need = match action.requirement() {
+            Requirement::Role(r) => format!("role {r}"),
+            Requirement::AnyRole => "any role".to_string(),
+        };
+        let place = match vault {
+            Some(v) => format!("in vault {v}"),
+            None => "on every vault (\"*\")".to_string(),
+        };
+        ServiceError::PermissionDenied {
+            principal: p.to_string(),
+            action: action.name(),
+            need,
+            place,
+        }
+    }
 }

@@ -10,6 +10,25 @@ use crate::domain::{
     Keystore, KeystoreAction, KeystoreConfig, Material, NewKey, Page,
 };
 use crate::hsm::{KeyKind, KeyRef};
+
+/// What one target holds for a key (UKO's key status in keystores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetStatus {
+    Active,
+    NotActive,
+    NotPresent,
+    WrongKey,
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyStatus {
+    pub keystore_id: String,
+    pub status: TargetStatus,
+    pub in_sync: bool,
+    pub target_kcv: String,
+    pub message: String,
+}
 use crate::store::{Batch, Table};
 
 pub struct CreateKey {
@@ -110,40 +129,63 @@ impl Inner {
         Ok(out)
     }
 
-    /// Installs `key` into `ks` (which must be CONNECTED) and marks the instance INSTALLED.
-    fn install_into(&self, key: &mut Key, ks: &Keystore) -> Result<(), ServiceError> {
-        ks.require(KeystoreAction::Install)?;
-        match ks.config {
-            // The internal keystore is keyorchd's own token: installing proves the
-            // stored blob unwraps under the master KEK to the very key (same KCV).
-            KeystoreConfig::Internal => {
-                let kcv = self.hsm.check_key(&key_ref(key)?)?;
-                if kcv != key.kcv {
-                    return Err(ServiceError::Internal(format!(
-                        "key {} unwrapped with check value {kcv}, expected {}",
-                        key.id, key.kcv
-                    )));
-                }
-            }
-        }
-        key.set_instance(&ks.id, InstanceState::Installed, String::new(), now());
-        Ok(())
-    }
-
-    /// Uninstalls every installed copy of `key` (deactivate, destroy).
+    /// Uninstalls every copy of `key` that is not NOT_INSTALLED (deactivate, destroy).
+    /// External keystores must be CONNECTED for this; internal copies need nothing remote.
     fn uninstall_everywhere(&self, key: &mut Key) -> Result<(), ServiceError> {
-        let installed: Vec<String> = key
+        let pending: Vec<String> = key
             .instances
             .iter()
             .filter(|i| i.state != InstanceState::NotInstalled)
             .map(|i| i.keystore_id.clone())
             .collect();
-        for ks_id in installed {
-            // Internal copies live in keyorchd's own store: nothing remote to remove,
-            // so this works whatever the keystore's connection state.
-            key.set_instance(&ks_id, InstanceState::NotInstalled, String::new(), now());
+        let keystores = pending
+            .iter()
+            .map(|id| self.keystore(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Check every external keystore first, so nothing is half done by a refusal.
+        for ks in &keystores {
+            if !matches!(ks.config, KeystoreConfig::Internal) {
+                ks.require(KeystoreAction::Uninstall)?;
+            }
+        }
+        for ks in &keystores {
+            self.uninstall_from(key, ks)?;
         }
         Ok(())
+    }
+
+    fn status_in(&self, key: &Key, keystore_id: &str) -> KeyStatus {
+        let expected = key.state == KeyState::Active
+            && key.instance(keystore_id).map(|i| i.state) == Some(InstanceState::Installed);
+        let outcome = self
+            .keystore(keystore_id)
+            .and_then(|ks| self.remote_kcv(key, &ks));
+        let (status, target_kcv, message) = match outcome {
+            Ok(None) => (TargetStatus::NotPresent, String::new(), String::new()),
+            Ok(Some(kcv)) if kcv != key.kcv => {
+                (TargetStatus::WrongKey, kcv, "check value differs".into())
+            }
+            Ok(Some(kcv)) if expected => (TargetStatus::Active, kcv, String::new()),
+            Ok(Some(kcv)) => (TargetStatus::NotActive, kcv, String::new()),
+            Err(e) => (TargetStatus::Error, String::new(), e.to_string()),
+        };
+        let in_sync = match status {
+            TargetStatus::Active => true,
+            TargetStatus::NotPresent => !expected,
+            // Internal keystores hold the key whenever keyorch does: not a copy to remove.
+            TargetStatus::NotActive => self
+                .keystore(keystore_id)
+                .map(|ks| matches!(ks.config, KeystoreConfig::Internal))
+                .unwrap_or(false),
+            TargetStatus::WrongKey | TargetStatus::Error => false,
+        };
+        KeyStatus {
+            keystore_id: keystore_id.to_string(),
+            status,
+            in_sync,
+            target_kcv,
+            message,
+        }
     }
 
     fn seen(&self, key: Key) -> Result<Key, ServiceError> {
@@ -372,6 +414,48 @@ impl Services {
         .await
     }
 
+    /// Asks every target what it holds for the key and compares with what should be there.
+    pub async fn key_status(&self, id: String) -> Result<Vec<KeyStatus>, ServiceError> {
+        self.blocking(move |inner| {
+            let key = inner.key(&id)?;
+            Ok(key
+                .targets
+                .iter()
+                .map(|t| inner.status_in(&key, t))
+                .collect())
+        })
+        .await
+    }
+
+    /// Repairs drift: re-installs a missing or wrong copy where the key should be
+    /// installed, removes a copy where it should not be. Returns the status afterwards.
+    pub async fn sync_key(&self, id: String) -> Result<Vec<KeyStatus>, ServiceError> {
+        self.blocking(move |inner| {
+            let _w = inner.lock();
+            let mut key = inner.key(&id)?;
+            for t in key.targets.clone() {
+                let st = inner.status_in(&key, &t);
+                if st.in_sync || st.status == TargetStatus::Error {
+                    continue;
+                }
+                let ks = inner.keystore(&t)?;
+                let expected = key.state == KeyState::Active
+                    && key.instance(&t).map(|i| i.state) == Some(InstanceState::Installed);
+                if st.status == TargetStatus::WrongKey || !expected {
+                    inner.remove_remote(&key, &ks)?;
+                }
+                if expected {
+                    tracing::info!(key = %id, keystore = %t, status = ?st.status, "SyncKey: re-installing");
+                    inner.install_into(&mut key, &ks)?;
+                } else {
+                    tracing::info!(key = %id, keystore = %t, "SyncKey: removed a copy that should not be there");
+                }
+            }
+            Ok(key.targets.iter().map(|t| inner.status_in(&key, t)).collect())
+        })
+        .await
+    }
+
     pub async fn uninstall_key(
         &self,
         id: String,
@@ -392,6 +476,7 @@ impl Services {
             key.check_uninstall(&keystore_id)?;
             let ks = inner.keystore(&keystore_id)?;
             ks.require(KeystoreAction::Uninstall)?;
+            inner.uninstall_from(&mut key, &ks)?;
             key.remove_target(&keystore_id, now());
             inner.put_key(&key)?;
             tracing::info!(key = %id, keystore = %keystore_id, "key uninstalled");

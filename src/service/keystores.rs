@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 
+use secrecy::{ExposeSecret, SecretString};
+
+use super::remote::ProbeMode;
 use super::vaults::listing;
 use super::{new_id, now, Inner, Listing, ServiceError, Services};
 use crate::domain::{
-    stranded_keys, ConnectStart, ConnectionError, ConnectionErrorCode, ConnectionState,
-    DomainError, Health, HealthStatus, InstanceState, Key, Keystore, KeystoreConfig, KeystoreType,
-    NewKeystore, Page,
+    stranded_keys, validate_pin, ConnectStart, ConnectionError, ConnectionErrorCode,
+    ConnectionState, DomainError, Health, HealthStatus, InstanceState, Key, Keystore,
+    KeystoreConfig, KeystoreType, NewKeystore, Page, SealedCredentials,
 };
-use crate::hsm::HsmError;
 use crate::store::{Batch, Table};
 
 pub struct CreateKeystore {
@@ -17,7 +19,20 @@ pub struct CreateKeystore {
     pub name: String,
     pub description: String,
     pub keystore_type: KeystoreType,
+    /// None: the type's default (internal needs none).
+    pub config: Option<KeystoreConfig>,
+    /// The PIN (pkcs11), sealed under the master KEK before it is stored.
+    pub pin: Option<SecretString>,
     pub connect: bool,
+}
+
+/// UpdateKeystore: unset fields are left as they are.
+#[derive(Default)]
+pub struct UpdateKeystore {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub config: Option<KeystoreConfig>,
+    pub pin: Option<SecretString>,
 }
 
 #[derive(Default)]
@@ -48,34 +63,29 @@ pub struct TestOutcome {
     pub result: Result<(), ConnectionError>,
 }
 
-/// The configuration a keystore type needs, or UNIMPLEMENTED for types not built yet.
-fn config_for(t: KeystoreType) -> Result<KeystoreConfig, ServiceError> {
-    match t {
-        KeystoreType::Internal => Ok(KeystoreConfig::Internal),
-        other => Err(ServiceError::Unimplemented(format!(
-            "keystore type {other} is not implemented yet; only internal keystores are available"
+/// The configuration of a new keystore, or UNIMPLEMENTED for types not built yet.
+fn config_for(
+    t: KeystoreType,
+    given: Option<KeystoreConfig>,
+) -> Result<KeystoreConfig, ServiceError> {
+    match (t, given) {
+        (KeystoreType::Internal, None | Some(KeystoreConfig::Internal)) => Ok(KeystoreConfig::Internal),
+        (KeystoreType::Pkcs11, Some(c @ KeystoreConfig::Pkcs11 { .. })) => Ok(c),
+        (KeystoreType::Pkcs11, _) => Err(DomainError::invalid("pkcs11", "is required for a pkcs11 keystore").into()),
+        (KeystoreType::Internal, Some(_)) => Err(DomainError::invalid("config", "does not match type internal").into()),
+        (other, _) => Err(ServiceError::Unimplemented(format!(
+            "keystore type {other} is not implemented yet; internal and pkcs11 keystores are available"
         ))),
     }
 }
 
-/// The connection checks of a keystore's target. Never fails the call: a failure is
-/// the FAILED outcome with its error code.
-fn probe(inner: &Inner, config: &KeystoreConfig) -> Result<(), ConnectionError> {
-    match config {
-        KeystoreConfig::Internal => inner.hsm.health().map_err(|e| {
-            let code = match &e {
-                HsmError::PinIncorrect | HsmError::PinLocked => {
-                    ConnectionErrorCode::InvalidCredentials
-                }
-                HsmError::TokenNotFound(_) => ConnectionErrorCode::TargetNotFound,
-                HsmError::ModuleLoad { .. } => ConnectionErrorCode::InvalidConfiguration,
-                _ => ConnectionErrorCode::InternalError,
-            };
-            ConnectionError {
-                code,
-                message: format!("keyorchd's HSM: {e}"),
-            }
-        }),
+impl Inner {
+    /// Validates and seals a PIN under the master KEK.
+    fn seal_pin(&self, field: &str, pin: &SecretString) -> Result<SealedCredentials, ServiceError> {
+        validate_pin(field, pin.expose_secret())?;
+        Ok(SealedCredentials {
+            sealed: self.hsm.seal_secret(pin.expose_secret().as_bytes())?,
+        })
     }
 }
 
@@ -115,7 +125,7 @@ impl Inner {
         let mut b = Batch::new();
         b.put(Table::Keystores, &ks.id, &ks)?;
         self.commit(b)?;
-        let outcome = probe(self, &ks.config);
+        let outcome = self.probe(&ks, ProbeMode::Connect);
         match &outcome {
             Ok(()) => tracing::info!(keystore = %ks.id, "keystore connected"),
             Err(e) => {
@@ -139,7 +149,25 @@ impl Inner {
 impl Services {
     pub async fn create_keystore(&self, req: CreateKeystore) -> Result<Keystore, ServiceError> {
         self.blocking(move |inner| {
-            let config = config_for(req.keystore_type)?;
+            let config = config_for(req.keystore_type, req.config)?;
+            let credentials = match (&req.pin, config.needs_credentials()) {
+                (Some(pin), true) => Some(inner.seal_pin("pkcs11_credentials.pin", pin)?),
+                (None, true) => {
+                    return Err(DomainError::invalid(
+                        "pkcs11_credentials.pin",
+                        "is required for a pkcs11 keystore",
+                    )
+                    .into())
+                }
+                (Some(_), false) => {
+                    return Err(DomainError::invalid(
+                        "credentials",
+                        "an internal keystore takes no credentials",
+                    )
+                    .into())
+                }
+                (None, false) => None,
+            };
             let ks = Keystore::new(
                 NewKeystore {
                     id: new_id("ks"),
@@ -147,6 +175,7 @@ impl Services {
                     name: req.name,
                     description: req.description,
                     config,
+                    credentials,
                 },
                 now(),
             )?;
@@ -207,14 +236,29 @@ impl Services {
     pub async fn update_keystore(
         &self,
         id: String,
-        name: Option<String>,
-        description: Option<String>,
+        req: UpdateKeystore,
     ) -> Result<Keystore, ServiceError> {
         self.blocking(move |inner| {
             let _w = inner.lock();
             let mut ks = inner.keystore(&id)?;
             let old_name = ks.name.clone();
-            ks.update(name, description, now())?;
+            ks.update(req.name, req.description, now())?;
+            if let Some(config) = req.config {
+                ks.update_config(config, now())?;
+            }
+            if let Some(pin) = &req.pin {
+                if !ks.config.needs_credentials() {
+                    return Err(DomainError::invalid(
+                        "credentials",
+                        "an internal keystore takes no credentials",
+                    )
+                    .into());
+                }
+                let sealed = inner.seal_pin("pkcs11_credentials.pin", pin)?;
+                ks.set_credentials(sealed, now());
+            }
+            // New settings take effect on the next connection.
+            inner.forget_remote(&id);
             let mut b = Batch::new();
             if ks.name != old_name {
                 if inner
@@ -298,27 +342,30 @@ impl Services {
             if !stranded.is_empty() && !opts.force && !opts.uninstall_keys {
                 return Err(DomainError::StrandedKeys { id, keys: stranded }.into());
             }
+            if opts.uninstall_keys {
+                // UKO's permanent form: every key leaves this keystore. Its copy there is
+                // uninstalled first, while the keystore is still reachable (internal copies
+                // are keyorch's own wrapped blob: nothing remote to remove).
+                for mut k in keys {
+                    if k.instance(&id).is_some_and(|i| i.state != InstanceState::NotInstalled) {
+                        inner.uninstall_from(&mut k, &ks)?;
+                    }
+                    k.remove_target(&id, now());
+                    let mut b = Batch::new();
+                    b.put(Table::Keys, &k.id, &k)?;
+                    inner.commit(b)?;
+                }
+            }
             ks.begin_disconnect(now())?;
             let mut b = Batch::new();
             b.put(Table::Keystores, &ks.id, &ks)?;
             inner.commit(b)?;
-            let mut b = Batch::new();
-            if opts.uninstall_keys {
-                // UKO's permanent form: every key leaves this keystore (its copy there is
-                // uninstalled; for the internal keystore the material stays wrapped in
-                // keyorch's store and nothing remains to remove).
-                for mut k in keys {
-                    if k.instance(&id).is_some() {
-                        k.set_instance(&id, InstanceState::NotInstalled, String::new(), now());
-                    }
-                    k.remove_target(&id, now());
-                    b.put(Table::Keys, &k.id, &k)?;
-                }
-            }
             ks.finish_disconnect(now());
+            let mut b = Batch::new();
             b.put(Table::Keystores, &ks.id, &ks)?;
             inner.commit(b)?;
             inner.health.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            inner.forget_remote(&id);
             tracing::info!(keystore = %id, uninstall_keys = opts.uninstall_keys, force = opts.force, "keystore disconnected");
             Ok(inner.keystore_view(ks))
         })
@@ -330,7 +377,7 @@ impl Services {
         self.blocking(move |inner| {
             let ks = inner.keystore(&id)?;
             Ok(TestOutcome {
-                result: probe(inner, &ks.config),
+                result: inner.probe(&ks, ProbeMode::Check),
             })
         })
         .await
@@ -343,21 +390,27 @@ impl Services {
         req: CreateKeystore,
     ) -> Result<TestOutcome, ServiceError> {
         self.blocking(move |inner| {
-            let config = config_for(req.keystore_type)?;
-            Keystore::new(
+            let config = config_for(req.keystore_type, req.config)?;
+            let credentials = match &req.pin {
+                Some(pin) => Some(inner.seal_pin("pkcs11_credentials.pin", pin)?),
+                None => None,
+            };
+            let candidate = Keystore::new(
                 NewKeystore {
-                    id: "ks-candidate".into(),
+                    id: new_id("ks-candidate"),
                     vault_id: req.vault_id.clone(),
                     name: req.name,
                     description: req.description,
-                    config: config.clone(),
+                    config,
+                    credentials,
                 },
                 now(),
             )?;
             inner.vault(&req.vault_id)?;
-            Ok(TestOutcome {
-                result: probe(inner, &config),
-            })
+            // A dry run: checks only, and the opened target is not kept.
+            let result = inner.probe(&candidate, ProbeMode::Check);
+            inner.forget_remote(&candidate.id);
+            Ok(TestOutcome { result })
         })
         .await
     }
@@ -369,9 +422,14 @@ impl Services {
                 k.state == ConnectionState::Connected
             })?;
             for ks in connected.0 {
-                let (status, message) = match probe(inner, &ks.config) {
+                let (status, message) = match inner.probe(&ks, ProbeMode::Check) {
                     Ok(()) => (HealthStatus::Ok, String::new()),
-                    Err(e) if e.code == ConnectionErrorCode::InvalidConfiguration => {
+                    Err(e)
+                        if matches!(
+                            e.code,
+                            ConnectionErrorCode::InvalidConfiguration | ConnectionErrorCode::ImportKekMissing
+                        ) =>
+                    {
                         (HealthStatus::ConfigurationError, e.message)
                     }
                     Err(e) => (HealthStatus::NotResponding, e.message),

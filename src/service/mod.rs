@@ -1,10 +1,12 @@
 //! Use cases: the only layer that combines domain rules, the store and the HSM.
 //! Every blocking call (sled, PKCS#11) runs on tokio's blocking pool, never on a worker.
 
+mod audit;
 mod crypto;
 mod error;
 mod keys;
 mod keystores;
+mod remote;
 mod startup;
 mod vaults;
 
@@ -17,10 +19,14 @@ use crate::domain::{ConnectionState, DomainError, Health, Key, Keystore, Millis,
 use crate::hsm::Hsm;
 use crate::store::{Store, Table};
 
+pub use audit::{EventFilter, Resolved, Scope};
 pub use crypto::{DataKey, PublicKey};
 pub use error::ServiceError;
-pub use keys::{CreateKey, KeyFilter, UpdateKey};
-pub use keystores::{CreateKeystore, DisconnectOptions, KeystoreFilter, TestOutcome};
+pub use keys::{CreateKey, KeyFilter, KeyStatus, TargetStatus, UpdateKey};
+pub use keystores::{
+    CreateKeystore, DisconnectOptions, KeystoreFilter, TestOutcome, UpdateKeystore,
+};
+pub use remote::FAILPOINT_ENV;
 
 /// One page of a list call.
 #[derive(Debug, Clone)]
@@ -44,6 +50,10 @@ struct Inner {
     health: Mutex<HashMap<String, Health>>,
     /// Who may do what (replaced on SIGHUP).
     policy: RwLock<Policy>,
+    /// Opened external targets, by keystore id.
+    remotes: Mutex<HashMap<String, Arc<crate::targets::pkcs11::Pkcs11Target>>>,
+    /// Serialises audit appends (the chain is strictly ordered).
+    audit_lock: Mutex<()>,
     /// Bumped by every commit: cached reads older than this are stale.
     generation: AtomicU64,
     /// Decoded key records and their keystores' states for the crypto hot path.
@@ -82,6 +92,8 @@ impl Services {
             writes: Mutex::new(()),
             health: Mutex::new(HashMap::new()),
             policy: RwLock::new(Policy::default()),
+            remotes: Mutex::new(HashMap::new()),
+            audit_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
             usable: Mutex::new(HashMap::new()),
         };

@@ -2,7 +2,7 @@
 //! store, and finish or roll back work a crash interrupted.
 
 use super::{now, Inner, ServiceError};
-use crate::domain::{ConnectionState, InstanceState, Key, Keystore, Vault};
+use crate::domain::{AuditEvent, ConnectionState, InstanceState, Key, Keystore, Vault};
 use crate::hsm::{HsmError, KekStatus};
 use crate::store::{Batch, Table};
 
@@ -12,6 +12,7 @@ pub(super) fn check_and_reconcile(inner: &Inner) -> Result<(), ServiceError> {
     inner.store.check_decodes::<Vault>(Table::Vaults)?;
     inner.store.check_decodes::<Keystore>(Table::Keystores)?;
     let keys = inner.store.check_decodes::<Key>(Table::Keys)?;
+    inner.store.check_decodes::<AuditEvent>(Table::Audit)?;
     check_master_kek(inner, keys)?;
     reconcile(inner)
 }

@@ -22,16 +22,19 @@ pub enum Table {
     Vaults,
     Keystores,
     Keys,
+    /// Audit events, keyed by zero-padded sequence number.
+    Audit,
 }
 
 impl Table {
-    pub const ALL: [Table; 3] = [Table::Vaults, Table::Keystores, Table::Keys];
+    pub const ALL: [Table; 4] = [Table::Vaults, Table::Keystores, Table::Keys, Table::Audit];
 
     pub fn name(self) -> &'static str {
         match self {
             Table::Vaults => "vaults",
             Table::Keystores => "keystores",
             Table::Keys => "keys",
+            Table::Audit => "audit",
         }
     }
 
@@ -40,6 +43,7 @@ impl Table {
             Table::Vaults => b'v',
             Table::Keystores => b's',
             Table::Keys => b'k',
+            Table::Audit => b'a',
         }
     }
 }
@@ -51,6 +55,7 @@ pub struct Store {
     vaults: sled::Tree,
     keystores: sled::Tree,
     keys: sled::Tree,
+    audit: sled::Tree,
     names: sled::Tree,
     meta: sled::Tree,
 }
@@ -146,6 +151,7 @@ impl Store {
             vaults: db.open_tree("vaults")?,
             keystores: db.open_tree("keystores")?,
             keys: db.open_tree("keys")?,
+            audit: db.open_tree("audit")?,
             names: db.open_tree("names")?,
             meta: db.open_tree("meta")?,
             db,
@@ -196,6 +202,7 @@ impl Store {
             Table::Vaults => &self.vaults,
             Table::Keystores => &self.keystores,
             Table::Keys => &self.keys,
+            Table::Audit => &self.audit,
         }
     }
 
@@ -286,14 +293,16 @@ impl Store {
             &self.vaults,
             &self.keystores,
             &self.keys,
+            &self.audit,
             &self.names,
             &self.meta,
         )
-            .transaction(|(vaults, keystores, keys, names, meta)| {
+            .transaction(|(vaults, keystores, keys, audit, names, meta)| {
                 let tree = |t: Table| match t {
                     Table::Vaults => vaults,
                     Table::Keystores => keystores,
                     Table::Keys => keys,
+                    Table::Audit => audit,
                 };
                 for op in &batch.ops {
                     match op {

@@ -1,1 +1,87 @@
-//! External keystore targets (placeholder until the PKCS#11 target lands).
+//! External keystore targets: the places outside keyorch's own token where managed keys are
+//! installed, one module per keystore type, and the error every target reports.
+
+pub mod pkcs11;
+
+use crate::hsm::HsmError;
+
+/// Why a target operation failed, classified for the keystore's `connection_error_code`.
+///
+/// Messages name the failing call and the `CKR_` value where there is one; they never contain
+/// a PIN or key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The target refused the credentials (wrong PIN: `CKR_PIN_INCORRECT`,
+    /// `CKR_PIN_LEN_RANGE`, `CKR_PIN_LOCKED`, ...).
+    #[error("the target rejected the credentials: {0}")]
+    InvalidCredentials(String),
+    /// The configured token (label or serial) is not there.
+    #[error("target not found: {0}")]
+    TargetNotFound(String),
+    /// The module is missing or not PKCS#11, or the configuration is otherwise unusable.
+    #[error("invalid target configuration: {0}")]
+    InvalidConfiguration(String),
+    /// `EKMF-BYOK-KEK-FOR-IMPORT` is not in the target (deleted there); reconnecting recreates it.
+    #[error(
+        "the import key EKMF-BYOK-KEK-FOR-IMPORT is missing in the target; reconnect the keystore to recreate it"
+    )]
+    ImportKekMissing,
+    /// The target lacks a mechanism or function keyorch needs.
+    #[error("not supported by the target: {0}")]
+    NotSupported(String),
+    /// Anything else, with the failing call and its `CKR_` name.
+    #[error("target failure: {0}")]
+    Internal(String),
+}
+
+impl From<HsmError> for TargetError {
+    fn from(e: HsmError) -> Self {
+        match e {
+            HsmError::ModuleLoad { .. } => TargetError::InvalidConfiguration(e.to_string()),
+            HsmError::TokenNotFound(_) => TargetError::TargetNotFound(e.to_string()),
+            HsmError::PinIncorrect | HsmError::PinLocked => {
+                TargetError::InvalidCredentials(e.to_string())
+            }
+            HsmError::Unsupported(what) => TargetError::NotSupported(what),
+            HsmError::KekMissing
+            | HsmError::KekInvalid(_)
+            | HsmError::InvalidCiphertext
+            | HsmError::KeyBlobInvalid(_)
+            | HsmError::KeyKindMismatch { .. }
+            | HsmError::Device { .. }
+            | HsmError::Pkcs11 { .. } => TargetError::Internal(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hsm_errors_map_to_connection_error_classes() {
+        assert!(matches!(
+            TargetError::from(HsmError::PinLocked),
+            TargetError::InvalidCredentials(_)
+        ));
+        assert!(matches!(
+            TargetError::from(HsmError::TokenNotFound("label \"x\"".into())),
+            TargetError::TargetNotFound(_)
+        ));
+        assert!(matches!(
+            TargetError::from(HsmError::ModuleLoad {
+                path: "/nope.so".into(),
+                detail: "missing".into()
+            }),
+            TargetError::InvalidConfiguration(_)
+        ));
+        let e = TargetError::from(HsmError::Pkcs11 {
+            op: "C_UnwrapKey",
+            rv: "CKR_GENERAL_ERROR".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "target failure: PKCS#11 C_UnwrapKey failed: CKR_GENERAL_ERROR"
+        );
+    }
+}

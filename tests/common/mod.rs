@@ -347,6 +347,11 @@ fn signal(pid: u32, sig: libc::c_int) {
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
 
+/// Sends `sig` to `pid` (a daemon the test started), e.g. SIGHUP to reload.
+pub fn send_signal(pid: u32, sig: libc::c_int) {
+    signal(pid, sig);
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);
@@ -677,6 +682,7 @@ pub fn keystore_req(vault_id: &str, name: &str, connect: bool) -> CreateKeystore
         config: Some(create_keystore_request::Config::Internal(
             InternalKeystoreConfig {},
         )),
+        credentials: None,
     }
 }
 

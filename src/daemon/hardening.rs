@@ -1,0 +1,112 @@
+//! Process hardening at start, before any secret is read: no core dumps and no ptrace by
+//! other users (PR_SET_DUMPABLE=0, RLIMIT_CORE=0), and memory locked where the OS allows.
+
+use nix::sys::mman::{mlockall, MlockAllFlags};
+use nix::sys::prctl;
+use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+
+/// CAP_IPC_LOCK's bit in /proc/self/status `CapEff`.
+const CAP_IPC_LOCK: u32 = 14;
+
+/// What took effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hardening {
+    /// The memory-locking outcome.
+    pub memory: MemoryLock,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryLock {
+    /// mlockall(MCL_CURRENT | MCL_FUTURE) succeeded: nothing is swapped out.
+    Locked,
+    /// `[security] lock_memory = false`.
+    Disabled,
+    /// Not possible here; why.
+    Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HardeningError {
+    #[error("cannot turn core dumps off: {0}")]
+    CoreDumps(String),
+}
+
+/// Applies the hardening and logs what took effect. Core dumps that cannot be turned off
+/// stop start-up; memory that cannot be locked is a warning.
+pub fn apply(lock_memory: bool) -> Result<Hardening, HardeningError> {
+    prctl::set_dumpable(false)
+        .map_err(|e| HardeningError::CoreDumps(format!("PR_SET_DUMPABLE: {e}")))?;
+    core_limit_zero()?;
+    let memory = if lock_memory {
+        lock_all_memory()
+    } else {
+        MemoryLock::Disabled
+    };
+    match &memory {
+        MemoryLock::Locked => tracing::info!(
+            "process hardening: core dumps off (PR_SET_DUMPABLE=0, RLIMIT_CORE=0), memory locked (mlockall)"
+        ),
+        MemoryLock::Disabled => tracing::info!(
+            "process hardening: core dumps off (PR_SET_DUMPABLE=0, RLIMIT_CORE=0); memory not locked ([security] lock_memory = false)"
+        ),
+        MemoryLock::Unavailable(why) => tracing::warn!(
+            "process hardening: core dumps off (PR_SET_DUMPABLE=0, RLIMIT_CORE=0); memory NOT locked: {why}"
+        ),
+    }
+    Ok(Hardening { memory })
+}
+
+/// RLIMIT_CORE = 0 (soft and hard). If a sandbox forbids setrlimit, a limit that is
+/// already 0 (systemd's LimitCORE=0) is as good.
+fn core_limit_zero() -> Result<(), HardeningError> {
+    match setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        Ok(()) => Ok(()),
+        Err(e) => match getrlimit(Resource::RLIMIT_CORE) {
+            Ok((0, _)) => Ok(()),
+            _ => Err(HardeningError::CoreDumps(format!("RLIMIT_CORE: {e}"))),
+        },
+    }
+}
+
+/// Locks current and future memory, but only where that cannot make later allocations
+/// fail: with CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK. Under a finite limit,
+/// MCL_FUTURE would turn growth past the limit into allocation failures, so keyorchd
+/// declines and says how to allow it (`LimitMEMLOCK=infinity`).
+fn lock_all_memory() -> MemoryLock {
+    let privileged = has_ipc_lock();
+    if !privileged {
+        match getrlimit(Resource::RLIMIT_MEMLOCK) {
+            Ok((soft, _)) if soft == RLIM_INFINITY => {}
+            Ok((soft, hard)) if hard == RLIM_INFINITY => {
+                if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, hard) {
+                    return MemoryLock::Unavailable(format!(
+                        "RLIMIT_MEMLOCK is {soft} bytes and cannot be raised ({e})"
+                    ));
+                }
+            }
+            Ok((soft, _)) => {
+                return MemoryLock::Unavailable(format!(
+                    "RLIMIT_MEMLOCK is {soft} bytes and the process lacks CAP_IPC_LOCK; \
+                     allow it with LimitMEMLOCK=infinity (systemd) or ulimit -l unlimited"
+                ))
+            }
+            Err(e) => return MemoryLock::Unavailable(format!("RLIMIT_MEMLOCK: {e}")),
+        }
+    }
+    match mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+        Ok(()) => MemoryLock::Locked,
+        Err(e) => MemoryLock::Unavailable(format!("mlockall: {e}")),
+    }
+}
+
+/// Whether the effective capabilities include CAP_IPC_LOCK (read from /proc).
+fn has_ipc_lock() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}

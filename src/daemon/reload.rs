@@ -1,0 +1,92 @@
+//! SIGHUP: re-reads the config file and applies what can change at run time — the access
+//! policy and the log level — without touching connections; a bad file keeps the old ones.
+
+use std::path::PathBuf;
+
+use super::config::Config;
+use super::logging::LogHandle;
+use crate::service::Services;
+
+/// What a reload needs: the file, the running settings and where to apply new ones.
+pub struct Reloader {
+    /// The config file (`None` in `--dev`: nothing to reload).
+    pub path: Option<PathBuf>,
+    /// `--log-level` / `KEYORCH_LOG`, which keeps overriding the file's level.
+    pub level_override: Option<String>,
+    pub log: LogHandle,
+    pub services: Services,
+    /// The settings in force.
+    pub current: Option<Config>,
+}
+
+impl Reloader {
+    /// Handles SIGHUP from now on (registered before this returns: the default action of
+    /// SIGHUP would end the daemon), reloading on each, until the process ends.
+    pub fn spawn(mut self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                self.reload().await;
+            }
+        });
+        Ok(())
+    }
+
+    async fn reload(&mut self) {
+        let Some(path) = self.path.clone() else {
+            tracing::info!("SIGHUP received: nothing to reload in --dev mode");
+            return;
+        };
+        tracing::info!(config = %path.display(), "SIGHUP received: reloading the configuration");
+        // Reading the file and resolving user and group names may block.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&path)?;
+            let policy = config.policy()?;
+            Ok::<_, super::config::ConfigError>((config, policy))
+        })
+        .await;
+        let (config, policy) = match loaded {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(e)) => {
+                tracing::error!("reload failed, the previous settings stay in force: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("reload failed, the previous settings stay in force: {e}");
+                return;
+            }
+        };
+        let level = self
+            .level_override
+            .clone()
+            .unwrap_or_else(|| config.log.level.clone());
+        if let Err(e) = self.log.set_level(&level) {
+            tracing::error!("reload failed, the previous settings stay in force: {e}");
+            return;
+        }
+        if let Some(old) = &self.current {
+            for (section, changed) in [
+                ("[hsm]", old.hsm != config.hsm),
+                ("[store]", old.store != config.store),
+                ("[listen]", old.listen != config.listen),
+                ("[limits]", old.limits != config.limits),
+                ("[security]", old.security != config.security),
+                ("log.format", old.log.format != config.log.format),
+            ] {
+                if changed {
+                    tracing::warn!("{section} changed: it takes effect at the next restart");
+                }
+            }
+        }
+        let grants = config.access.grant.len();
+        if grants == 0 {
+            tracing::warn!(
+                "no [[access.grant]] in the configuration: nobody is authorised to call keyorchd"
+            );
+        }
+        self.services.set_policy(policy);
+        tracing::info!(level = %level, grants, "configuration reloaded: new log level and access policy in force");
+        self.current = Some(config);
+    }
+}

@@ -1,0 +1,291 @@
+//! The `pkcs11` keystore target: another token reached through a PKCS#11 module, its import
+//! KEK `EKMF-BYOK-KEK-FOR-IMPORT`, and installing, checking and removing managed keys there.
+
+mod import_kek;
+mod keys;
+mod session;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+
+use cryptoki::context::Pkcs11;
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+use secrecy::SecretString;
+
+use crate::hsm::{self, KeyKind, OaepHash, TokenSelector};
+
+use super::TargetError;
+use import_kek::KekHandles;
+
+/// `CKA_LABEL` of the RSA key pair the target imports keys with.
+pub const IMPORT_KEK_LABEL: &str = "EKMF-BYOK-KEK-FOR-IMPORT";
+
+/// Labels of the objects keyorch installs start with this (see [`Pkcs11Target::installed_labels`]).
+pub const INSTALLED_LABEL_PREFIX: &str = "keyorch-";
+
+/// What [`Pkcs11Target::key_check_value`] answers for an object that is under the label but is
+/// not a usable key of the asked kind (wrong class, type or size, usage that forbids the check,
+/// or a private and public object that are not one pair): never equal to a real check value.
+pub const UNUSABLE_KCV: &str = "unusable";
+
+/// How to reach the target token.
+#[derive(Clone)]
+pub struct Pkcs11TargetConfig {
+    /// Path of the PKCS#11 module (`.so`).
+    pub module: PathBuf,
+    /// Which token on that module (label or serial, never slot number).
+    pub token: TokenSelector,
+    /// The user PIN.
+    pub pin: SecretString,
+}
+
+impl fmt::Debug for Pkcs11TargetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11TargetConfig")
+            .field("module", &self.module)
+            .field("token", &self.token)
+            .field("pin", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A logged-in target token. `Send + Sync`; every call blocks on PKCS#11.
+///
+/// One long-lived *keeper* session holds the user login (PKCS#11 logs a token out when its last
+/// session closes); each operation runs on a fresh session of its own (about a microsecond once
+/// logged in), so operations run in parallel. A lost login is noticed at the start of an
+/// operation, restored once, and the operation retried.
+pub struct Pkcs11Target {
+    ctx: Pkcs11,
+    /// The canonical module path, the key of the process-wide module registry.
+    module: PathBuf,
+    slot: Slot,
+    pin: SecretString,
+    token_label: String,
+    token_serial: String,
+    keeper: Mutex<Option<Session>>,
+    /// The import KEK's handles, found once and dropped when they stop working.
+    kek: Mutex<Option<KekHandles>>,
+    /// Serialises the creation of the import KEK.
+    kek_creation: Mutex<()>,
+    /// Cached answer of the OAEP-SHA-256 probe.
+    oaep_sha256: OnceLock<bool>,
+    /// Labels being installed or uninstalled right now: one operation per label at a time.
+    busy_labels: Mutex<HashSet<String>>,
+    label_freed: Condvar,
+}
+
+impl fmt::Debug for Pkcs11Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Target")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("token_serial", &self.token_serial)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkcs11Target {
+    /// Loads the module (once per process, shared with keyorch's own HSM and other targets),
+    /// finds the token by label or serial and logs in as the user. When this process is already
+    /// logged in to that token, the PIN is still compared (in constant time) with the one that
+    /// logged it in, so a wrong PIN never rides on another login.
+    pub fn open(cfg: Pkcs11TargetConfig) -> Result<Pkcs11Target, TargetError> {
+        let (module, ctx) = hsm::load_module(&cfg.module)?;
+        let token = hsm::find_token(&ctx, &cfg.token)?;
+        let keeper = session::log_in(&ctx, &module, token.slot, &cfg.pin)?;
+        tracing::info!(
+            token_label = %token.label,
+            token_serial = %token.serial,
+            "PKCS#11 target token opened"
+        );
+        Ok(Pkcs11Target {
+            ctx,
+            module,
+            slot: token.slot,
+            pin: cfg.pin,
+            token_label: token.label,
+            token_serial: token.serial,
+            keeper: Mutex::new(Some(keeper)),
+            kek: Mutex::new(None),
+            kek_creation: Mutex::new(()),
+            oaep_sha256: OnceLock::new(),
+            busy_labels: Mutex::new(HashSet::new()),
+            label_freed: Condvar::new(),
+        })
+    }
+
+    /// Token label and serial, for logs.
+    pub fn token_info(&self) -> (String, String) {
+        (self.token_label.clone(), self.token_serial.clone())
+    }
+
+    /// Makes sure the token holds the RSA-3072 key pair `EKMF-BYOK-KEK-FOR-IMPORT` (private
+    /// half: token object, private, sensitive, never extractable, not modifiable, `CKA_UNWRAP`
+    /// only; public half: token object, `CKA_WRAP` and `CKA_ENCRYPT`), creating it when the
+    /// private half is missing. A missing public half is rebuilt from the private half.
+    /// Returns whether the pair was created.
+    pub fn ensure_import_kek(&self) -> Result<bool, TargetError> {
+        let _creating = lock(&self.kek_creation);
+        let (created, handles) = self.run(import_kek::ensure)?;
+        *lock(&self.kek) = Some(handles);
+        Ok(created)
+    }
+
+    /// The checks of a connect, changing nothing: the login holds and the import KEK is
+    /// present and locked down ([`TargetError::ImportKekMissing`] when it is not there).
+    pub fn check(&self) -> Result<(), TargetError> {
+        let handles = self.run(import_kek::find_checked)?;
+        *lock(&self.kek) = Some(handles);
+        Ok(())
+    }
+
+    /// The DER SubjectPublicKeyInfo of the import KEK's public half.
+    pub fn import_kek_spki(&self) -> Result<Vec<u8>, TargetError> {
+        self.run(import_kek::spki)
+    }
+
+    /// Whether the target can unwrap with RSA-OAEP and SHA-256 (SoftHSM2: no). Probed with the
+    /// import KEK itself (a wrap and an unwrap of a throw-away AES key); the answer is cached.
+    /// Before the import KEK exists the answer is `false` and not cached.
+    pub fn supports_oaep_sha256(&self) -> bool {
+        if let Some(known) = self.oaep_sha256.get() {
+            return *known;
+        }
+        match self.run(import_kek::probe_oaep_sha256) {
+            Ok(Some(answer)) => *self.oaep_sha256.get_or_init(|| answer),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "OAEP-SHA-256 probe of the target failed");
+                false
+            }
+        }
+    }
+
+    /// Unwraps a transport blob from [`crate::hsm::Hsm::wrap_for_transport`] in the target:
+    /// `C_UnwrapKey` with RSA-OAEP(`hash`) under the import KEK's private half gives an
+    /// ephemeral AES session key, then `C_UnwrapKey` with `CKM_AES_KEY_WRAP_PAD` under that key
+    /// gives the key as a token object labelled `label` (also its `CKA_ID`), sensitive, never
+    /// extractable, with the usage its kind needs (AES: encrypt, decrypt, sign and verify for
+    /// CMAC; HMAC: a generic secret that signs and verifies; RSA and EC: a private key that signs,
+    /// plus the public key built from `spki` under the same label and id, which verifies).
+    ///
+    /// Idempotent: when an object with that label exists it is left alone and the answer is
+    /// `Ok(false)` (the caller compares check values), except that a key pair missing its
+    /// public half (an install cut short) gets it, `Ok(true)`. `Ok(true)` when it created the
+    /// key. [`TargetError::ImportKekMissing`] when the import KEK is gone.
+    pub fn install(
+        &self,
+        label: &str,
+        kind: KeyKind,
+        blob: &[u8],
+        hash: OaepHash,
+        spki: Option<&[u8]>,
+    ) -> Result<bool, TargetError> {
+        keys::check_label(label)?;
+        let public = keys::parse_spki(kind, spki)?;
+        let _busy = self.lock_label(label);
+        let mut retried_kek = false;
+        loop {
+            let kek = self.kek_handles()?;
+            let outcome = self.run(|session| {
+                keys::install(session, &kek, label, kind, blob, hash, public.as_ref())
+            })?;
+            match outcome {
+                keys::Installed::KekStale if !retried_kek => {
+                    // The cached handle stopped working (deleted, or recreated): look again.
+                    retried_kek = true;
+                    *lock(&self.kek) = None;
+                }
+                keys::Installed::KekStale => return Err(TargetError::ImportKekMissing),
+                keys::Installed::Done(created) => {
+                    if created {
+                        tracing::info!(label, ?kind, "installed a key in the PKCS#11 target");
+                    }
+                    return Ok(created);
+                }
+            }
+        }
+    }
+
+    /// Destroys every token object labelled `label` (secret or private key and public key).
+    /// `Ok(false)` when there was none. The import KEK's label is refused.
+    pub fn uninstall(&self, label: &str) -> Result<bool, TargetError> {
+        keys::check_label(label)?;
+        let _busy = self.lock_label(label);
+        let removed = self.run(|session| keys::uninstall(session, label))?;
+        if removed {
+            tracing::info!(label, "uninstalled a key from the PKCS#11 target");
+        }
+        Ok(removed)
+    }
+
+    /// The check value the target computes for the key labelled `label`, by keyorch's
+    /// definition (AES: first 8 bytes of AES-CMAC of 16 zero bytes; HMAC: of HMAC-SHA256 of 32
+    /// zero bytes; RSA and EC: of SHA-256 of the DER SPKI built from the public object, after
+    /// proving that the private object is its pair), lowercase hex. `None` when no such key is
+    /// there (for a key pair: when either half is missing). [`UNUSABLE_KCV`] when an object
+    /// under that label is not a usable key of `kind`.
+    pub fn key_check_value(
+        &self,
+        label: &str,
+        kind: KeyKind,
+    ) -> Result<Option<String>, TargetError> {
+        keys::check_label(label)?;
+        self.run(|session| keys::key_check_value(session, label, kind))
+    }
+
+    /// The labels of every object keyorch installed here (labels starting with
+    /// [`INSTALLED_LABEL_PREFIX`]), sorted, each once.
+    pub fn installed_labels(&self) -> Result<Vec<String>, TargetError> {
+        self.run(keys::installed_labels)
+    }
+
+    /// The import KEK's handles: cached, else looked up.
+    fn kek_handles(&self) -> Result<KekHandles, TargetError> {
+        if let Some(handles) = lock(&self.kek).clone() {
+            return Ok(handles);
+        }
+        let handles = self.run(import_kek::find_checked)?;
+        *lock(&self.kek) = Some(handles.clone());
+        Ok(handles)
+    }
+
+    /// Waits until no other install or uninstall of `label` runs, and marks it busy.
+    fn lock_label(&self, label: &str) -> LabelGuard<'_> {
+        let mut busy = lock(&self.busy_labels);
+        while busy.contains(label) {
+            busy = self
+                .label_freed
+                .wait(busy)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        busy.insert(label.to_string());
+        LabelGuard {
+            target: self,
+            label: label.to_string(),
+        }
+    }
+}
+
+/// Marks a label busy until dropped.
+struct LabelGuard<'t> {
+    target: &'t Pkcs11Target,
+    label: String,
+}
+
+impl Drop for LabelGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.target.busy_labels).remove(&self.label);
+        self.target.label_freed.notify_all();
+    }
+}
+
+/// Locks a mutex, taking the data even after a panic elsewhere (every structure guarded here
+/// stays consistent between statements).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
