@@ -47,4 +47,8 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "ensure-deps: systemd-analyze not found (Debian package systemd): scripts/test.sh will not rate systemd/keyorchd.service"
+fi
+
 echo "ensure-deps: softhsm2, opensc, openssl and cargo are present"

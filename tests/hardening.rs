@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use keyorch::client::Clients;
 use keyorch::proto::v1::{GetVaultRequest, KeyAlgorithm};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
     RevokedCertParams, SerialNumber,
 };
@@ -680,6 +680,8 @@ fn leaf(ca: &Ca, cn: &str, org: &str, server: bool, serial: u64) -> (String, Str
         vec![]
     };
     let mut params = CertificateParams::new(sans).unwrap();
+    // Encoded order O, CN: the RFC 4514 string is "CN=…,O=…".
+    params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::OrganizationName, org);
     params.distinguished_name.push(DnType::CommonName, cn);
     params.serial_number = Some(SerialNumber::from(serial));
@@ -779,8 +781,10 @@ async fn mutual_tls_serves_clients_of_the_ca_and_refuses_the_rest() {
     .signed_by(&ours.issuer)
     .unwrap();
     let write = |name: &str, text: &str| {
+        use std::os::unix::fs::PermissionsExt;
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         p
     };
     let cert = write("server.crt", &server.0);
@@ -823,18 +827,14 @@ async fn mutual_tls_serves_clients_of_the_ca_and_refuses_the_rest() {
     if Command::new("openssl").arg("version").output().is_ok() {
         let client_cert = write("client.crt", &client.0);
         let client_key = write("client.key", &client.1);
-        for args in [
-            vec!["-tls1_2", "-cipher", "AES128-SHA256"],
-            vec!["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"],
-            vec!["-tls1_1"],
-        ] {
+        let s_client = |args: &[&str]| {
             let out = Command::new("timeout")
                 .arg("10")
                 .arg("openssl")
                 .arg("s_client")
                 .arg("-connect")
                 .arg(addr.to_string())
-                .args(&args)
+                .args(args)
                 .arg("-cert")
                 .arg(&client_cert)
                 .arg("-key")
@@ -844,11 +844,70 @@ async fn mutual_tls_serves_clients_of_the_ca_and_refuses_the_rest() {
                 .unwrap();
             let text = String::from_utf8_lossy(&out.stdout).into_owned()
                 + &String::from_utf8_lossy(&out.stderr);
-            assert!(
-                !out.status.success() || text.contains("Cipher is (NONE)"),
-                "openssl s_client {args:?} negotiated:\n{text}"
-            );
+            (out.status.success() && !text.contains("Cipher is (NONE)"), text)
+        };
+        // The control: a strong TLS 1.2 suite is negotiated.
+        let (ok, text) = s_client(&["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]);
+        assert!(ok, "openssl could not negotiate ECDHE-ECDSA-AES128-GCM-SHA256:\n{text}");
+        for args in [
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA"][..],
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-SHA384"][..],
+            &["-tls1_2", "-cipher", "AES128-GCM-SHA256"][..],
+            &["-tls1_1"][..],
+        ] {
+            let (ok, text) = s_client(args);
+            assert!(!ok, "openssl s_client {args:?} negotiated:\n{text}");
         }
     }
     d.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The shipped unit, sysusers file and example config agree with each other and the daemon
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn the_systemd_files_agree_with_the_daemon() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let unit = std::fs::read_to_string(dir.join("keyorchd.service")).unwrap();
+    let sysusers = std::fs::read_to_string(dir.join("keyorchd.sysusers")).unwrap();
+    let example = std::fs::read_to_string(dir.join("keyorchd.toml")).unwrap();
+    let directive = |name: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(directive("Type"), ["notify"]);
+    assert!(!directive("WatchdogSec").is_empty());
+    // The config the unit starts with is the example's place.
+    assert_eq!(directive("ConfigurationDirectory"), ["keyorch"]);
+    assert_eq!(
+        directive("ExecStart"),
+        ["/usr/bin/keyorchd --config %E/keyorch/keyorchd.toml"]
+    );
+    assert_eq!(directive("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+    // The PIN credential the unit loads is the one the example reads.
+    assert!(directive("LoadCredential")
+        .iter()
+        .any(|c| c.starts_with("hsm-pin:")));
+    assert!(example.contains("pin_credential = \"hsm-pin\""));
+    // The socket group exists (sysusers), the daemon is in it, and the example uses it.
+    assert!(sysusers.lines().any(|l| l.starts_with("g keyorch-clients")));
+    assert!(sysusers.lines().any(|l| l.starts_with("u keyorch ")));
+    assert_eq!(directive("User"), ["keyorch"]);
+    assert_eq!(directive("SupplementaryGroups"), ["keyorch-clients"]);
+    assert!(example.contains("socket_group = \"keyorch-clients\""));
+    assert!(example.contains("socket = \"/run/keyorch/keyorch.sock\""));
+    assert_eq!(directive("RuntimeDirectory"), ["keyorch"]);
+    assert!(example.contains("path = \"/var/lib/keyorch/db\""));
+    assert_eq!(directive("StateDirectory"), ["keyorch"]);
+    // SO_PEERCRED needs real ids; mlockall needs the memlock limit; no core dumps.
+    assert_eq!(directive("PrivateUsers"), ["no"]);
+    assert_eq!(directive("LimitMEMLOCK"), ["infinity"]);
+    assert_eq!(directive("LimitCORE"), ["0"]);
+    // mlockall must stay allowed by the system call filter (@memlock is in @system-service).
+    for filter in directive("SystemCallFilter") {
+        assert!(!filter.contains("@memlock") && !filter.contains("mlock"), "{filter}");
+    }
 }

@@ -15,6 +15,25 @@ pub const ERROR_DOMAIN: &str = "keyorch.v1";
 
 /// Maps a service error to its status. Exhaustive: a new error variant must be mapped here.
 pub fn to_status(err: ServiceError) -> Status {
+    let err = match err {
+        // The cause decides code and reason; the message says the key exists.
+        ServiceError::NotActivated { key_id, cause } => {
+            let message =
+                format!("key {key_id} was created (PRE_ACTIVE) but not activated: {cause}");
+            let inner = to_status(*cause);
+            let (reason, mut meta) = match inner.get_details_error_info() {
+                Some(info) => (info.reason, info.metadata),
+                None => ("KMSInternalException".to_string(), HashMap::new()),
+            };
+            meta.insert("key_id".into(), key_id);
+            return Status::with_error_details(
+                inner.code(),
+                message,
+                ErrorDetails::with_error_info(reason, ERROR_DOMAIN, meta),
+            );
+        }
+        other => other,
+    };
     let message = err.to_string();
     let mut meta: HashMap<String, String> = HashMap::new();
     let (code, reason) = match &err {
@@ -109,6 +128,7 @@ pub fn to_status(err: ServiceError) -> Status {
             HsmError::Device { .. } => (Code::Unavailable, "KMSInternalException"),
             _ => (Code::Internal, "KMSInternalException"),
         },
+        ServiceError::NotActivated { .. } => (Code::Internal, "KMSInternalException"),
         ServiceError::Store(_) | ServiceError::Startup(_) | ServiceError::Internal(_) => {
             (Code::Internal, "KMSInternalException")
         }

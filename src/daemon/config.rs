@@ -624,6 +624,30 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses_and_its_grants_are_valid() {
+        let text = include_str!("../../systemd/keyorchd.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate_listen().unwrap();
+        c.validate_limits().unwrap();
+        assert_eq!(c.limits(), Limits::default());
+        assert_eq!(c.listen.socket_group.as_deref(), Some("keyorch-clients"));
+        // Its commented grants, uncommented, are valid entries too.
+        let uncommented: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("#[[access.grant]]"))
+            .map(|l| l.strip_prefix('#').unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let grants: Config = toml::from_str(&format!(
+            "{}\n{uncommented}",
+            text.split("# Who may do what").next().unwrap()
+        ))
+        .unwrap();
+        assert_eq!(grants.access.grant.len(), 3);
+        super::super::access::check_entries(&grants.access.grant).unwrap();
+    }
+
+    #[test]
     fn socket_group_resolves_names_and_numbers() {
         let c = load(&format!("{BASE}socket_group='0'\n")).unwrap();
         assert_eq!(c.socket_gid().unwrap(), Some(0));

@@ -27,6 +27,12 @@ pub enum ServiceError {
         code: ConnectionErrorCode,
         message: String,
     },
+    /// CreateKey with activate: the key exists (PRE_ACTIVE) but activation failed.
+    #[error("key {key_id} was created (PRE_ACTIVE) but not activated: {cause}")]
+    NotActivated {
+        key_id: String,
+        cause: Box<ServiceError>,
+    },
     /// A feature that is not there yet.
     #[error("{0}")]
     Unimplemented(String),

@@ -129,6 +129,32 @@ impl Inner {
         Ok(out)
     }
 
+    /// Installs `key` into every target (activation). All targets must be CONNECTED
+    /// before anything is installed; if one install fails, the copies already made are
+    /// removed again, so a key that did not become ACTIVE is installed nowhere.
+    fn install_everywhere(&self, key: &mut Key) -> Result<(), ServiceError> {
+        let keystores = key
+            .targets
+            .iter()
+            .map(|t| self.keystore(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        for ks in &keystores {
+            ks.require(KeystoreAction::Install)?;
+        }
+        for (n, ks) in keystores.iter().enumerate() {
+            if let Err(e) = self.install_into(key, ks) {
+                for done in &keystores[..n] {
+                    if let Err(undo) = self.uninstall_from(key, done) {
+                        tracing::error!(key = %key.id, keystore = %done.id, "rolling back an activation failed: {undo}; the reconciler retries at start-up");
+                    }
+                }
+                self.put_key(key)?;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Uninstalls every copy of `key` that is not NOT_INSTALLED (deactivate, destroy).
     /// External keystores must be CONNECTED for this; internal copies need nothing remote.
     fn uninstall_everywhere(&self, key: &mut Key) -> Result<(), ServiceError> {
@@ -213,18 +239,7 @@ impl Inner {
                     }
                     .into());
                 }
-                let targets = key.targets.clone();
-                let keystores = targets
-                    .iter()
-                    .map(|t| self.keystore(t))
-                    .collect::<Result<Vec<_>, _>>()?;
-                // All targets must be CONNECTED before anything is installed.
-                for ks in &keystores {
-                    ks.require(KeystoreAction::Install)?;
-                }
-                for ks in &keystores {
-                    self.install_into(&mut key, ks)?;
-                }
+                self.install_everywhere(&mut key)?;
             }
             KeyAction::Deactivate | KeyAction::Destroy => self.uninstall_everywhere(&mut key)?,
             _ => {}
@@ -274,20 +289,27 @@ impl Services {
                 }
                 .into());
             }
-            let keystores = inner.check_targets(&new.vault_id, &new.targets)?;
+            inner.check_targets(&new.vault_id, &new.targets)?;
             let mut key = Key::new(new, material, generated.kcv, now())?;
-            if req.activate {
-                let next = key.require(KeyAction::Activate)?;
-                for ks in &keystores {
-                    inner.install_into(&mut key, ks)?;
-                }
-                key.enter(next, now());
-            }
+            // The key exists (PRE_ACTIVE) before any target is touched, so every install
+            // intent refers to a stored key.
             let mut b = Batch::new();
             b.put(Table::Keys, &key.id, &key)?;
             b.claim_name(Table::Keys, &key.vault_id, &key.name, &key.id);
             inner.commit(b)?;
-            tracing::info!(key = %key.id, spec = %key.spec, state = %key.state, "key created");
+            tracing::info!(key = %key.id, spec = %key.spec, "key created");
+            if req.activate {
+                let next = key.require(KeyAction::Activate)?;
+                inner
+                    .install_everywhere(&mut key)
+                    .map_err(|e| ServiceError::NotActivated {
+                        key_id: key.id.clone(),
+                        cause: Box::new(e),
+                    })?;
+                key.enter(next, now());
+                inner.put_key(&key)?;
+                tracing::info!(key = %key.id, "key activated");
+            }
             inner.seen(key)
         })
         .await

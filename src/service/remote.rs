@@ -225,6 +225,11 @@ impl Inner {
                         Ok(())
                     }
                     Err(e) => {
+                        // Leave no copy behind a failed install (the target may hold a
+                        // wrong or half-made object): best effort, the reconciler retries.
+                        if let Err(undo) = target.uninstall(&label) {
+                            tracing::warn!(key = %key.id, keystore = %ks.id, "could not remove a failed install: {undo}");
+                        }
                         key.set_instance(&ks.id, InstanceState::Failed, e.to_string(), now());
                         self.put_key_now(key)?;
                         Err(e)

@@ -2,7 +2,9 @@
 //! store, and finish or roll back work a crash interrupted.
 
 use super::{now, Inner, ServiceError};
-use crate::domain::{AuditEvent, ConnectionState, InstanceState, Key, Keystore, Vault};
+use crate::domain::{
+    AuditEvent, ConnectionState, InstanceState, Key, KeyState, Keystore, KeystoreConfig, Vault,
+};
 use crate::hsm::{HsmError, KekStatus};
 use crate::store::{Batch, Table};
 
@@ -85,37 +87,69 @@ fn reconcile(inner: &Inner) -> Result<(), ServiceError> {
         }
     }
     let keys: Vec<Key> = inner.store.all(Table::Keys)?;
-    for mut key in keys {
-        let pending: Vec<(String, InstanceState)> = key
-            .instances
-            .iter()
-            .filter(|i| {
-                matches!(
-                    i.state,
-                    InstanceState::Installing | InstanceState::Uninstalling
-                )
-            })
-            .map(|i| (i.keystore_id.clone(), i.state))
-            .collect();
-        if pending.is_empty() {
-            continue;
-        }
-        for (ks_id, state) in pending {
-            // Internal copies are keyorchd's own wrapped blob: an interrupted install
-            // is rolled back (the key's state was never committed as installed) and an
-            // interrupted uninstall is completed.
-            let settled = match state {
-                InstanceState::Installing | InstanceState::Uninstalling => {
-                    InstanceState::NotInstalled
-                }
-                other => other,
-            };
-            tracing::info!(key = %key.id, keystore = %ks_id, ?state, ?settled, "reconciler: settling an interrupted install/uninstall");
-            key.set_instance(&ks_id, settled, String::new(), now());
-        }
-        let mut b = Batch::new();
-        b.put(Table::Keys, &key.id, &key)?;
-        inner.commit(b)?;
+    for key in keys {
+        settle_key(inner, key)?;
     }
+    Ok(())
+}
+
+/// Settles one key's instances after a crash. Rules: an INSTALLING copy of an ACTIVE key
+/// is kept when the target holds it with the right check value (roll forward), else
+/// removed (roll back); any copy of a PRE_ACTIVE key is removed (an activation that never
+/// committed); UNINSTALLING and FAILED are finished by removing the copy.
+/// Afterwards an instance is INSTALLED exactly when the target holds the key.
+fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
+    let active = key.state == KeyState::Active;
+    let pending: Vec<(String, InstanceState)> = key
+        .instances
+        .iter()
+        .filter(|i| match i.state {
+            InstanceState::Installing | InstanceState::Uninstalling | InstanceState::Failed => true,
+            // Only an activation that never committed leaves copies of a PRE_ACTIVE key;
+            // COMPROMISED keys keep theirs (MarkCompromised does not uninstall).
+            InstanceState::Installed => key.state == KeyState::PreActive,
+            InstanceState::NotInstalled | InstanceState::Unavailable => false,
+        })
+        .map(|i| (i.keystore_id.clone(), i.state))
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    for (ks_id, state) in pending {
+        let Some(ks) = inner.store.get::<Keystore>(Table::Keystores, &ks_id)? else {
+            key.set_instance(&ks_id, InstanceState::NotInstalled, String::new(), now());
+            continue;
+        };
+        let remote = if matches!(ks.config, KeystoreConfig::Internal) {
+            // keyorchd's own token: no copy elsewhere to look at.
+            None
+        } else {
+            match inner.remote_kcv(&key, &ks) {
+                Ok(kcv) => Some(kcv),
+                Err(e) => {
+                    tracing::warn!(key = %key.id, keystore = %ks_id, ?state, "reconciler: target unreachable, intent left pending: {e}");
+                    continue;
+                }
+            }
+        };
+        let keep = active
+            && state == InstanceState::Installing
+            && remote
+                .as_ref()
+                .is_some_and(|k| k.as_deref() == Some(key.kcv.as_str()));
+        let settled = if keep {
+            InstanceState::Installed
+        } else {
+            if remote.as_ref().is_some_and(Option::is_some) {
+                inner.remove_remote(&key, &ks)?;
+            }
+            InstanceState::NotInstalled
+        };
+        tracing::info!(key = %key.id, keystore = %ks_id, ?state, ?settled, "reconciler: settled an interrupted install/uninstall");
+        key.set_instance(&ks_id, settled, String::new(), now());
+    }
+    let mut b = Batch::new();
+    b.put(Table::Keys, &key.id, &key)?;
+    inner.commit(b)?;
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! KEK `EKMF-BYOK-KEK-FOR-IMPORT`, and installing, checking and removing managed keys there.
 
 mod import_kek;
-mod keys;
+mod install;
+mod kcv;
+mod objects;
 mod session;
 
 use std::collections::HashSet;
@@ -185,23 +187,23 @@ impl Pkcs11Target {
         hash: OaepHash,
         spki: Option<&[u8]>,
     ) -> Result<bool, TargetError> {
-        keys::check_label(label)?;
-        let public = keys::parse_spki(kind, spki)?;
+        objects::check_label(label)?;
+        let public = objects::parse_spki(kind, spki)?;
         let _busy = self.lock_label(label);
         let mut retried_kek = false;
         loop {
             let kek = self.kek_handles()?;
             let outcome = self.run(|session| {
-                keys::install(session, &kek, label, kind, blob, hash, public.as_ref())
+                install::install(session, &kek, label, kind, blob, hash, public.as_ref())
             })?;
             match outcome {
-                keys::Installed::KekStale if !retried_kek => {
+                install::Installed::KekStale if !retried_kek => {
                     // The cached handle stopped working (deleted, or recreated): look again.
                     retried_kek = true;
                     *lock(&self.kek) = None;
                 }
-                keys::Installed::KekStale => return Err(TargetError::ImportKekMissing),
-                keys::Installed::Done(created) => {
+                install::Installed::KekStale => return Err(TargetError::ImportKekMissing),
+                install::Installed::Done(created) => {
                     if created {
                         tracing::info!(label, ?kind, "installed a key in the PKCS#11 target");
                     }
@@ -214,9 +216,9 @@ impl Pkcs11Target {
     /// Destroys every token object labelled `label` (secret or private key and public key).
     /// `Ok(false)` when there was none. The import KEK's label is refused.
     pub fn uninstall(&self, label: &str) -> Result<bool, TargetError> {
-        keys::check_label(label)?;
+        objects::check_label(label)?;
         let _busy = self.lock_label(label);
-        let removed = self.run(|session| keys::uninstall(session, label))?;
+        let removed = self.run(|session| install::uninstall(session, label))?;
         if removed {
             tracing::info!(label, "uninstalled a key from the PKCS#11 target");
         }
@@ -234,14 +236,14 @@ impl Pkcs11Target {
         label: &str,
         kind: KeyKind,
     ) -> Result<Option<String>, TargetError> {
-        keys::check_label(label)?;
-        self.run(|session| keys::key_check_value(session, label, kind))
+        objects::check_label(label)?;
+        self.run(|session| kcv::key_check_value(session, label, kind))
     }
 
     /// The labels of every object keyorch installed here (labels starting with
     /// [`INSTALLED_LABEL_PREFIX`]), sorted, each once.
     pub fn installed_labels(&self) -> Result<Vec<String>, TargetError> {
-        self.run(keys::installed_labels)
+        self.run(objects::installed_labels)
     }
 
     /// The import KEK's handles: cached, else looked up.
