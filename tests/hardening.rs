@@ -15,8 +15,8 @@ use hyper_util::rt::TokioIo;
 use keyorch::client::Clients;
 use keyorch::proto::v1::{GetVaultRequest, KeyAlgorithm};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
     RevokedCertParams, SerialNumber,
 };
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -40,6 +40,14 @@ async fn assert_serving(ch: Channel) {
         Ok(s) => assert_eq!(s, SERVING, "health status"),
         Err(e) => panic!("health check failed: {}", describe(&e)),
     }
+}
+
+/// A grant of every role on every vault to the uid running the tests.
+fn grant_me_everything() -> String {
+    format!(
+        "[[access.grant]]\nuid = {}\nvault = \"*\"\nroles = [\"admin\", \"operator\", \"user\", \"auditor\"]\n",
+        nix::unistd::getuid().as_raw()
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -155,7 +163,9 @@ impl ConfigDaemon {
     fn logs(&self) -> String {
         let mut all = String::new();
         for p in [&self.stdout, &self.stderr] {
-            all.push_str(&String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()));
+            all.push_str(&String::from_utf8_lossy(
+                &std::fs::read(p).unwrap_or_default(),
+            ));
         }
         all
     }
@@ -205,6 +215,19 @@ impl ConfigDaemon {
             assert!(
                 Instant::now() < deadline,
                 "no log line with {needle:?}:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (bounded) until `needle` occurs `n` times in the logs.
+    async fn wait_count(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.logs().matches(needle).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} log lines with {needle:?}:\n{}",
+                self.logs()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -414,7 +437,14 @@ async fn the_process_is_hardened() {
 async fn the_pin_of_a_config_daemon_never_leaks() {
     let t = Token::new().await;
     let pin = t.pin();
-    let mut d = ConfigDaemon::start(&t, &t.config("", "[log]\nlevel = \"trace\"\n")).await;
+    let mut d = ConfigDaemon::start(
+        &t,
+        &t.config(
+            "",
+            &format!("[log]\nlevel = \"trace\"\n{}", grant_me_everything()),
+        ),
+    )
+    .await;
     let pid = d.pid();
     let mut c = Clients::new(d.channel());
     let fx = Fixture::new(&mut c).await;
@@ -423,20 +453,31 @@ async fn the_pin_of_a_config_daemon_never_leaks() {
         (KeyAlgorithm::Rsa, 2048),
         (KeyAlgorithm::Ec, 256),
     ] {
-        let key = fx.key(&mut c, &format!("k-{alg:?}-{bits}"), alg, bits, true).await;
+        let key = fx
+            .key(&mut c, &format!("k-{alg:?}-{bits}"), alg, bits, true)
+            .await;
         if alg == KeyAlgorithm::Aes {
             let ct = encrypt(&mut c, &key.id, b"canary plaintext", b"").await;
-            assert_eq!(decrypt(&mut c, &key.id, &ct, b"").await, b"canary plaintext");
+            assert_eq!(
+                decrypt(&mut c, &key.id, &ct, b"").await,
+                b"canary plaintext"
+            );
         }
     }
     let _ = fails(c.vaults.get_vault(GetVaultRequest { id: unknown_id() })).await;
     for what in ["cmdline", "environ"] {
         let bytes = std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
-        assert!(!contains_bytes(&bytes, pin.as_bytes()), "PIN in /proc/{pid}/{what}");
+        assert!(
+            !contains_bytes(&bytes, pin.as_bytes()),
+            "PIN in /proc/{pid}/{what}"
+        );
     }
     d.stop().await;
     let logs = d.logs();
-    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "not verbose:\n{logs}");
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "not verbose:\n{logs}"
+    );
     for form in [pin.clone(), pin.to_uppercase(), pin.to_lowercase()] {
         assert!(!logs.contains(&form), "the PIN is in the logs");
         for f in walk_files(t.root()) {
@@ -460,37 +501,82 @@ async fn the_pin_of_a_config_daemon_never_leaks() {
 #[tokio::test]
 async fn sighup_reloads_the_log_level_and_grants_without_dropping_connections() {
     let t = Token::new().await;
-    let mut d = ConfigDaemon::start(&t, &t.config("", "[log]\nlevel = \"info\"\n")).await;
+    let me = nix::unistd::getuid().as_raw();
+    let auditor = format!("[[access.grant]]\nuid = {me}\nvault = \"*\"\nroles = [\"auditor\"]\n");
+    let admin = format!("[[access.grant]]\nuid = {me}\nvault = \"*\"\nroles = [\"admin\"]\n");
+    let mut d = ConfigDaemon::start(
+        &t,
+        &t.config("", &format!("[log]\nlevel = \"info\"\n{auditor}")),
+    )
+    .await;
     let channel = d.channel();
-    // At info, requests are not logged.
-    assert_serving(channel.clone()).await;
+    let mut c = Clients::new(channel.clone());
+    // An auditor may not create a vault; at info, requests are not logged.
+    let status = fails(c.vaults.create_vault(vault_req("after-reload"))).await;
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        describe(&status)
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!d.logs().contains(GATE), "request logged at info:\n{}", d.logs());
+    assert!(
+        !d.logs().contains(GATE),
+        "request logged at info:\n{}",
+        d.logs()
+    );
 
-    let grant = "[[access.grant]]\nuid = 4242\nvault = \"*\"\nroles = [\"auditor\"]\n";
-    t.write_config(&t.config("", &format!("[log]\nlevel = \"debug\"\n{grant}")));
+    // SIGHUP with admin and debug: the same connection now creates, and is logged.
+    t.write_config(&t.config("", &format!("[log]\nlevel = \"debug\"\n{admin}")));
     send_signal(d.pid(), libc::SIGHUP);
     let logs = d.wait_log("configuration reloaded").await;
     assert!(logs.contains("grants=1"), "{logs}");
-    // The same connection still works, and its requests are now logged at debug.
+    let vault = ok(c.vaults.create_vault(vault_req("after-reload"))).await;
+    d.wait_log("method=\"/keyorch.v1.VaultService/CreateVault\"")
+        .await;
     assert_serving(channel.clone()).await;
-    d.wait_log("method=\"/grpc.health.v1.Health/Check\"").await;
 
-    // A broken file is refused and the old settings stay.
+    // A broken file is refused and the old settings stay (admin, debug).
     t.write_config("[hsm\nbroken");
     send_signal(d.pid(), libc::SIGHUP);
-    d.wait_log("reload failed, the previous settings stay in force").await;
+    d.wait_log("reload failed, the previous settings stay in force")
+        .await;
     let before = d.logs().matches(GATE).count();
-    assert_serving(channel.clone()).await;
+    get_vault(&mut c, &vault.id).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while d.logs().matches(GATE).count() == before {
-        assert!(Instant::now() < deadline, "debug level lost after a failed reload");
+        assert!(
+            Instant::now() < deadline,
+            "debug level lost after a failed reload"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // A change that needs a restart is named.
-    t.write_config(&t.config("", &format!("[log]\nlevel = \"debug\"\n[limits]\nrequest_timeout_secs = 30\n{grant}")));
+    // So is a file whose grant names an unknown user.
+    t.write_config(&t.config(
+        "",
+        "[[access.grant]]\nuser = \"no-such-user-keyorch\"\nvault = \"*\"\nroles = [\"admin\"]\n",
+    ));
     send_signal(d.pid(), libc::SIGHUP);
-    d.wait_log("[limits] changed: it takes effect at the next restart").await;
+    d.wait_count("reload failed", 2).await;
+    assert!(d.logs().contains("access.grant[0].user"), "{}", d.logs());
+    ok(c.vaults.create_vault(vault_req("still-admin"))).await;
+
+    // A change that needs a restart is named; a grant taken away is gone at once.
+    t.write_config(&t.config(
+        "",
+        &format!("[log]\nlevel = \"debug\"\n[limits]\nrequest_timeout_secs = 30\n{auditor}"),
+    ));
+    send_signal(d.pid(), libc::SIGHUP);
+    d.wait_log("[limits] changed: it takes effect at the next restart")
+        .await;
+    d.wait_count("configuration reloaded", 2).await;
+    let status = fails(c.vaults.create_vault(vault_req("too-late"))).await;
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        describe(&status)
+    );
     d.stop().await;
 }
 
@@ -501,14 +587,33 @@ async fn sighup_reloads_the_log_level_and_grants_without_dropping_connections() 
 #[tokio::test]
 async fn the_configured_message_limit_applies() {
     let t = Token::new().await;
-    let mut d = ConfigDaemon::start(&t, &t.config("", "[limits]\nmax_message_bytes = 4096\n")).await;
+    let mut d = ConfigDaemon::start(
+        &t,
+        &t.config(
+            "",
+            &format!(
+                "[limits]\nmax_message_bytes = 4096\n{}",
+                grant_me_everything()
+            ),
+        ),
+    )
+    .await;
     let mut c = Clients::new(d.channel());
     let status = fails(c.vaults.get_vault(GetVaultRequest {
         id: "v".repeat(8000),
     }))
     .await;
-    assert_eq!(status.code(), Code::ResourceExhausted, "{}", describe(&status));
-    assert!(status.message().contains("max_message_bytes"), "{}", describe(&status));
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        describe(&status)
+    );
+    assert!(
+        status.message().contains("max_message_bytes"),
+        "{}",
+        describe(&status)
+    );
     // A small request on the same connection is served.
     let status = fails(c.vaults.get_vault(GetVaultRequest { id: unknown_id() })).await;
     assert_eq!(status.code(), Code::NotFound, "{}", describe(&status));
@@ -591,7 +696,10 @@ async fn a_flood_from_one_client_does_not_starve_another() {
             "the other client was not served within 5 s during the flood: {res:?}"
         );
         worst = worst.max(took);
-        assert!(started.elapsed() < flood_for, "the flood ended before the check");
+        assert!(
+            started.elapsed() < flood_for,
+            "the flood ended before the check"
+        );
     }
     for t in tasks {
         t.await.unwrap();
@@ -599,7 +707,10 @@ async fn a_flood_from_one_client_does_not_starve_another() {
     let flooded = done.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("flood: {flooded} calls served; the other client's slowest call took {worst:?}");
     assert!(flooded > 100, "the flood did not run: {flooded} calls");
-    assert!(worst < Duration::from_secs(3), "the other client waited {worst:?}");
+    assert!(
+        worst < Duration::from_secs(3),
+        "the other client waited {worst:?}"
+    );
     assert_serving(d.channel()).await;
 }
 
@@ -626,7 +737,9 @@ async fn systemd_gets_ready_watchdog_and_stopping() {
     d.stop().await;
     wait_notification(&sock, &mut seen, "STOPPING=1", 1);
     let ready = seen.iter().position(|m| m.lines().any(|l| l == "READY=1"));
-    let stopping = seen.iter().position(|m| m.lines().any(|l| l == "STOPPING=1"));
+    let stopping = seen
+        .iter()
+        .position(|m| m.lines().any(|l| l == "STOPPING=1"));
     assert!(ready < stopping, "STOPPING before READY: {seen:?}");
 }
 
@@ -682,7 +795,9 @@ fn leaf(ca: &Ca, cn: &str, org: &str, server: bool, serial: u64) -> (String, Str
     let mut params = CertificateParams::new(sans).unwrap();
     // Encoded order O, CN: the RFC 4514 string is "CN=…,O=…".
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::OrganizationName, org);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, org);
     params.distinguished_name.push(DnType::CommonName, cn);
     params.serial_number = Some(SerialNumber::from(serial));
     params.extended_key_usages = vec![if server {
@@ -794,16 +909,45 @@ async fn mutual_tls_serves_clients_of_the_ca_and_refuses_the_rest() {
     let listen = format!(
         "tcp = \"127.0.0.1:0\"\ntls_cert = {cert:?}\ntls_key = {key:?}\nclient_ca = {client_ca:?}\nclient_crl = {client_crl:?}"
     );
-    let grant = "[[access.grant]]\ncertificate = \"CN=ops, O=example\"\nvault = \"*\"\nroles = [\"user\"]\n";
-    let mut d = ConfigDaemon::start(&t, &t.config(&listen, &format!("[log]\nlevel = \"debug\"\n{grant}"))).await;
+    let admin = leaf(&ours, "admin", "example", false, 4);
+    let grant = "[[access.grant]]\ncertificate = \"CN=ops, O=example\"\nvault = \"*\"\nroles = [\"user\"]\n\n\
+                 [[access.grant]]\ncertificate = \"cn=admin,o=example\"\nvault = \"*\"\nroles = [\"admin\"]\n";
+    let mut d = ConfigDaemon::start(
+        &t,
+        &t.config(&listen, &format!("[log]\nlevel = \"debug\"\n{grant}")),
+    )
+    .await;
     let addr = tcp_addr(&d).await;
 
     // A client with a certificate from the CA is served, as its subject.
-    let ch = tls_channel(addr, &ours.pem, Some(&client), false).await.unwrap();
+    let ch = tls_channel(addr, &ours.pem, Some(&client), false)
+        .await
+        .unwrap();
     assert_serving(ch.clone()).await;
     d.wait_log("principal=cert:CN=ops,O=example").await;
+    // Its roles are those granted to its subject: a user, not an admin.
+    let mut c = Clients::new(ch.clone());
+    ok(c.vaults
+        .list_vaults(keyorch::proto::v1::ListVaultsRequest { page: None }))
+    .await;
+    let status = fails(c.vaults.create_vault(vault_req("by-ops"))).await;
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        describe(&status)
+    );
+    let mut a = Clients::new(
+        tls_channel(addr, &ours.pem, Some(&admin), false)
+            .await
+            .unwrap(),
+    );
+    let v = ok(a.vaults.create_vault(vault_req("by-admin"))).await;
+    assert_eq!(get_vault(&mut c, &v.id).await.name, "by-admin");
     // So is a TLS 1.2 client (ECDHE + AEAD suites).
-    let ch12 = tls_channel(addr, &ours.pem, Some(&client), true).await.unwrap();
+    let ch12 = tls_channel(addr, &ours.pem, Some(&client), true)
+        .await
+        .unwrap();
     assert_serving(ch12).await;
     // And the Unix socket still serves alongside.
     assert_serving(d.channel()).await;
@@ -844,11 +988,17 @@ async fn mutual_tls_serves_clients_of_the_ca_and_refuses_the_rest() {
                 .unwrap();
             let text = String::from_utf8_lossy(&out.stdout).into_owned()
                 + &String::from_utf8_lossy(&out.stderr);
-            (out.status.success() && !text.contains("Cipher is (NONE)"), text)
+            (
+                out.status.success() && !text.contains("Cipher is (NONE)"),
+                text,
+            )
         };
         // The control: a strong TLS 1.2 suite is negotiated.
         let (ok, text) = s_client(&["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]);
-        assert!(ok, "openssl could not negotiate ECDHE-ECDSA-AES128-GCM-SHA256:\n{text}");
+        assert!(
+            ok,
+            "openssl could not negotiate ECDHE-ECDSA-AES128-GCM-SHA256:\n{text}"
+        );
         for args in [
             &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA"][..],
             &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-SHA384"][..],
@@ -908,6 +1058,9 @@ fn the_systemd_files_agree_with_the_daemon() {
     assert_eq!(directive("LimitCORE"), ["0"]);
     // mlockall must stay allowed by the system call filter (@memlock is in @system-service).
     for filter in directive("SystemCallFilter") {
-        assert!(!filter.contains("@memlock") && !filter.contains("mlock"), "{filter}");
+        assert!(
+            !filter.contains("@memlock") && !filter.contains("mlock"),
+            "{filter}"
+        );
     }
 }

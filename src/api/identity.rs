@@ -101,12 +101,7 @@ pub fn certificate_identity(der: &[u8]) -> Result<String, String> {
 pub fn rfc4514(name: &X509Name) -> String {
     let rdns: Vec<String> = name
         .iter()
-        .map(|rdn| {
-            rdn.iter()
-                .map(attribute)
-                .collect::<Vec<String>>()
-                .join("+")
-        })
+        .map(|rdn| rdn.iter().map(attribute).collect::<Vec<String>>().join("+"))
         .collect();
     rdns.into_iter().rev().collect::<Vec<String>>().join(",")
 }

@@ -5,8 +5,8 @@ mod accept;
 mod audit;
 mod convert;
 mod crypto;
-mod guard;
 mod gate;
+mod guard;
 pub mod identity;
 mod keys;
 mod keystores;
@@ -147,10 +147,7 @@ pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, Serve
 }
 
 /// Binds the TCP listener; every connection must then pass `tls` (see [`tls`]).
-pub async fn bind_tls(
-    addr: SocketAddr,
-    tls: Arc<ServerConfig>,
-) -> Result<TlsListener, ServeError> {
+pub async fn bind_tls(addr: SocketAddr, tls: Arc<ServerConfig>) -> Result<TlsListener, ServeError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Tcp { addr, source })?;
@@ -203,10 +200,12 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let unix = builder().add_routes(routes.clone()).serve_with_incoming_shutdown(
-        accept::unix(listeners.unix, limits.max_connections),
-        stopped(stop_rx.clone()),
-    );
+    let unix = builder()
+        .add_routes(routes.clone())
+        .serve_with_incoming_shutdown(
+            accept::unix(listeners.unix, limits.max_connections),
+            stopped(stop_rx.clone()),
+        );
     let tcp = async {
         match listeners.tcp {
             Some(t) => {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer,
+};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::version::{TLS12, TLS13};
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
@@ -85,7 +87,8 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>, TlsError> {
             .map_err(|e| TlsError::ClientCa(format!("not a usable CA certificate: {e}")))?;
     }
     let provider = provider();
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if let Some(crl) = &m.client_crl {
         let crls: Vec<CertificateRevocationListDer<'static>> =
             CertificateRevocationListDer::pem_slice_iter(crl)
@@ -106,7 +109,11 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>, TlsError> {
         .map_err(|e| TlsError::Cert(format!("TLS versions: {e}")))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Key(format!("does not match the certificate or is unusable: {e}")))?;
+        .map_err(|e| {
+            TlsError::Key(format!(
+                "does not match the certificate or is unusable: {e}"
+            ))
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     // Our suite order (strongest first) wins over the client's.
     config.ignore_client_order = true;

@@ -155,7 +155,10 @@ fn split_unescaped(s: &str, sep: char) -> Vec<String> {
         }
     }
     parts.push(trim_unescaped_end(&cur));
-    parts.into_iter().map(|p| p.trim_start().to_string()).collect()
+    parts
+        .into_iter()
+        .map(|p| p.trim_start().to_string())
+        .collect()
 }
 
 fn trim_unescaped_end(s: &str) -> String {
@@ -201,7 +204,8 @@ impl Config {
             }
             for s in subjects {
                 for r in &g.roles {
-                    let r = role(r).ok_or_else(|| field(at("roles"), format!("unknown role {r:?}")))?;
+                    let r =
+                        role(r).ok_or_else(|| field(at("roles"), format!("unknown role {r:?}")))?;
                     policy.grant(s.clone(), &g.vault, r);
                 }
             }
@@ -301,12 +305,14 @@ mod tests {
 
     #[test]
     fn names_resolve_and_unknown_names_are_errors() {
-        let cfg = |g: GrantEntry| Config {
+        let cfg = |g: GrantEntry| {
+            Config {
             access: super::super::config::AccessSection { grant: vec![g] },
             ..toml::from_str::<Config>(
                 "[hsm]\nmodule='/bin/sh'\ntoken_label='x'\npin_env='P'\n[store]\npath='/tmp'\n[listen]\nsocket='/tmp/s'\n",
             )
             .unwrap()
+        }
         };
         let p = cfg(GrantEntry {
             user: Some("root".into()),
@@ -340,8 +346,16 @@ mod tests {
         })
         .policy()
         .unwrap();
-        assert!(p.allows(&Principal::Unix { uid: 4242, gid: 0 }, Some("vault-1"), Role::User));
-        assert!(!p.allows(&Principal::Unix { uid: 4242, gid: 0 }, Some("vault-2"), Role::User));
+        assert!(p.allows(
+            &Principal::Unix { uid: 4242, gid: 0 },
+            Some("vault-1"),
+            Role::User
+        ));
+        assert!(!p.allows(
+            &Principal::Unix { uid: 4242, gid: 0 },
+            Some("vault-2"),
+            Role::User
+        ));
         let p = cfg(GrantEntry {
             certificate: Some("cn=ops, o=example".into()),
             ..entry()

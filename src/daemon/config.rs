@@ -411,7 +411,8 @@ impl Config {
             }
         };
         let read = |name: &'static str, path: &Path| {
-            std::fs::read(path).map_err(|e| field(name, format!("cannot read {}: {e}", path.display())))
+            std::fs::read(path)
+                .map_err(|e| field(name, format!("cannot read {}: {e}", path.display())))
         };
         let material = TlsMaterial {
             cert_chain: read("listen.tls_cert", cert)?,
@@ -477,10 +478,7 @@ impl Config {
 /// `$CREDENTIALS_DIRECTORY/NAME`: a credential systemd passed with `LoadCredential=`.
 fn credential_path(name_field: &str, name: &str) -> Result<PathBuf, ConfigError> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(field(
-            name_field,
-            "must be a credential name (no '/')",
-        ));
+        return Err(field(name_field, "must be a credential name (no '/')"));
     }
     let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
         field(
@@ -570,7 +568,9 @@ mod tests {
 
     #[test]
     fn tcp_requires_every_tls_file_and_tls_requires_tcp() {
-        let e = load(&format!("{BASE}tcp='127.0.0.1:7443'\n")).unwrap_err().to_string();
+        let e = load(&format!("{BASE}tcp='127.0.0.1:7443'\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen.tls_cert"), "{e}");
         let e = load(&format!(
             "{BASE}tcp='127.0.0.1:7443'\ntls_cert='/c'\nclient_ca='/ca'\n"
@@ -584,9 +584,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("listen.client_ca"), "{e}");
-        let e = load(&format!("{BASE}tls_cert='/c'\n")).unwrap_err().to_string();
+        let e = load(&format!("{BASE}tls_cert='/c'\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen.tls_cert"), "{e}");
-        let e = load(&format!("{BASE}tcp='localhost'\n")).unwrap_err().to_string();
+        let e = load(&format!("{BASE}tcp='localhost'\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen.tcp"), "{e}");
         let c = load(&format!(
             "{BASE}tcp='127.0.0.1:0'\ntls_cert='/nonexistent/c'\ntls_key='/k'\nclient_ca='/ca'\n"

@@ -145,7 +145,10 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
         // Still single-threaded here: nothing else reads the environment concurrently.
         std::env::set_var("SOFTHSM2_CONF", &layout.softhsm2_conf);
         let uid = nix::unistd::getuid().as_raw();
-        tracing::info!(uid, "--dev: the uid running keyorchd holds every role on every vault");
+        tracing::info!(
+            uid,
+            "--dev: the uid running keyorchd holds every role on every vault"
+        );
         return Ok(Plan {
             hsm: layout.hsm_config()?,
             db: layout.db,
