@@ -11,7 +11,7 @@ use crate::domain::{
     Vault,
 };
 use crate::proto::v1 as pb;
-use crate::service::{KeyStatus, TargetStatus};
+use crate::service::{KeyStatus, Pkcs11Patch, TargetStatus};
 
 pub fn ts(ms: Millis) -> Option<Timestamp> {
     Some(Timestamp {
@@ -307,6 +307,25 @@ pub fn pkcs11_config(c: &pb::Pkcs11KeystoreConfig) -> Result<KeystoreConfig, Sta
     };
     Ok(KeystoreConfig::Pkcs11 {
         module_path: c.module_path.clone(),
+        token,
+    })
+}
+
+/// A pkcs11 update: empty fields keep the stored values; at most one token selector.
+pub fn pkcs11_patch(c: &pb::Pkcs11KeystoreConfig) -> Result<Pkcs11Patch, Status> {
+    let token = match (c.token_label.is_empty(), c.token_serial.is_empty()) {
+        (true, true) => None,
+        (false, true) => Some(TokenRef::Label(c.token_label.clone())),
+        (true, false) => Some(TokenRef::Serial(c.token_serial.clone())),
+        (false, false) => {
+            return Err(invalid(
+                "pkcs11.token_label",
+                "give at most one of token_label and token_serial",
+            ))
+        }
+    };
+    Ok(Pkcs11Patch {
+        module_path: Some(c.module_path.clone()).filter(|m| !m.is_empty()),
         token,
     })
 }

@@ -47,7 +47,7 @@ fn update_request(r: pb::UpdateKeystoreRequest) -> Result<UpdateKeystore, Status
     Ok(UpdateKeystore {
         name: r.name,
         description: r.description,
-        config: r.pkcs11.as_ref().map(convert::pkcs11_config).transpose()?,
+        pkcs11: r.pkcs11.as_ref().map(convert::pkcs11_patch).transpose()?,
         pin: r.pkcs11_credentials.map(|c| SecretString::from(c.pin)),
     })
 }

@@ -109,7 +109,7 @@ pub fn to_status(err: ServiceError) -> Status {
             keystore_id, code, ..
         } => {
             meta.insert("keystore_id".into(), keystore_id.clone());
-            meta.insert("connection_error_code".into(), format!("{code:?}"));
+            meta.insert("connection_error_code".into(), code.as_str().to_string());
             match code {
                 ConnectionErrorCode::ImportKekMissing => {
                     (Code::FailedPrecondition, "ImportKekMissingException")

@@ -201,6 +201,22 @@ pub enum ConnectionErrorCode {
     InternalError,
 }
 
+impl ConnectionErrorCode {
+    /// The API's name (as in `connection_error_code`), e.g. `IMPORT_KEK_MISSING`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionErrorCode::InvalidCredentials => "INVALID_CREDENTIALS",
+            ConnectionErrorCode::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
+            ConnectionErrorCode::NetworkErrors => "NETWORK_ERRORS",
+            ConnectionErrorCode::TimedOut => "TIMED_OUT",
+            ConnectionErrorCode::TargetNotFound => "TARGET_NOT_FOUND",
+            ConnectionErrorCode::ImportKekMissing => "IMPORT_KEK_MISSING",
+            ConnectionErrorCode::InvalidConfiguration => "INVALID_CONFIGURATION",
+            ConnectionErrorCode::InternalError => "INTERNAL_ERROR",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionError {
     pub code: ConnectionErrorCode,

@@ -5,6 +5,7 @@ mod cache;
 mod context;
 mod ecdsa_sig;
 mod error;
+mod import_wrap;
 mod kek;
 mod keygen;
 mod objects;

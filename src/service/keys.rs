@@ -463,9 +463,9 @@ impl Services {
                 let ks = inner.keystore(&t)?;
                 let expected = key.state == KeyState::Active
                     && key.instance(&t).map(|i| i.state) == Some(InstanceState::Installed);
-                if st.status == TargetStatus::WrongKey || !expected {
-                    inner.remove_remote(&key, &ks)?;
-                }
+                // Clear whatever is left under the label first (a wrong key, or one half
+                // of a key pair), then re-install where the key belongs.
+                inner.remove_remote(&key, &ks)?;
                 if expected {
                     tracing::info!(key = %id, keystore = %t, status = ?st.status, "SyncKey: re-installing");
                     inner.install_into(&mut key, &ks)?;

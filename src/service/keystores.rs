@@ -10,7 +10,7 @@ use super::{new_id, now, Inner, Listing, ServiceError, Services};
 use crate::domain::{
     stranded_keys, validate_pin, ConnectStart, ConnectionError, ConnectionErrorCode,
     ConnectionState, DomainError, Health, HealthStatus, InstanceState, Key, Keystore,
-    KeystoreConfig, KeystoreType, NewKeystore, Page, SealedCredentials,
+    KeystoreConfig, KeystoreType, NewKeystore, Page, SealedCredentials, TokenRef,
 };
 use crate::store::{Batch, Table};
 
@@ -31,8 +31,15 @@ pub struct CreateKeystore {
 pub struct UpdateKeystore {
     pub name: Option<String>,
     pub description: Option<String>,
-    pub config: Option<KeystoreConfig>,
+    pub pkcs11: Option<Pkcs11Patch>,
     pub pin: Option<SecretString>,
+}
+
+/// Changes to a pkcs11 configuration; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct Pkcs11Patch {
+    pub module_path: Option<String>,
+    pub token: Option<TokenRef>,
 }
 
 #[derive(Default)]
@@ -243,8 +250,19 @@ impl Services {
             let mut ks = inner.keystore(&id)?;
             let old_name = ks.name.clone();
             ks.update(req.name, req.description, now())?;
-            if let Some(config) = req.config {
-                ks.update_config(config, now())?;
+            if let Some(patch) = req.pkcs11 {
+                let KeystoreConfig::Pkcs11 { module_path, token } = &ks.config else {
+                    return Err(DomainError::invalid(
+                        "pkcs11",
+                        "this keystore is not a pkcs11 keystore",
+                    )
+                    .into());
+                };
+                let merged = KeystoreConfig::Pkcs11 {
+                    module_path: patch.module_path.unwrap_or_else(|| module_path.clone()),
+                    token: patch.token.unwrap_or_else(|| token.clone()),
+                };
+                ks.update_config(merged, now())?;
             }
             if let Some(pin) = &req.pin {
                 if !ks.config.needs_credentials() {

@@ -24,7 +24,7 @@ pub use crypto::{DataKey, PublicKey};
 pub use error::ServiceError;
 pub use keys::{CreateKey, KeyFilter, KeyStatus, TargetStatus, UpdateKey};
 pub use keystores::{
-    CreateKeystore, DisconnectOptions, KeystoreFilter, TestOutcome, UpdateKeystore,
+    CreateKeystore, DisconnectOptions, KeystoreFilter, Pkcs11Patch, TestOutcome, UpdateKeystore,
 };
 pub use remote::FAILPOINT_ENV;
 

@@ -9,8 +9,8 @@ use secrecy::SecretString;
 use super::keys::{key_ref, kind};
 use super::{now, Inner, ServiceError};
 use crate::domain::{
-    ConnectionError, ConnectionErrorCode, InstanceState, Key, Keystore, KeystoreAction,
-    KeystoreConfig, TokenRef,
+    ConnectionError, ConnectionErrorCode, ConnectionState, InstanceState, Key, Keystore,
+    KeystoreAction, KeystoreConfig, TokenRef,
 };
 use crate::hsm::{HsmError, OaepHash, TokenSelector};
 use crate::store::{Batch, Table};
@@ -39,6 +39,9 @@ pub(crate) fn connection_error(e: &TargetError) -> ConnectionError {
         }
         TargetError::ImportKekMissing => ConnectionErrorCode::ImportKekMissing,
         TargetError::Internal(_) => ConnectionErrorCode::InternalError,
+        TargetError::Network(_) => ConnectionErrorCode::NetworkErrors,
+        TargetError::TimedOut(_) => ConnectionErrorCode::TimedOut,
+        TargetError::PermissionDenied(_) => ConnectionErrorCode::InsufficientPermissions,
     };
     ConnectionError {
         code,
@@ -132,7 +135,12 @@ impl Inner {
                             tracing::info!(keystore = %ks.id, "created EKMF-BYOK-KEK-FOR-IMPORT in the target");
                         }
                     }),
-                    ProbeMode::Check => target.check(),
+                    // Connect creates a missing import KEK; so a check predicts success
+                    // unless the keystore is CONNECTED (then the KEK was deleted under us).
+                    ProbeMode::Check => match target.check() {
+                        Err(TargetError::ImportKekMissing) if ks.state != ConnectionState::Connected => Ok(()),
+                        other => other,
+                    },
                 };
                 outcome.map_err(|e| {
                     if !matches!(e, TargetError::ImportKekMissing) {

@@ -112,9 +112,7 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
         })
         .map(|i| (i.keystore_id.clone(), i.state))
         .collect();
-    if pending.is_empty() {
-        return Ok(());
-    }
+    let was_pending = !pending.is_empty();
     for (ks_id, state) in pending {
         let Some(ks) = inner.store.get::<Keystore>(Table::Keystores, &ks_id)? else {
             key.set_instance(&ks_id, InstanceState::NotInstalled, String::new(), now());
@@ -148,8 +146,22 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
         tracing::info!(key = %key.id, keystore = %ks_id, ?state, ?settled, "reconciler: settled an interrupted install/uninstall");
         key.set_instance(&ks_id, settled, String::new(), now());
     }
-    let mut b = Batch::new();
-    b.put(Table::Keys, &key.id, &key)?;
-    inner.commit(b)?;
+    // An ACTIVE key always keeps an INSTALLED copy (UninstallKey refuses the last one);
+    // one whose every copy is NOT_INSTALLED was cut short while being deactivated.
+    let interrupted_deactivation = key.state == KeyState::Active
+        && !key.instances.is_empty()
+        && key
+            .instances
+            .iter()
+            .all(|i| i.state == InstanceState::NotInstalled);
+    if interrupted_deactivation {
+        tracing::info!(key = %key.id, "reconciler: finishing an interrupted deactivation");
+        key.enter(KeyState::Deactivated, now());
+    }
+    if was_pending || interrupted_deactivation {
+        let mut b = Batch::new();
+        b.put(Table::Keys, &key.id, &key)?;
+        inner.commit(b)?;
+    }
     Ok(())
 }

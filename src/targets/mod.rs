@@ -1,6 +1,7 @@
 //! External keystore targets: the places outside keyorch's own token where managed keys are
 //! installed, one module per keystore type, and the error every target reports.
 
+pub mod aws_kms;
 pub mod pkcs11;
 
 use crate::hsm::HsmError;
@@ -29,6 +30,16 @@ pub enum TargetError {
     /// The target lacks a mechanism or function keyorch needs.
     #[error("not supported by the target: {0}")]
     NotSupported(String),
+    /// The target cannot be reached: connection refused or reset, DNS, TLS.
+    #[error("cannot reach the target: {0}")]
+    Network(String),
+    /// The target did not answer within the call's deadline.
+    #[error("the target did not answer in time: {0}")]
+    TimedOut(String),
+    /// The credentials were accepted but lack these of the provider's required permissions
+    /// (its action names, e.g. `CreateKey`).
+    #[error("the target denied required permissions: {}", .0.join(", "))]
+    PermissionDenied(Vec<String>),
     /// Anything else, with the failing call and its `CKR_` name.
     #[error("target failure: {0}")]
     Internal(String),

@@ -71,13 +71,12 @@ pub struct Pkcs11Target {
     keeper: Mutex<Option<Session>>,
     /// The import KEK's handles, found once and dropped when they stop working.
     kek: Mutex<Option<KekHandles>>,
-    /// Serialises the creation of the import KEK.
-    kek_creation: Mutex<()>,
     /// Cached answer of the OAEP-SHA-256 probe.
     oaep_sha256: OnceLock<bool>,
-    /// Labels being installed or uninstalled right now: one operation per label at a time.
-    busy_labels: Mutex<HashSet<String>>,
-    label_freed: Condvar,
+    /// Handles of installed objects by label, to spare searches.
+    known: objects::KnownLabels,
+    /// Shared by every target on this token: see [`session::StoreLock`].
+    store: session::StoreLock,
 }
 
 impl fmt::Debug for Pkcs11Target {
@@ -105,6 +104,7 @@ impl Pkcs11Target {
             "PKCS#11 target token opened"
         );
         Ok(Pkcs11Target {
+            store: session::StoreLock::for_token(&module, token.slot),
             ctx,
             module,
             slot: token.slot,
@@ -113,10 +113,8 @@ impl Pkcs11Target {
             token_serial: token.serial,
             keeper: Mutex::new(Some(keeper)),
             kek: Mutex::new(None),
-            kek_creation: Mutex::new(()),
             oaep_sha256: OnceLock::new(),
-            busy_labels: Mutex::new(HashSet::new()),
-            label_freed: Condvar::new(),
+            known: objects::KnownLabels::default(),
         })
     }
 
@@ -131,8 +129,9 @@ impl Pkcs11Target {
     /// private half is missing. A missing public half is rebuilt from the private half.
     /// Returns whether the pair was created.
     pub fn ensure_import_kek(&self) -> Result<bool, TargetError> {
-        let _creating = lock(&self.kek_creation);
-        let (created, handles) = self.run(import_kek::ensure)?;
+        // Serialised with every other creation on this token in this process.
+        let _creating = self.lock_label(IMPORT_KEK_LABEL);
+        let (created, handles) = self.run_locked(import_kek::ensure)?;
         *lock(&self.kek) = Some(handles);
         Ok(created)
     }
@@ -140,14 +139,23 @@ impl Pkcs11Target {
     /// The checks of a connect, changing nothing: the login holds and the import KEK is
     /// present and locked down ([`TargetError::ImportKekMissing`] when it is not there).
     pub fn check(&self) -> Result<(), TargetError> {
-        let handles = self.run(import_kek::find_checked)?;
+        let handles = self.run_locked(import_kek::find_checked)?;
         *lock(&self.kek) = Some(handles);
         Ok(())
     }
 
-    /// The DER SubjectPublicKeyInfo of the import KEK's public half.
+    /// The DER SubjectPublicKeyInfo of the import KEK's public half. Answered from the handles
+    /// found before when both halves still answer to them (two attribute reads), else looked up.
     pub fn import_kek_spki(&self) -> Result<Vec<u8>, TargetError> {
-        self.run(import_kek::spki)
+        // Bound first: a guard in an `if let` scrutinee would live through the block.
+        let cached = lock(&self.kek).clone();
+        if let Some(kek) = cached {
+            if self.run_locked(|session| import_kek::still_there(session, &kek))? {
+                return Ok(kek.spki);
+            }
+            *lock(&self.kek) = None;
+        }
+        Ok(self.kek_handles()?.spki)
     }
 
     /// Whether the target can unwrap with RSA-OAEP and SHA-256 (SoftHSM2: no). Probed with the
@@ -157,7 +165,7 @@ impl Pkcs11Target {
         if let Some(known) = self.oaep_sha256.get() {
             return *known;
         }
-        match self.run(import_kek::probe_oaep_sha256) {
+        match self.run_locked(import_kek::probe_oaep_sha256) {
             Ok(Some(answer)) => *self.oaep_sha256.get_or_init(|| answer),
             Ok(None) => false,
             Err(e) => {
@@ -189,12 +197,19 @@ impl Pkcs11Target {
     ) -> Result<bool, TargetError> {
         objects::check_label(label)?;
         let public = objects::parse_spki(kind, spki)?;
+        let request = install::Request {
+            label,
+            kind,
+            blob,
+            hash,
+            public: public.as_ref(),
+        };
         let _busy = self.lock_label(label);
         let mut retried_kek = false;
         loop {
             let kek = self.kek_handles()?;
             let outcome = self.run(|session| {
-                install::install(session, &kek, label, kind, blob, hash, public.as_ref())
+                install::install(session, &kek, &request, &self.known, &self.store)
             })?;
             match outcome {
                 install::Installed::KekStale if !retried_kek => {
@@ -218,7 +233,7 @@ impl Pkcs11Target {
     pub fn uninstall(&self, label: &str) -> Result<bool, TargetError> {
         objects::check_label(label)?;
         let _busy = self.lock_label(label);
-        let removed = self.run(|session| install::uninstall(session, label))?;
+        let removed = self.run_locked(|session| install::uninstall(session, label, &self.known))?;
         if removed {
             tracing::info!(label, "uninstalled a key from the PKCS#11 target");
         }
@@ -237,52 +252,71 @@ impl Pkcs11Target {
         kind: KeyKind,
     ) -> Result<Option<String>, TargetError> {
         objects::check_label(label)?;
-        self.run(|session| kcv::key_check_value(session, label, kind))
+        self.run_locked(|session| kcv::key_check_value(session, label, kind, &self.known))
     }
 
     /// The labels of every object keyorch installed here (labels starting with
     /// [`INSTALLED_LABEL_PREFIX`]), sorted, each once.
     pub fn installed_labels(&self) -> Result<Vec<String>, TargetError> {
-        self.run(objects::installed_labels)
+        self.run_locked(objects::installed_labels)
     }
 
     /// The import KEK's handles: cached, else looked up.
     fn kek_handles(&self) -> Result<KekHandles, TargetError> {
-        if let Some(handles) = lock(&self.kek).clone() {
+        let cached = lock(&self.kek).clone();
+        if let Some(handles) = cached {
             return Ok(handles);
         }
-        let handles = self.run(import_kek::find_checked)?;
+        let handles = self.run_locked(import_kek::find_checked)?;
         *lock(&self.kek) = Some(handles.clone());
         Ok(handles)
     }
 
-    /// Waits until no other install or uninstall of `label` runs, and marks it busy.
-    fn lock_label(&self, label: &str) -> LabelGuard<'_> {
-        let mut busy = lock(&self.busy_labels);
-        while busy.contains(label) {
-            busy = self
-                .label_freed
-                .wait(busy)
+    /// Waits until no other change to the objects labelled `label` on this token runs in this
+    /// process (through this target or another one on the same token), and marks it busy.
+    fn lock_label(&self, label: &str) -> LabelGuard {
+        let key = (self.module.clone(), self.slot.id(), label.to_string());
+        let labels = busy_labels();
+        let mut held = lock(&labels.held);
+        while held.contains(&key) {
+            held = labels
+                .freed
+                .wait(held)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
-        busy.insert(label.to_string());
-        LabelGuard {
-            target: self,
-            label: label.to_string(),
-        }
+        held.insert(key.clone());
+        LabelGuard { key }
     }
 }
 
-/// Marks a label busy until dropped.
-struct LabelGuard<'t> {
-    target: &'t Pkcs11Target,
-    label: String,
+/// A token object's label on a token: module, slot id, label.
+type LabelKey = (PathBuf, u64, String);
+
+/// Labels being installed, uninstalled or created right now, process-wide: one change per
+/// label and token at a time, so that no two calls create the same object twice.
+struct BusyLabels {
+    held: Mutex<HashSet<LabelKey>>,
+    freed: Condvar,
 }
 
-impl Drop for LabelGuard<'_> {
+fn busy_labels() -> &'static BusyLabels {
+    static BUSY: OnceLock<BusyLabels> = OnceLock::new();
+    BUSY.get_or_init(|| BusyLabels {
+        held: Mutex::new(HashSet::new()),
+        freed: Condvar::new(),
+    })
+}
+
+/// Marks a label busy until dropped.
+struct LabelGuard {
+    key: LabelKey,
+}
+
+impl Drop for LabelGuard {
     fn drop(&mut self) {
-        lock(&self.target.busy_labels).remove(&self.label);
-        self.target.label_freed.notify_all();
+        let labels = busy_labels();
+        lock(&labels.held).remove(&self.key);
+        labels.freed.notify_all();
     }
 }
 

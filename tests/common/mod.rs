@@ -909,3 +909,255 @@ pub fn mode(path: &Path) -> u32 {
         .mode()
         & 0o7777
 }
+
+// ---------------------------------------------------------------------------------------
+// PKCS#11 target tokens, pkcs11 keystores and crash runs
+// (tests/pkcs11_keystores.rs, tests/crash.rs)
+// ---------------------------------------------------------------------------------------
+
+/// SO PIN of the target tokens the tests initialise (test-only tokens: PINs on argv are fine).
+pub const TARGET_SO_PIN: &str = "target-so-2290";
+
+/// `CKA_LABEL` of the RSA key pair keyorch keeps in every connected pkcs11 target.
+pub const IMPORT_KEK: &str = "EKMF-BYOK-KEK-FOR-IMPORT";
+
+/// The label (and CKA_ID) of a managed key's copy in a pkcs11 target.
+pub fn target_label(key_id: &str) -> String {
+    format!("keyorch-{key_id}")
+}
+
+/// One object as `pkcs11-tool --list-objects` prints it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TokenObject {
+    /// The heading line, e.g. `Private Key Object; RSA` or `Secret Key Object; AES length 32`.
+    pub heading: String,
+    pub label: String,
+    /// Hex, as printed.
+    pub id: String,
+    pub usage: String,
+    pub access: String,
+}
+
+impl TokenObject {
+    pub fn is_private_key(&self) -> bool {
+        self.heading.starts_with("Private Key Object")
+    }
+    pub fn is_public_key(&self) -> bool {
+        self.heading.starts_with("Public Key Object")
+    }
+    pub fn is_secret_key(&self) -> bool {
+        self.heading.starts_with("Secret Key Object")
+    }
+    /// The comma-separated flags of the `Access:` line.
+    pub fn access_flags(&self) -> Vec<String> {
+        split_flags(&self.access)
+    }
+    /// The comma-separated flags of the `Usage:` line.
+    pub fn usage_flags(&self) -> Vec<String> {
+        split_flags(&self.usage)
+    }
+}
+
+fn split_flags(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty() && f != "none")
+        .collect()
+}
+
+/// Parses the output of `pkcs11-tool --list-objects`.
+pub fn parse_token_objects(listing: &str) -> Vec<TokenObject> {
+    let mut out: Vec<TokenObject> = Vec::new();
+    for line in listing.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if !line.starts_with(' ') && line.contains(" Object") {
+            out.push(TokenObject {
+                heading: line.trim().to_string(),
+                ..TokenObject::default()
+            });
+            continue;
+        }
+        let Some(obj) = out.last_mut() else { continue };
+        let Some((name, value)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let value = value.trim().to_string();
+        match name.trim() {
+            "label" => obj.label = value,
+            "ID" => obj.id = value,
+            "Usage" => obj.usage = value,
+            "Access" => obj.access = value,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A pkcs11 keystore create request (module, token label, PIN).
+pub fn pkcs11_keystore_req(
+    vault_id: &str,
+    name: &str,
+    module: &str,
+    token_label: &str,
+    pin: &str,
+    connect: bool,
+) -> CreateKeystoreRequest {
+    CreateKeystoreRequest {
+        vault_id: vault_id.to_string(),
+        name: name.to_string(),
+        description: String::new(),
+        r#type: KeystoreType::Pkcs11 as i32,
+        connect,
+        config: Some(create_keystore_request::Config::Pkcs11(
+            keyorch::proto::v1::Pkcs11KeystoreConfig {
+                module_path: module.to_string(),
+                token_label: token_label.to_string(),
+                token_serial: String::new(),
+            },
+        )),
+        credentials: Some(create_keystore_request::Credentials::Pkcs11Credentials(
+            keyorch::proto::v1::Pkcs11Credentials {
+                pin: pin.to_string(),
+            },
+        )),
+    }
+}
+
+impl TestDaemon {
+    /// Starts a daemon whose token folder also holds a second token `label` (user PIN
+    /// `pin`) to use as a pkcs11 keystore's target. SoftHSM2 2.6.1 does not see a token
+    /// initialised after `C_Initialize` in the same process, so: start (dev mode makes
+    /// `softhsm2.conf`, `tokens/` and the dev token), stop, initialise the target token in
+    /// the same token folder, start again.
+    pub async fn start_with_target(label: &str, pin: &str) -> TestDaemon {
+        Self::start_with_targets(&[(label, pin)]).await
+    }
+
+    /// Like `start_with_target`, with several target tokens.
+    pub async fn start_with_targets(tokens: &[(&str, &str)]) -> TestDaemon {
+        let mut daemon = Self::start().await;
+        let status = daemon.stop().await;
+        assert!(status.success(), "keyorchd exited with {status} on SIGTERM");
+        for (label, pin) in tokens {
+            daemon.init_token(label, pin);
+        }
+        daemon.launch().await;
+        daemon
+    }
+
+    /// Initialises a token `label` in a free slot of the daemon's token folder. keyorchd
+    /// sees it only from its next start.
+    pub fn init_token(&self, label: &str, pin: &str) {
+        run_ok(
+            Command::new("softhsm2-util")
+                .env("SOFTHSM2_CONF", self.softhsm_conf())
+                .args(["--init-token", "--free", "--label", label])
+                .args(["--so-pin", TARGET_SO_PIN, "--pin", pin]),
+        );
+    }
+
+    /// Runs `pkcs11-tool` on the daemon's SoftHSM2 module and token folder, logged in to
+    /// the token `token` with `pin`.
+    pub fn pkcs11_tool(&self, token: &str, pin: &str, args: &[&str]) -> Output {
+        run(Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", self.softhsm_conf())
+            .args(["--module", SOFTHSM_MODULE, "--token-label", token])
+            .args(["--login", "--pin", pin])
+            .args(args))
+    }
+
+    /// Like `pkcs11_tool`, and it must succeed; returns stdout.
+    #[track_caller]
+    pub fn pkcs11_tool_ok(&self, token: &str, pin: &str, args: &[&str]) -> String {
+        let out = self.pkcs11_tool(token, pin, args);
+        assert!(
+            out.status.success(),
+            "pkcs11-tool {args:?} failed with {}:\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every object of the token, as `pkcs11-tool --list-objects` sees it (logged in),
+    /// sorted (the token's own order is not stable).
+    #[track_caller]
+    pub fn token_objects(&self, token: &str, pin: &str) -> Vec<TokenObject> {
+        let mut objects =
+            parse_token_objects(&self.pkcs11_tool_ok(token, pin, &["--list-objects"]));
+        objects.sort();
+        objects
+    }
+
+    /// The objects of the token labelled `label`.
+    #[track_caller]
+    pub fn token_objects_labelled(&self, token: &str, pin: &str, label: &str) -> Vec<TokenObject> {
+        self.token_objects(token, pin)
+            .into_iter()
+            .filter(|o| o.label == label)
+            .collect()
+    }
+
+    /// Starts the daemon again on the same state folder with extra environment variables
+    /// for this run only (e.g. `KEYORCH_FAILPOINT`), stopping it first with SIGTERM if it
+    /// still runs. Take `clients()` again afterwards.
+    pub async fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        if self.child.is_some() {
+            let status = self.stop().await;
+            assert!(status.success(), "keyorchd exited with {status} on SIGTERM");
+        }
+        self.launch_with_env(env).await;
+    }
+
+    /// `launch` with extra environment variables.
+    async fn launch_with_env(&mut self, env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "daemon already running");
+        self.runs += 1;
+        let stdout = File::create(self.log_path(self.runs, "stdout")).expect("stdout log");
+        let stderr = File::create(self.log_path(self.runs, "stderr")).expect("stderr log");
+        let state = self.state_dir();
+        let mut cmd = Command::new(Self::daemon_binary());
+        cmd.arg("--dev")
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--log-level", "trace"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .env_remove("SOFTHSM2_CONF")
+            .env_remove("RUST_LOG")
+            .env_remove("KEYORCH_STATE_DIR")
+            .env_remove("KEYORCH_SOCKET")
+            .env_remove("KEYORCH_FAILPOINT")
+            .envs(env.iter().copied());
+        let child = cmd.spawn().expect("spawn keyorchd");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    /// Waits (bounded) until the daemon exits by itself (e.g. aborted at a failpoint),
+    /// reaps it and returns its exit status. Panics if it is still running after `within`.
+    pub async fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
+        self.channel = None;
+        let mut child = self.child.take().expect("daemon is running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "keyorchd still running {within:?} after it should have aborted; logs:\n{}",
+                    tail(&self.logs(), 80)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

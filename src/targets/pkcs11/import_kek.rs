@@ -1,6 +1,7 @@
 //! The target's import KEK, `EKMF-BYOK-KEK-FOR-IMPORT`: an RSA-3072 token key pair whose
 //! private half only unwraps. Finding and checking it, creating it, its SPKI, the OAEP probe.
 
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
@@ -13,13 +14,14 @@ use super::{TargetError, IMPORT_KEK_LABEL};
 /// Modulus size of a newly created import KEK.
 const KEK_BITS: u64 = 3072;
 
-/// The import KEK's two halves, and its modulus length in bytes (the length of the RSA-OAEP
-/// part of a transport blob).
+/// The import KEK's two halves, its modulus length in bytes (the length of the RSA-OAEP part of
+/// a transport blob) and the DER SPKI of its public half.
 #[derive(Clone, Debug)]
 pub(super) struct KekHandles {
     pub(super) private: ObjectHandle,
     pub(super) public: ObjectHandle,
     pub(super) modulus_len: usize,
+    pub(super) spki: Vec<u8>,
 }
 
 fn find(session: &Session, class: ObjectClass) -> Result<Vec<ObjectHandle>, Failure> {
@@ -110,6 +112,7 @@ pub(super) fn find_checked(session: &Session) -> Result<KekHandles, Failure> {
         private,
         public,
         modulus_len: bits.div_ceil(8),
+        spki: PublicKey::rsa(&modulus, &exponent).to_spki_der()?,
     })
 }
 
@@ -206,11 +209,25 @@ pub(super) fn ensure(session: &Session) -> Result<(bool, KekHandles), Failure> {
     Ok((created, find_checked(session)?))
 }
 
-/// The DER SubjectPublicKeyInfo of the public half.
-pub(super) fn spki(session: &Session) -> Result<Vec<u8>, Failure> {
-    let kek = find_checked(session)?;
-    let (modulus, exponent) = rsa_public_parts(session, kek.public)?;
-    Ok(PublicKey::rsa(&modulus, &exponent).to_spki_der()?)
+/// True when both handles still name objects labelled `EKMF-BYOK-KEK-FOR-IMPORT` (a deleted
+/// object's handle fails; a reused handle shows another label).
+pub(super) fn still_there(session: &Session, kek: &KekHandles) -> Result<bool, Failure> {
+    for handle in [kek.private, kek.public] {
+        match session.get_attributes(handle, &[AttributeType::Label]) {
+            Ok(attrs) => {
+                if !matches!(attrs.first(),
+                    Some(Attribute::Label(l)) if l == IMPORT_KEK_LABEL.as_bytes())
+                {
+                    return Ok(false);
+                }
+            }
+            Err(CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _)) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
 }
 
 /// Wraps a throw-away AES key with the public half and RSA-OAEP-SHA-256, then unwraps it with

@@ -11,9 +11,9 @@ use crate::hsm::{self, KeyKind, OaepHash, PublicKey, Temporary};
 use super::import_kek::KekHandles;
 use super::objects::{
     describe, find_labelled, has_shape, installed_template, internal, pairs, public_template,
-    shape, Shape,
+    shape, KnownLabels, Shape,
 };
-use super::session::Failure;
+use super::session::{Failure, StoreLock};
 use super::IMPORT_KEK_LABEL;
 
 /// What an install attempt did.
@@ -92,19 +92,37 @@ fn is_bad_blob(rv: RvError) -> bool {
     )
 }
 
+/// What to install: the arguments of [`super::Pkcs11Target::install`], checked.
+pub(super) struct Request<'a> {
+    pub(super) label: &'a str,
+    pub(super) kind: KeyKind,
+    pub(super) blob: &'a [u8],
+    pub(super) hash: OaepHash,
+    /// The public half, for key pairs.
+    pub(super) public: Option<&'a PublicKey>,
+}
+
 /// Installs (see [`super::Pkcs11Target::install`]).
 pub(super) fn install(
     session: &Session,
     kek: &KekHandles,
-    label: &str,
-    kind: KeyKind,
-    blob: &[u8],
-    hash: OaepHash,
-    public: Option<&PublicKey>,
+    request: &Request<'_>,
+    known: &KnownLabels,
+    store: &StoreLock,
 ) -> Result<Installed, Failure> {
-    let existing = find_labelled(session, label)?;
-    if !existing.is_empty() {
-        return complete_pair(session, &existing, label, public).map(Installed::Done);
+    let Request {
+        label,
+        kind,
+        blob,
+        hash,
+        public,
+    } = *request;
+    {
+        let _store = store.hold();
+        let existing = known.objects(session, label)?;
+        if !existing.is_empty() {
+            return complete_pair(session, &existing, label, public, known).map(Installed::Done);
+        }
     }
     let shape = shape(kind);
     let (rsa_part, kwp_part) = match blob.split_at_checked(kek.modulus_len) {
@@ -149,6 +167,8 @@ pub(super) fn install(
         Err(e) => return Err(e.into()),
     };
 
+    // From here on token objects are made (and, on failure, destroyed again).
+    let _store = store.hold();
     let key = match session.unwrap_key(
         &Mechanism::AesKeyWrapPad,
         ephemeral.handle(),
@@ -185,9 +205,12 @@ pub(super) fn install(
     }
     let mut key = key;
     key.keep = true;
+    let mut handles = vec![key.handle];
     if let Some(mut public_object) = pair {
         public_object.keep = true;
+        handles.push(public_object.handle);
     }
+    known.set(label, handles);
     Ok(Installed::Done(true))
 }
 
@@ -198,6 +221,7 @@ fn complete_pair(
     existing: &[ObjectHandle],
     label: &str,
     public: Option<&PublicKey>,
+    known: &KnownLabels,
 ) -> Result<bool, Failure> {
     let Some(public) = public else {
         return Ok(false);
@@ -227,6 +251,9 @@ fn complete_pair(
     }
     let mut public_object = public_object;
     public_object.keep = true;
+    let mut handles = existing.to_vec();
+    handles.push(public_object.handle);
+    known.set(label, handles);
     tracing::info!(
         label,
         "completed a key pair cut short in the PKCS#11 target"
@@ -234,9 +261,15 @@ fn complete_pair(
     Ok(true)
 }
 
-/// Destroys every token object labelled `label`; false when there was none.
-pub(super) fn uninstall(session: &Session, label: &str) -> Result<bool, Failure> {
+/// Destroys every token object labelled `label` (found by a search, so that nothing under the
+/// label survives); false when there was none.
+pub(super) fn uninstall(
+    session: &Session,
+    label: &str,
+    known: &KnownLabels,
+) -> Result<bool, Failure> {
     let handles = find_labelled(session, label)?;
+    known.set(label, Vec::new());
     for handle in &handles {
         session.destroy_object(*handle)?;
     }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::hsm::KeyKind;
 
 use super::objects::{
-    describe, find_labelled, has_shape, internal, is_unusable, pairs, read_public, shape, Shape,
+    describe, has_shape, internal, is_unusable, pairs, read_public, shape, KnownLabels, Shape,
 };
 use super::session::Failure;
 use super::UNUSABLE_KCV;
@@ -40,8 +40,9 @@ pub(super) fn key_check_value(
     session: &Session,
     label: &str,
     kind: KeyKind,
+    known: &KnownLabels,
 ) -> Result<Option<String>, Failure> {
-    let handles = find_labelled(session, label)?;
+    let handles = known.objects(session, label)?;
     if handles.is_empty() {
         return Ok(None);
     }

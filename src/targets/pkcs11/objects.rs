@@ -1,7 +1,8 @@
 //! Installed objects in the target: the shape of each key kind, their templates, finding them
 //! by label, and proving an object's shape and a key pair's pairing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
@@ -169,11 +170,86 @@ pub(super) fn internal(message: String) -> Failure {
     Failure::Target(TargetError::Internal(message))
 }
 
+/// Every token object labelled `label`, by a search.
 pub(super) fn find_labelled(session: &Session, label: &str) -> Result<Vec<ObjectHandle>, Failure> {
     Ok(session.find_objects(&[
         Attribute::Token(true),
         Attribute::Label(label.as_bytes().to_vec()),
     ])?)
+}
+
+/// The handles of the objects under each label as this target last saw them.
+///
+/// A search costs SoftHSM2 a look at every object file of the token, so it grows with the
+/// number of keys installed there; reading one attribute of a known handle does not. Remembered
+/// handles are used only after each one is read back with its label (a deleted object's handle
+/// fails, a reused handle shows another label); anything else falls back to a search. An object
+/// added under the same label by someone else, next to the remembered ones, goes unseen until
+/// the next search.
+#[derive(Default)]
+pub(super) struct KnownLabels {
+    handles: Mutex<HashMap<String, Vec<ObjectHandle>>>,
+}
+
+impl KnownLabels {
+    fn get(&self, label: &str) -> Vec<ObjectHandle> {
+        super::lock(&self.handles)
+            .get(label)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Remembers what is under `label` (nothing: forgets the label).
+    pub(super) fn set(&self, label: &str, handles: Vec<ObjectHandle>) {
+        let mut known = super::lock(&self.handles);
+        if handles.is_empty() {
+            known.remove(label);
+        } else {
+            known.insert(label.to_string(), handles);
+        }
+    }
+
+    pub(super) fn clear(&self) {
+        super::lock(&self.handles).clear();
+    }
+
+    /// The objects labelled `label`: the remembered handles if every one still carries the
+    /// label, else the result of a search (which is then remembered).
+    pub(super) fn objects(
+        &self,
+        session: &Session,
+        label: &str,
+    ) -> Result<Vec<ObjectHandle>, Failure> {
+        let known = self.get(label);
+        if !known.is_empty() && still_labelled(session, &known, label)? {
+            return Ok(known);
+        }
+        let found = find_labelled(session, label)?;
+        self.set(label, found.clone());
+        Ok(found)
+    }
+}
+
+/// True when every handle still names an object labelled `label`.
+fn still_labelled(
+    session: &Session,
+    handles: &[ObjectHandle],
+    label: &str,
+) -> Result<bool, Failure> {
+    for handle in handles {
+        match session.get_attributes(*handle, &[AttributeType::Label]) {
+            Ok(attrs) => {
+                if !matches!(attrs.first(), Some(Attribute::Label(l)) if l == label.as_bytes()) {
+                    return Ok(false);
+                }
+            }
+            Err(CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _)) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
 }
 
 /// Each object's class and key type (None where the object has none, e.g. a data object).

@@ -1,7 +1,9 @@
 //! Sessions on the target token: the login, a fresh session per operation, one retry after a
 //! lost login, and how PKCS#11 failures become [`TargetError`]s.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use cryptoki::context::{Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -88,6 +90,33 @@ pub(super) fn classify(e: CkError) -> TargetError {
     }
 }
 
+/// One token's object store, as far as this process is concerned: the calls that search,
+/// create or destroy its token objects take turns.
+///
+/// SoftHSM2 2.6.1's file store races when one thread searches (`C_FindObjects` re-reads the
+/// token directory) while another creates a token object: the creating call fails now and then
+/// with `CKR_GENERAL_ERROR` (seen with plain cryptoki: about 1 in 200 `C_UnwrapKey` calls with 4
+/// threads). Every `Pkcs11Target` on the same token shares one lock; the RSA-OAEP unwrap, which
+/// makes only a session object and is the slow part of an install, runs outside it.
+#[derive(Clone)]
+pub(super) struct StoreLock(Arc<Mutex<()>>);
+
+impl StoreLock {
+    /// The lock of the token in `slot` of `module`.
+    pub(super) fn for_token(module: &Path, slot: Slot) -> StoreLock {
+        static LOCKS: OnceLock<Mutex<HashMap<(PathBuf, u64), StoreLock>>> = OnceLock::new();
+        let mut locks = lock(LOCKS.get_or_init(|| Mutex::new(HashMap::new())));
+        locks
+            .entry((module.to_path_buf(), slot.id()))
+            .or_insert_with(|| StoreLock(Arc::new(Mutex::new(()))))
+            .clone()
+    }
+
+    pub(super) fn hold(&self) -> MutexGuard<'_, ()> {
+        lock(&self.0)
+    }
+}
+
 /// Opens the keeper session on `slot` and logs the user in (or checks the PIN against the
 /// login this process already holds).
 pub(super) fn log_in(
@@ -141,6 +170,17 @@ impl Pkcs11Target {
         }
     }
 
+    /// [`Pkcs11Target::run`] holding the token's [`StoreLock`] during `op`.
+    pub(super) fn run_locked<T>(
+        &self,
+        mut op: impl FnMut(&Session) -> Result<T, Failure>,
+    ) -> Result<T, TargetError> {
+        self.run(|session| {
+            let _store = self.store.hold();
+            op(session)
+        })
+    }
+
     /// A new read-write session, logging in first when the keeper session is gone.
     fn session(&self) -> Result<Session, Failure> {
         if lock(&self.keeper).is_none() {
@@ -155,6 +195,7 @@ impl Pkcs11Target {
         // Closing a session the module already dropped fails; that is expected here.
         drop(keeper.take());
         *lock(&self.kek) = None;
+        self.known.clear();
         *keeper = Some(log_in(&self.ctx, &self.module, self.slot, &self.pin)?);
         Ok(())
     }
