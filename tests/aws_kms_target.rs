@@ -1,12 +1,12 @@
 //! Library-level tests of the `aws_kms` keystore target against a real AWS KMS emulator
 //! (LocalStack 4.10.0's KMS, started here on a free loopback port) and a SoftHSM2 token.
-//!
-//! LocalStack is installed on first use into `target/localstack-venv` by
-//! `scripts/localstack.sh` (1-2 min once; `KEYORCH_LOCALSTACK_VENV` picks another folder). Each
-//! test that needs it starts its own instance and stops it on drop. LocalStack accepts any
-//! credentials and enforces no permissions, so the AWS error answers for a wrong secret, an
-//! unknown access key and a denied action are replayed by a small loopback server with the
-//! bodies AWS sends, through the same SDK client.
+
+// LocalStack is installed on first use into `target/localstack-venv` by
+// `scripts/localstack.sh` (1-2 min once; `KEYORCH_LOCALSTACK_VENV` picks another folder). Each
+// test that needs it starts its own instance and stops it on drop. LocalStack accepts any
+// credentials and enforces no permissions, so the AWS error answers for a wrong secret, an
+// unknown access key and a denied action are replayed by a small loopback server with the
+// bodies AWS sends, through the same SDK client.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
