@@ -114,7 +114,9 @@ pub async fn run(cmd: AuditCommand, ctx: &Context) -> Result<Outcome, CliError> 
                 .await?
                 .into_inner();
             output::print(&match ctx.output {
-                OutputFormat::Table if r.ok => format!("ok: {} events verified\n", r.events_verified),
+                OutputFormat::Table if r.ok => {
+                    format!("ok: {} events verified\n", r.events_verified)
+                }
                 OutputFormat::Table => {
                     format!("broken at event {}: {}\n", r.first_bad_seq, r.message)
                 }
