@@ -11,7 +11,7 @@ use crate::domain::{
     Vault,
 };
 use crate::proto::v1 as pb;
-use crate::service::{KeyStatus, Pkcs11Patch, TargetStatus};
+use crate::service::{AwsKmsPatch, KeyStatus, Pkcs11Patch, TargetStatus};
 
 pub fn ts(ms: Millis) -> Option<Timestamp> {
     Some(Timestamp {
@@ -165,6 +165,17 @@ pub fn keystore(k: &Keystore) -> pb::Keystore {
             KeystoreConfig::Pkcs11 { module_path, token } => {
                 pb::keystore::Config::Pkcs11(pkcs11_config_pb(module_path, token))
             }
+            KeystoreConfig::AwsKms {
+                region,
+                endpoint_url,
+                access_key_id,
+                account_id,
+            } => pb::keystore::Config::AwsKms(pb::AwsKmsKeystoreConfig {
+                region: region.clone(),
+                endpoint_url: endpoint_url.clone().unwrap_or_default(),
+                access_key_id: access_key_id.clone(),
+                account_id: account_id.clone().unwrap_or_default(),
+            }),
         }),
     }
 }
@@ -217,6 +228,7 @@ fn instance_state_pb(s: InstanceState) -> pb::InstanceState {
         InstanceState::Uninstalling => pb::InstanceState::Uninstalling,
         InstanceState::Failed => pb::InstanceState::Failed,
         InstanceState::Unavailable => pb::InstanceState::Unavailable,
+        InstanceState::Disabled => pb::InstanceState::Disabled,
     }
 }
 
@@ -238,6 +250,7 @@ pub fn key(k: &Key) -> pb::Key {
                 keystore_id: i.keystore_id.clone(),
                 state: instance_state_pb(i.state) as i32,
                 remote_ref: i.remote_ref.clone(),
+                remote_id: i.remote_id.clone(),
                 error: i.error.clone(),
                 updated_at: ts(i.updated_at),
             })
@@ -309,6 +322,39 @@ pub fn pkcs11_config(c: &pb::Pkcs11KeystoreConfig) -> Result<KeystoreConfig, Sta
         module_path: c.module_path.clone(),
         token,
     })
+}
+
+/// An aws_kms configuration from the API. `account_id` is output only.
+pub fn aws_kms_config(c: &pb::AwsKmsKeystoreConfig) -> Result<KeystoreConfig, Status> {
+    if !c.account_id.is_empty() {
+        return Err(invalid(
+            "aws_kms.account_id",
+            "is output only: it is learnt at connect",
+        ));
+    }
+    Ok(KeystoreConfig::AwsKms {
+        region: c.region.clone(),
+        endpoint_url: Some(c.endpoint_url.clone()).filter(|u| !u.is_empty()),
+        access_key_id: c.access_key_id.clone(),
+        account_id: None,
+    })
+}
+
+/// An aws_kms update: empty fields keep the stored values.
+pub fn aws_kms_patch(c: &pb::AwsKmsKeystoreConfig, clear_endpoint_url: bool) -> AwsKmsPatch {
+    let endpoint_url = if clear_endpoint_url {
+        Some(None)
+    } else {
+        Some(c.endpoint_url.clone())
+            .filter(|u| !u.is_empty())
+            .map(Some)
+    };
+    AwsKmsPatch {
+        region: Some(c.region.clone()).filter(|r| !r.is_empty()),
+        endpoint_url,
+        access_key_id: Some(c.access_key_id.clone()).filter(|a| !a.is_empty()),
+        account_id: Some(c.account_id.clone()).filter(|a| !a.is_empty()),
+    }
 }
 
 /// A pkcs11 update: empty fields keep the stored values; at most one token selector.

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use crate::domain::{Action, Keystore, KeystoreConfig};
 use crate::proto::v1::{self as pb, keystore_service_server::KeystoreService};
 use crate::service::{
-    CreateKeystore, DisconnectOptions, KeystoreFilter, Scope, Services, UpdateKeystore,
+    CreateKeystore, DisconnectOptions, KeystoreFilter, Scope, Secret, Services, UpdateKeystore,
 };
 
 pub struct Keystores(pub Services);
@@ -27,10 +27,14 @@ fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeystore, Status
         None => None,
         Some(Config::Internal(_)) => Some(KeystoreConfig::Internal),
         Some(Config::Pkcs11(c)) => Some(convert::pkcs11_config(c)?),
+        Some(Config::AwsKms(c)) => Some(convert::aws_kms_config(c)?),
     };
-    let pin = match r.credentials {
+    let secret = match r.credentials {
         None => None,
-        Some(Credentials::Pkcs11Credentials(c)) => Some(SecretString::from(c.pin)),
+        Some(Credentials::Pkcs11Credentials(c)) => Some(Secret::Pkcs11Pin(SecretString::from(c.pin))),
+        Some(Credentials::AwsKmsCredentials(c)) => Some(Secret::AwsSecretAccessKey(
+            SecretString::from(c.secret_access_key),
+        )),
     };
     Ok(CreateKeystore {
         vault_id: r.vault_id,
@@ -38,17 +42,36 @@ fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeystore, Status
         description: r.description,
         keystore_type,
         config,
-        pin,
+        secret,
         connect: r.connect,
     })
 }
 
 fn update_request(r: pb::UpdateKeystoreRequest) -> Result<UpdateKeystore, Status> {
+    let aws_kms = match (&r.aws_kms, r.aws_kms_clear_endpoint_url) {
+        (None, false) => None,
+        (Some(c), clear) => Some(convert::aws_kms_patch(c, clear)),
+        (None, true) => Some(convert::aws_kms_patch(&Default::default(), true)),
+    };
+    let secret = match (r.pkcs11_credentials, r.aws_kms_credentials) {
+        (None, None) => None,
+        (Some(c), None) => Some(Secret::Pkcs11Pin(SecretString::from(c.pin))),
+        (None, Some(c)) => Some(Secret::AwsSecretAccessKey(SecretString::from(
+            c.secret_access_key,
+        ))),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "aws_kms_credentials",
+                "give the credentials of the keystore's type only, not pkcs11_credentials too",
+            ))
+        }
+    };
     Ok(UpdateKeystore {
         name: r.name,
         description: r.description,
         pkcs11: r.pkcs11.as_ref().map(convert::pkcs11_patch).transpose()?,
-        pin: r.pkcs11_credentials.map(|c| SecretString::from(c.pin)),
+        aws_kms,
+        secret,
     })
 }
 
@@ -217,16 +240,19 @@ impl KeystoreService for Keystores {
             None => return Err(invalid("subject", "give either id or candidate")),
         };
         let outcome = call.finish(&self.0, outcome, none).await?;
+        let denied_permissions = outcome.denied_permissions;
         Ok(Response::new(match outcome.result {
             Ok(()) => pb::TestKeystoreConnectionResponse {
                 ok: true,
                 error_code: 0,
                 message: String::new(),
+                denied_permissions,
             },
             Err(e) => pb::TestKeystoreConnectionResponse {
                 ok: false,
                 error_code: convert::error_code_pb(e.code) as i32,
                 message: e.message,
+                denied_permissions,
             },
         }))
     }

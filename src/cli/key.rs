@@ -402,6 +402,9 @@ pub fn record(k: &Key) -> Record {
         if !i.remote_ref.is_empty() {
             line.push_str(&format!(" remote_ref={}", i.remote_ref));
         }
+        if !i.remote_id.is_empty() {
+            line.push_str(&format!(" remote_id={}", i.remote_id));
+        }
         if let Some(t) = timestamp(&i.updated_at) {
             line.push_str(&format!(" updated_at={t}"));
         }
@@ -431,6 +434,7 @@ pub fn to_json(k: &Key) -> Value {
                 "keystore_id": i.keystore_id,
                 "state": full_name::<InstanceState>(i.state),
                 "remote_ref": i.remote_ref,
+                "remote_id": i.remote_id,
                 "error": i.error,
                 "updated_at": timestamp_json(&i.updated_at),
             })
@@ -529,6 +533,7 @@ mod tests {
                     keystore_id: "ks-1".into(),
                     state: InstanceState::Installed as i32,
                     remote_ref: "keyorch-k-1".into(),
+                    remote_id: String::new(),
                     error: String::new(),
                     updated_at: ts(1_700_000_100),
                 },
@@ -536,6 +541,7 @@ mod tests {
                     keystore_id: "ks-2".into(),
                     state: InstanceState::Unavailable as i32,
                     remote_ref: String::new(),
+                    remote_id: String::new(),
                     error: "keystore not connected".into(),
                     updated_at: None,
                 },

@@ -13,7 +13,8 @@ use crate::proto::v1::{
     create_keystore_request, keystore, test_keystore_connection_request, ConnectKeystoreRequest,
     ConnectionErrorCode, ConnectionState, CreateKeystoreRequest, DeleteKeystoreRequest,
     DescribeKeystoresRequest, DisconnectKeystoreRequest, GetKeystoreRequest, HealthStatus,
-    InternalKeystoreConfig, Keystore, KeystoreType, Pkcs11Credentials, Pkcs11KeystoreConfig,
+    AwsKmsCredentials, AwsKmsKeystoreConfig, InternalKeystoreConfig, Keystore, KeystoreType,
+    Pkcs11Credentials, Pkcs11KeystoreConfig,
     TestKeystoreConnectionRequest, TestKeystoreConnectionResponse, UpdateKeystoreRequest,
 };
 
@@ -86,29 +87,79 @@ pub struct Pkcs11Args {
     pub pin_file: Option<std::path::PathBuf>,
 }
 
+/// A secret from a file ("-": standard input), without its line end.
+fn read_secret(path: &std::path::Path, what: &str) -> Result<String, CliError> {
+    let text = if path.as_os_str() == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|source| {
+            CliError::Io {
+                what: format!("reading the {what} from standard input"),
+                source,
+            }
+        })?;
+        t
+    } else {
+        std::fs::read_to_string(path).map_err(|source| CliError::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        })?
+    };
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Settings of an aws_kms keystore (an AWS KMS account and region).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct AwsKmsArgs {
+    /// aws_kms: the AWS region, e.g. eu-central-1 (locked after the first connect).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// aws_kms: another endpoint than AWS's public one (VPC endpoint, emulator; http:// only to loopback).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// aws_kms: the access key id (changes only together with --secret-access-key-file).
+    #[arg(long, value_name = "ID")]
+    pub access_key_id: Option<String>,
+    /// aws_kms: file holding the secret access key ("-" reads standard input). Never on the command line.
+    #[arg(long, value_name = "FILE")]
+    pub secret_access_key_file: Option<std::path::PathBuf>,
+}
+
+impl AwsKmsArgs {
+    fn given(&self) -> bool {
+        self.region.is_some() || self.endpoint_url.is_some() || self.access_key_id.is_some()
+    }
+
+    fn config(&self) -> AwsKmsKeystoreConfig {
+        AwsKmsKeystoreConfig {
+            region: self.region.clone().unwrap_or_default(),
+            endpoint_url: self.endpoint_url.clone().unwrap_or_default(),
+            access_key_id: self.access_key_id.clone().unwrap_or_default(),
+            account_id: String::new(),
+        }
+    }
+
+    fn credentials(&self) -> Result<Option<AwsKmsCredentials>, CliError> {
+        self.secret_access_key_file
+            .as_deref()
+            .map(|path| {
+                Ok(AwsKmsCredentials {
+                    secret_access_key: read_secret(path, "secret access key")?,
+                })
+            })
+            .transpose()
+    }
+}
+
 impl Pkcs11Args {
     fn pin(&self) -> Result<Option<Pkcs11Credentials>, CliError> {
-        let Some(path) = &self.pin_file else {
-            return Ok(None);
-        };
-        let text = if path.as_os_str() == "-" {
-            let mut t = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|source| {
-                CliError::Io {
-                    what: "reading the PIN from standard input".into(),
-                    source,
-                }
-            })?;
-            t
-        } else {
-            std::fs::read_to_string(path).map_err(|source| CliError::Io {
-                what: format!("reading {}", path.display()),
-                source,
-            })?
-        };
-        Ok(Some(Pkcs11Credentials {
-            pin: text.trim_end_matches(['\r', '\n']).to_string(),
-        }))
+        self.pin_file
+            .as_deref()
+            .map(|path| {
+                Ok(Pkcs11Credentials {
+                    pin: read_secret(path, "PIN")?,
+                })
+            })
+            .transpose()
     }
 
     fn config(&self, stored: Option<&Pkcs11KeystoreConfig>) -> Option<Pkcs11KeystoreConfig> {
@@ -154,6 +205,8 @@ pub enum KeystoreCommand {
         connect: bool,
         #[command(flatten)]
         pkcs11: Pkcs11Args,
+        #[command(flatten)]
+        aws_kms: AwsKmsArgs,
     },
     /// Show one keystore.
     Get {
@@ -177,8 +230,9 @@ pub enum KeystoreCommand {
         #[command(flatten)]
         page: PageArgs,
     },
-    /// Rename a keystore, change its description, credentials (any state) or module
-    /// path (only while DISCONNECTED). The token never changes.
+    /// Rename a keystore, change its description, credentials (any state), module path
+    /// or endpoint URL (only while DISCONNECTED), or an aws_kms region (only until the
+    /// first connect). A pkcs11 token never changes.
     Update {
         /// Keystore id.
         id: String,
@@ -190,6 +244,11 @@ pub enum KeystoreCommand {
         description: Option<String>,
         #[command(flatten)]
         pkcs11: Pkcs11Args,
+        #[command(flatten)]
+        aws_kms: AwsKmsArgs,
+        /// aws_kms: go back to AWS's public endpoint for the region.
+        #[arg(long, conflicts_with = "endpoint_url")]
+        clear_endpoint_url: bool,
     },
     /// Delete a DISCONNECTED keystore that holds no keys.
     Delete {
@@ -229,6 +288,7 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
             kind,
             connect,
             pkcs11,
+            aws_kms,
         } => {
             let config = match kind {
                 KeystoreTypeArg::Internal => Some(create_keystore_request::Config::Internal(
@@ -237,11 +297,26 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
                 KeystoreTypeArg::Pkcs11 => pkcs11
                     .config(None)
                     .map(create_keystore_request::Config::Pkcs11),
+                KeystoreTypeArg::AwsKms => Some(create_keystore_request::Config::AwsKms(
+                    aws_kms.config(),
+                )),
                 _ => None,
             };
-            let credentials = pkcs11
-                .pin()?
-                .map(create_keystore_request::Credentials::Pkcs11Credentials);
+            let credentials = match (pkcs11.pin()?, aws_kms.credentials()?) {
+                (Some(pin), None) => Some(
+                    create_keystore_request::Credentials::Pkcs11Credentials(pin),
+                ),
+                (None, Some(secret)) => Some(
+                    create_keystore_request::Credentials::AwsKmsCredentials(secret),
+                ),
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    return Err(CliError::Usage(
+                        "give --pin-file (pkcs11) or --secret-access-key-file (aws_kms), not both"
+                            .into(),
+                    ))
+                }
+            };
             client
                 .create_keystore(CreateKeystoreRequest {
                     vault_id: vault,
@@ -264,6 +339,8 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
             name,
             description,
             pkcs11,
+            aws_kms,
+            clear_endpoint_url,
         } => {
             let stored = if pkcs11.config(None).is_some() {
                 let k = client
@@ -284,6 +361,9 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
                     description,
                     pkcs11: pkcs11.config(stored.as_ref()),
                     pkcs11_credentials: pkcs11.pin()?,
+                    aws_kms: aws_kms.given().then(|| aws_kms.config()),
+                    aws_kms_credentials: aws_kms.credentials()?,
+                    aws_kms_clear_endpoint_url: clear_endpoint_url,
                 })
                 .await?
                 .into_inner()
@@ -392,6 +472,20 @@ pub fn record(k: &Keystore) -> Record {
             )
             .field("has_credentials", k.has_credentials.to_string());
     }
+    if let Some(keystore::Config::AwsKms(c)) = &k.config {
+        r = r
+            .field("aws_kms.region", &c.region)
+            .optional(
+                "aws_kms.endpoint_url",
+                Some(c.endpoint_url.clone()).filter(|v| !v.is_empty()),
+            )
+            .field("aws_kms.access_key_id", &c.access_key_id)
+            .optional(
+                "aws_kms.account_id",
+                Some(c.account_id.clone()).filter(|v| !v.is_empty()),
+            )
+            .field("has_credentials", k.has_credentials.to_string());
+    }
     if let Some(h) = &k.health {
         r = r
             .field("health.status", short_name::<HealthStatus>(h.status))
@@ -419,6 +513,12 @@ pub fn to_json(k: &Keystore) -> Value {
             "module_path": c.module_path,
             "token_label": c.token_label,
             "token_serial": c.token_serial,
+        } }),
+        Some(keystore::Config::AwsKms(c)) => json!({ "aws_kms": {
+            "region": c.region,
+            "endpoint_url": c.endpoint_url,
+            "access_key_id": c.access_key_id,
+            "account_id": c.account_id,
         } }),
         None => Value::Null,
     };
@@ -484,12 +584,17 @@ pub fn render_test(format: OutputFormat, r: &TestKeystoreConnectionResponse) -> 
                 );
             }
             rec.optional("message", Some(r.message.clone()).filter(|m| !m.is_empty()))
+                .optional(
+                    "denied_permissions",
+                    Some(r.denied_permissions.join(",")).filter(|m| !m.is_empty()),
+                )
                 .render()
         }
         OutputFormat::Json => output::render_json(&json!({
             "ok": r.ok,
             "error_code": full_name::<ConnectionErrorCode>(r.error_code),
             "message": r.message,
+            "denied_permissions": r.denied_permissions,
         })),
     }
 }
@@ -546,6 +651,7 @@ mod tests {
                 kind: KeystoreTypeArg::Internal,
                 connect: false,
                 pkcs11: Pkcs11Args::default(),
+                aws_kms: AwsKmsArgs::default(),
             }
         );
         assert_eq!(
@@ -577,6 +683,40 @@ mod tests {
                     token_label: Some("t".into()),
                     token_serial: None,
                     pin_file: Some("/p".into()),
+                },
+                aws_kms: AwsKmsArgs::default(),
+            }
+        );
+        assert_eq!(
+            parse(&[
+                "keystore",
+                "create",
+                "--vault",
+                "v",
+                "--name",
+                "n",
+                "--type",
+                "aws-kms",
+                "--region",
+                "eu-central-1",
+                "--access-key-id",
+                "AKIAEXAMPLE",
+                "--secret-access-key-file",
+                "/s"
+            ])
+            .expect("ok"),
+            KeystoreCommand::Create {
+                vault: "v".into(),
+                name: "n".into(),
+                description: None,
+                kind: KeystoreTypeArg::AwsKms,
+                connect: false,
+                pkcs11: Pkcs11Args::default(),
+                aws_kms: AwsKmsArgs {
+                    region: Some("eu-central-1".into()),
+                    endpoint_url: None,
+                    access_key_id: Some("AKIAEXAMPLE".into()),
+                    secret_access_key_file: Some("/s".into()),
                 },
             }
         );
@@ -670,10 +810,21 @@ mod tests {
             ok: false,
             error_code: ConnectionErrorCode::InvalidCredentials as i32,
             message: "bad PIN".into(),
+            denied_permissions: Vec::new(),
         };
         assert_eq!(
             render_test(OutputFormat::Table, &r),
             "ok: false\nerror_code: INVALID_CREDENTIALS\nmessage: bad PIN\n"
+        );
+        let r = TestKeystoreConnectionResponse {
+            ok: false,
+            error_code: ConnectionErrorCode::InsufficientPermissions as i32,
+            message: "denied".into(),
+            denied_permissions: vec!["CreateAlias".into(), "TagResource".into()],
+        };
+        assert_eq!(
+            render_test(OutputFormat::Table, &r),
+            "ok: false\nerror_code: INSUFFICIENT_PERMISSIONS\nmessage: denied\ndenied_permissions: CreateAlias,TagResource\n"
         );
     }
 }

@@ -188,6 +188,9 @@ pub enum InstanceState {
     Uninstalling,
     Failed,
     Unavailable,
+    /// The copy is in the target but disabled there (an aws_kms copy of a DEACTIVATED key):
+    /// unusable, and reactivation enables the same remote key again.
+    Disabled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +198,9 @@ pub struct Instance {
     pub keystore_id: String,
     pub state: InstanceState,
     pub remote_ref: String,
+    /// The target's own id of the copy where it assigns one (aws_kms: the key ARN).
+    #[serde(default)]
+    pub remote_id: String,
     pub error: String,
     pub updated_at: Millis,
 }
@@ -306,6 +312,7 @@ impl Key {
                 keystore_id: ks.clone(),
                 state: InstanceState::NotInstalled,
                 remote_ref: remote_ref(&req.id),
+                remote_id: String::new(),
                 error: String::new(),
                 updated_at: now,
             })
@@ -370,11 +377,23 @@ impl Key {
                 keystore_id: keystore_id.to_string(),
                 state,
                 remote_ref: remote_ref(&self.id),
+                remote_id: String::new(),
                 error,
                 updated_at: now,
             });
         }
         self.updated_at = now;
+    }
+
+    /// Records the target's own id of the copy in `keystore_id` (aws_kms: the key ARN).
+    pub fn set_remote_id(&mut self, keystore_id: &str, remote_id: &str) {
+        if let Some(i) = self
+            .instances
+            .iter_mut()
+            .find(|i| i.keystore_id == keystore_id)
+        {
+            i.remote_id = remote_id.to_string();
+        }
     }
 
     /// Removes a target and its instance.

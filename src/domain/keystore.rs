@@ -6,7 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    validate_description, validate_name, DomainError, InstanceState, Key, KeyState, KeystoreAction,
+    validate_description, validate_name, DomainError, InstanceState, Key, KeySpec, KeyState,
+    KeystoreAction,
     Millis,
 };
 
@@ -58,6 +59,105 @@ pub enum KeystoreConfig {
         module_path: String,
         token: TokenRef,
     },
+    /// An AWS KMS account and region. `region` (and the account, learnt at connect) are
+    /// identifying: locked after the first successful connect. `endpoint_url` is connection
+    /// configuration; `access_key_id` is the public half of the credential pair and changes
+    /// only with the (sealed) secret.
+    AwsKms {
+        region: String,
+        endpoint_url: Option<String>,
+        access_key_id: String,
+        /// The 12-digit account the credentials act in; set by a connect that could read it.
+        account_id: Option<String>,
+    },
+}
+
+/// Hosts an `http://` endpoint URL may name: plaintext only on this machine (emulators).
+const LOOPBACK_HOSTS: &[&str] = &["127.0.0.1", "[::1]", "localhost"];
+
+fn validate_region(region: &str) -> Result<(), DomainError> {
+    let b = region.as_bytes();
+    let ok = (1..=32).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b[b.len() - 1].is_ascii_digit()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            "aws_kms.region",
+            "must be an AWS region name: 1 to 32 of a-z 0-9 -, starting with a letter and ending with a digit (e.g. eu-central-1)",
+        ))
+    }
+}
+
+fn validate_endpoint_url(url: &str) -> Result<(), DomainError> {
+    const FIELD: &str = "aws_kms.endpoint_url";
+    if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(DomainError::invalid(
+            FIELD,
+            "must be at most 2048 characters without white space",
+        ));
+    }
+    let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(DomainError::invalid(
+            FIELD,
+            "must be an https:// URL (http:// only to a loopback host)",
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return Err(DomainError::invalid(
+            FIELD,
+            "must name a host, without user information",
+        ));
+    }
+    let host = if authority.starts_with('[') {
+        authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end])
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    if !secure && !LOOPBACK_HOSTS.contains(&host) {
+        return Err(DomainError::invalid(
+            FIELD,
+            "must be https:// unless the host is loopback (127.0.0.1, [::1], localhost): credentials and key material never cross a network in plaintext",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_access_key_id(id: &str) -> Result<(), DomainError> {
+    let ok = (1..=128).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            "aws_kms.access_key_id",
+            "must be 1 to 128 of A-Z a-z 0-9 _ (an AWS access key id)",
+        ))
+    }
+}
+
+/// Rule of an AWS secret access key. The message never contains the secret.
+pub fn validate_aws_secret(field: &str, secret: &str) -> Result<(), DomainError> {
+    if !(1..=256).contains(&secret.len()) {
+        return Err(DomainError::invalid(field, "must be 1 to 256 characters"));
+    }
+    if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(DomainError::invalid(
+            field,
+            "must not contain white space or control characters",
+        ));
+    }
+    Ok(())
 }
 
 impl KeystoreConfig {
@@ -65,6 +165,7 @@ impl KeystoreConfig {
         match self {
             KeystoreConfig::Internal => KeystoreType::Internal,
             KeystoreConfig::Pkcs11 { .. } => KeystoreType::Pkcs11,
+            KeystoreConfig::AwsKms { .. } => KeystoreType::AwsKms,
         }
     }
 
@@ -98,12 +199,47 @@ impl KeystoreConfig {
                     _ => Ok(()),
                 }
             }
+            KeystoreConfig::AwsKms {
+                region,
+                endpoint_url,
+                access_key_id,
+                account_id,
+            } => {
+                validate_region(region)?;
+                if let Some(url) = endpoint_url {
+                    validate_endpoint_url(url)?;
+                }
+                validate_access_key_id(access_key_id)?;
+                match account_id {
+                    Some(a) if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) => Err(
+                        DomainError::invalid("aws_kms.account_id", "must be 12 digits"),
+                    ),
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
     /// Whether a keystore of this type needs credentials.
     pub fn needs_credentials(&self) -> bool {
-        matches!(self, KeystoreConfig::Pkcs11 { .. })
+        !matches!(self, KeystoreConfig::Internal)
+    }
+
+    /// Whether a managed key of `spec` can be installed in a keystore of this type, and if
+    /// not, the provider's limit in words (checked before anything is sent).
+    pub fn accepts(&self, spec: KeySpec) -> Result<(), String> {
+        match self {
+            KeystoreConfig::Internal | KeystoreConfig::Pkcs11 { .. } => Ok(()),
+            KeystoreConfig::AwsKms { .. } => match spec {
+                KeySpec::Aes256 | KeySpec::HmacSha256 => Ok(()),
+                KeySpec::Aes128 | KeySpec::Aes192 => Err(format!(
+                    "AWS KMS imports symmetric encryption keys only as 256-bit AES (SYMMETRIC_DEFAULT), not {spec}"
+                )),
+                _ => Err(format!(
+                    "AWS KMS imports {spec} private keys only under RSA_AES_KEY_WRAP, which keyorch does not install with yet; aws_kms keystores take AES-256 and HMAC-SHA256 keys"
+                )),
+            },
+        }
     }
 }
 
@@ -254,6 +390,9 @@ pub struct Keystore {
     pub health: Option<Health>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// When a connect first succeeded: from then on identifying properties are locked.
+    #[serde(default)]
+    pub first_connected_at: Option<Millis>,
 }
 
 /// A validated create request.
@@ -301,6 +440,7 @@ impl Keystore {
             health: None,
             created_at: now,
             updated_at: now,
+            first_connected_at: None,
         })
     }
 
@@ -339,6 +479,7 @@ impl Keystore {
             Ok(()) => {
                 self.state = ConnectionState::Connected;
                 self.error = None;
+                self.first_connected_at.get_or_insert(now);
                 self.health = Some(Health {
                     status: HealthStatus::Ok,
                     message: String::new(),
@@ -419,6 +560,36 @@ impl Keystore {
                     self.require(KeystoreAction::UpdateConnectionConfig)?;
                 }
             }
+            (
+                KeystoreConfig::AwsKms {
+                    region: old_r,
+                    endpoint_url: old_e,
+                    account_id: old_acct,
+                    ..
+                },
+                KeystoreConfig::AwsKms {
+                    region: new_r,
+                    endpoint_url: new_e,
+                    account_id: new_acct,
+                    ..
+                },
+            ) => {
+                if old_acct != new_acct {
+                    return Err(DomainError::invalid(
+                        "aws_kms.account_id",
+                        "is output only: it is learnt at connect and never changes",
+                    ));
+                }
+                if old_r != new_r && self.first_connected_at.is_some() {
+                    return Err(DomainError::invalid(
+                        "aws_kms.region",
+                        "is locked: the keystore has connected, and its region and account identify it",
+                    ));
+                }
+                if old_e != new_e {
+                    self.require(KeystoreAction::UpdateConnectionConfig)?;
+                }
+            }
             (old, new) if old.keystore_type() != new.keystore_type() => {
                 return Err(DomainError::invalid(
                     "config",
@@ -430,6 +601,28 @@ impl Keystore {
         self.config = new;
         self.updated_at = now;
         Ok(())
+    }
+
+    /// Binds an aws_kms keystore to the account its credentials act in, seen at a connect.
+    /// The first account seen is kept; credentials of another account are refused with
+    /// INVALID_CONFIGURATION (the keystore's keys live in the first one).
+    pub fn bind_account(&mut self, seen: &str) -> Result<(), ConnectionError> {
+        let KeystoreConfig::AwsKms { account_id, .. } = &mut self.config else {
+            return Ok(());
+        };
+        match account_id {
+            Some(bound) if bound != seen => Err(ConnectionError {
+                code: ConnectionErrorCode::InvalidConfiguration,
+                message: format!(
+                    "the credentials act in AWS account {seen}, but this keystore belongs to account {bound}; use credentials of account {bound}"
+                ),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                *account_id = Some(seen.to_string());
+                Ok(())
+            }
+        }
     }
 
     /// Replaces the sealed credentials (allowed in every state, as in AWS).
@@ -497,6 +690,111 @@ mod tests {
         .unwrap();
         ks.state = state;
         ks
+    }
+
+    fn aws(region: &str, url: Option<&str>, key_id: &str) -> KeystoreConfig {
+        KeystoreConfig::AwsKms {
+            region: region.into(),
+            endpoint_url: url.map(str::to_string),
+            access_key_id: key_id.into(),
+            account_id: None,
+        }
+    }
+
+    fn field_of(e: DomainError) -> String {
+        match e {
+            DomainError::Invalid { field, .. } => field,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn aws_kms_configuration_rules() {
+        let ok = [
+            aws("eu-central-1", None, "AKIAIOSFODNN7EXAMPLE"),
+            aws("us-gov-west-1", Some("https://kms.example.internal:8443/"), "A_1"),
+            aws("us-east-1", Some("http://127.0.0.1:4566"), "test"),
+            aws("us-east-1", Some("http://localhost:4566"), "test"),
+            aws("us-east-1", Some("http://[::1]:4566"), "test"),
+        ];
+        for c in ok {
+            assert!(c.validate().is_ok(), "{c:?}");
+            assert!(c.needs_credentials());
+            assert_eq!(c.keystore_type(), KeystoreType::AwsKms);
+        }
+        let bad = [
+            (aws("", None, "A"), "aws_kms.region"),
+            (aws("EU-central-1", None, "A"), "aws_kms.region"),
+            (aws("eu-central-", None, "A"), "aws_kms.region"),
+            (aws("1us-east-1", None, "A"), "aws_kms.region"),
+            (aws("us-east-1", Some("ftp://x"), "A"), "aws_kms.endpoint_url"),
+            (aws("us-east-1", Some("http://kms.example.com"), "A"), "aws_kms.endpoint_url"),
+            (aws("us-east-1", Some("http://127.0.0.1.evil.com"), "A"), "aws_kms.endpoint_url"),
+            (aws("us-east-1", Some("https://u:p@kms.example.com"), "A"), "aws_kms.endpoint_url"),
+            (aws("us-east-1", Some("https://a b"), "A"), "aws_kms.endpoint_url"),
+            (aws("us-east-1", None, ""), "aws_kms.access_key_id"),
+            (aws("us-east-1", None, "AKIA EXAMPLE"), "aws_kms.access_key_id"),
+            (aws("us-east-1", None, &"A".repeat(129)), "aws_kms.access_key_id"),
+        ];
+        for (c, field) in bad {
+            assert_eq!(field_of(c.validate().unwrap_err()), field, "{c:?}");
+        }
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        assert!(validate_aws_secret("s", secret).is_ok());
+        for bad in ["", "a b", "a\nb", &"x".repeat(257)] {
+            let e = validate_aws_secret("s", bad).unwrap_err();
+            assert!(bad.is_empty() || !e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn aws_kms_takes_aes256_and_hmac_keys_only() {
+        let c = aws("us-east-1", None, "A");
+        for spec in [KeySpec::Aes256, KeySpec::HmacSha256] {
+            assert!(c.accepts(spec).is_ok());
+        }
+        for spec in [KeySpec::Aes128, KeySpec::Rsa2048, KeySpec::EcP256] {
+            let limit = c.accepts(spec).unwrap_err();
+            assert!(limit.contains("AWS KMS") && limit.contains(&spec.to_string()), "{limit}");
+            assert!(KeystoreConfig::Internal.accepts(spec).is_ok());
+        }
+    }
+
+    #[test]
+    fn aws_kms_region_and_account_lock_after_the_first_connect() {
+        let mut ks = keystore(ConnectionState::Disconnected);
+        ks.config = aws("us-east-1", None, "A");
+        // Before any connect the region may still be corrected.
+        ks.update_config(aws("eu-west-1", None, "A"), 1).unwrap();
+        ks.begin_connect(2).unwrap();
+        ks.finish_connect(Ok(()), 3);
+        assert_eq!(ks.first_connected_at, Some(3));
+        ks.bind_account("123456789012").unwrap();
+        ks.begin_disconnect(4).unwrap();
+        ks.finish_disconnect(5);
+        let bound_in = |region: &str, url: Option<&str>| KeystoreConfig::AwsKms {
+            region: region.into(),
+            endpoint_url: url.map(str::to_string),
+            access_key_id: "A".into(),
+            account_id: Some("123456789012".into()),
+        };
+        let e = ks.update_config(bound_in("us-east-1", None), 6).unwrap_err();
+        assert_eq!(field_of(e), "aws_kms.region");
+        // The endpoint is connection configuration: DISCONNECTED only.
+        let bound = |url: Option<&str>| bound_in("eu-west-1", url);
+        ks.update_config(bound(Some("https://vpce.example")), 7).unwrap();
+        ks.state = ConnectionState::Connected;
+        assert!(matches!(
+            ks.update_config(bound(None), 8),
+            Err(DomainError::KeystoreState { .. })
+        ));
+        // The account is output only, and another account's credentials are refused.
+        let e = ks.update_config(aws("eu-west-1", Some("https://vpce.example"), "A"), 9);
+        assert_eq!(field_of(e.unwrap_err()), "aws_kms.account_id");
+        ks.bind_account("123456789012").unwrap();
+        let e = ks.bind_account("210987654321").unwrap_err();
+        assert_eq!(e.code, ConnectionErrorCode::InvalidConfiguration);
+        assert!(e.message.contains("210987654321") && e.message.contains("123456789012"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use key::{
     remote_ref, Family, Instance, InstanceState, Key, KeySpec, KeyState, Material, NewKey,
 };
 pub use keystore::{
-    stranded_keys, validate_pin, ConnectStart, ConnectionError, ConnectionErrorCode,
+    stranded_keys, validate_aws_secret, validate_pin, ConnectStart, ConnectionError, ConnectionErrorCode,
     ConnectionState, Health, HealthStatus, Keystore, KeystoreConfig, KeystoreType, NewKeystore,
     SealedCredentials, TokenRef,
 };

@@ -102,9 +102,11 @@ pub(crate) fn key_ref(key: &Key) -> Result<KeyRef<'_>, ServiceError> {
 
 impl Inner {
     /// Target keystores of a new key: each exists, is in the key's vault and is CONNECTED.
+    /// The provider of each must be able to hold a key of `spec`.
     fn check_targets(
         &self,
         vault_id: &str,
+        spec: KeySpec,
         targets: &[String],
     ) -> Result<Vec<Keystore>, ServiceError> {
         let mut out = Vec::with_capacity(targets.len());
@@ -124,6 +126,13 @@ impl Inner {
                 .into());
             }
             ks.require(KeystoreAction::CreateKeyTargeting)?;
+            if let Err(limit) = ks.config.accepts(spec) {
+                return Err(DomainError::invalid(
+                    "target_keystore_ids",
+                    format!("keystore {t} ({}) cannot hold this key: {limit}", ks.keystore_type()),
+                )
+                .into());
+            }
             out.push(ks);
         }
         Ok(out)
@@ -155,9 +164,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Uninstalls every copy of `key` that is not NOT_INSTALLED (deactivate, destroy).
-    /// External keystores must be CONNECTED for this; internal copies need nothing remote.
-    fn uninstall_everywhere(&self, key: &mut Key) -> Result<(), ServiceError> {
+    /// Uninstalls every copy of `key` that is not NOT_INSTALLED (destroy), or for a
+    /// deactivation disables the aws_kms copies and uninstalls the others. External
+    /// keystores must be CONNECTED for this; internal copies need nothing remote.
+    fn uninstall_everywhere(&self, key: &mut Key, deactivate: bool) -> Result<(), ServiceError> {
         let pending: Vec<String> = key
             .instances
             .iter()
@@ -175,7 +185,11 @@ impl Inner {
             }
         }
         for ks in &keystores {
-            self.uninstall_from(key, ks)?;
+            if deactivate {
+                self.deactivate_in(key, ks)?;
+            } else {
+                self.uninstall_from(key, ks)?;
+            }
         }
         Ok(())
     }
@@ -185,24 +199,35 @@ impl Inner {
             && key.instance(keystore_id).map(|i| i.state) == Some(InstanceState::Installed);
         let outcome = self
             .keystore(keystore_id)
-            .and_then(|ks| self.remote_kcv(key, &ks));
+            .and_then(|ks| self.remote_copy(key, &ks));
         let (status, target_kcv, message) = match outcome {
             Ok(None) => (TargetStatus::NotPresent, String::new(), String::new()),
-            Ok(Some(kcv)) if kcv != key.kcv => {
-                (TargetStatus::WrongKey, kcv, "check value differs".into())
-            }
-            Ok(Some(kcv)) if expected => (TargetStatus::Active, kcv, String::new()),
-            Ok(Some(kcv)) => (TargetStatus::NotActive, kcv, String::new()),
+            Ok(Some(c)) if !c.same => (TargetStatus::WrongKey, c.kcv, c.detail),
+            Ok(Some(c)) if expected && c.enabled => (TargetStatus::Active, c.kcv, String::new()),
+            Ok(Some(c)) if expected => (
+                TargetStatus::NotActive,
+                c.kcv,
+                format!("the copy {} is disabled in the target", c.remote_id),
+            ),
+            Ok(Some(c)) => (TargetStatus::NotActive, c.kcv, String::new()),
             Err(e) => (TargetStatus::Error, String::new(), e.to_string()),
         };
+        let instance = key.instance(keystore_id).map(|i| i.state);
         let in_sync = match status {
             TargetStatus::Active => true,
             TargetStatus::NotPresent => !expected,
-            // Internal keystores hold the key whenever keyorch does: not a copy to remove.
-            TargetStatus::NotActive => self
-                .keystore(keystore_id)
-                .map(|ks| matches!(ks.config, KeystoreConfig::Internal))
-                .unwrap_or(false),
+            TargetStatus::NotActive => {
+                !expected
+                    && (
+                        // Internal keystores hold the key whenever keyorch does: not a copy
+                        // to remove; a DISABLED aws_kms copy is what deactivation leaves.
+                        instance == Some(InstanceState::Disabled)
+                            || self
+                                .keystore(keystore_id)
+                                .map(|ks| matches!(ks.config, KeystoreConfig::Internal))
+                                .unwrap_or(false)
+                    )
+            }
             TargetStatus::WrongKey | TargetStatus::Error => false,
         };
         KeyStatus {
@@ -241,7 +266,8 @@ impl Inner {
                 }
                 self.install_everywhere(&mut key)?;
             }
-            KeyAction::Deactivate | KeyAction::Destroy => self.uninstall_everywhere(&mut key)?,
+            KeyAction::Deactivate => self.uninstall_everywhere(&mut key, true)?,
+            KeyAction::Destroy => self.uninstall_everywhere(&mut key, false)?,
             _ => {}
         }
         key.enter(next, now());
@@ -269,7 +295,7 @@ impl Services {
             new.validate()?;
             require_id("vault_id", &new.vault_id)?;
             inner.vault(&new.vault_id)?;
-            inner.check_targets(&new.vault_id, &new.targets)?;
+            inner.check_targets(&new.vault_id, new.spec, &new.targets)?;
             // Generation can take seconds (RSA): do it before taking the write lock.
             let generated = inner.hsm.generate(kind(new.spec))?;
             let material = Material {
@@ -289,7 +315,7 @@ impl Services {
                 }
                 .into());
             }
-            inner.check_targets(&new.vault_id, &new.targets)?;
+            inner.check_targets(&new.vault_id, new.spec, &new.targets)?;
             let mut key = Key::new(new, material, generated.kcv, now())?;
             // The key exists (PRE_ACTIVE) before any target is touched, so every install
             // intent refers to a stored key.
@@ -463,6 +489,12 @@ impl Services {
                 let ks = inner.keystore(&t)?;
                 let expected = key.state == KeyState::Active
                     && key.instance(&t).map(|i| i.state) == Some(InstanceState::Installed);
+                if expected && st.status == TargetStatus::NotActive {
+                    // The right copy, disabled behind keyorch's back (AWS KMS): enable it.
+                    tracing::info!(key = %id, keystore = %t, "SyncKey: enabling a disabled copy");
+                    inner.enable_remote(&key, &ks)?;
+                    continue;
+                }
                 // Clear whatever is left under the label first (a wrong key, or one half
                 // of a key pair), then re-install where the key belongs.
                 inner.remove_remote(&key, &ks)?;

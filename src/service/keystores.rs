@@ -8,7 +8,7 @@ use super::remote::ProbeMode;
 use super::vaults::listing;
 use super::{new_id, now, Inner, Listing, ServiceError, Services};
 use crate::domain::{
-    stranded_keys, validate_pin, ConnectStart, ConnectionError, ConnectionErrorCode,
+    stranded_keys, validate_aws_secret, validate_pin, ConnectStart, ConnectionError, ConnectionErrorCode,
     ConnectionState, DomainError, Health, HealthStatus, InstanceState, Key, Keystore,
     KeystoreConfig, KeystoreType, NewKeystore, Page, SealedCredentials, TokenRef,
 };
@@ -21,9 +21,46 @@ pub struct CreateKeystore {
     pub keystore_type: KeystoreType,
     /// None: the type's default (internal needs none).
     pub config: Option<KeystoreConfig>,
-    /// The PIN (pkcs11), sealed under the master KEK before it is stored.
-    pub pin: Option<SecretString>,
+    /// The credential's secret, sealed under the master KEK before it is stored.
+    pub secret: Option<Secret>,
     pub connect: bool,
+}
+
+/// The secret half of a keystore's credentials, as the API received it.
+pub enum Secret {
+    Pkcs11Pin(SecretString),
+    AwsSecretAccessKey(SecretString),
+}
+
+impl Secret {
+    /// The API field it came in.
+    fn field(&self) -> &'static str {
+        match self {
+            Secret::Pkcs11Pin(_) => "pkcs11_credentials.pin",
+            Secret::AwsSecretAccessKey(_) => "aws_kms_credentials.secret_access_key",
+        }
+    }
+
+    fn keystore_type(&self) -> KeystoreType {
+        match self {
+            Secret::Pkcs11Pin(_) => KeystoreType::Pkcs11,
+            Secret::AwsSecretAccessKey(_) => KeystoreType::AwsKms,
+        }
+    }
+
+    fn expose(&self) -> &str {
+        match self {
+            Secret::Pkcs11Pin(s) | Secret::AwsSecretAccessKey(s) => s.expose_secret(),
+        }
+    }
+
+    /// The API field the credentials of a keystore type come in.
+    fn field_for(t: KeystoreType) -> &'static str {
+        match t {
+            KeystoreType::AwsKms => "aws_kms_credentials.secret_access_key",
+            _ => "pkcs11_credentials.pin",
+        }
+    }
 }
 
 /// UpdateKeystore: unset fields are left as they are.
@@ -32,7 +69,19 @@ pub struct UpdateKeystore {
     pub name: Option<String>,
     pub description: Option<String>,
     pub pkcs11: Option<Pkcs11Patch>,
-    pub pin: Option<SecretString>,
+    pub aws_kms: Option<AwsKmsPatch>,
+    pub secret: Option<Secret>,
+}
+
+/// Changes to an aws_kms configuration; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct AwsKmsPatch {
+    pub region: Option<String>,
+    /// `Some(None)` goes back to AWS's public endpoint.
+    pub endpoint_url: Option<Option<String>>,
+    pub access_key_id: Option<String>,
+    /// Output only: accepted when equal to the stored value.
+    pub account_id: Option<String>,
 }
 
 /// Changes to a pkcs11 configuration; `None` keeps the stored value.
@@ -68,6 +117,9 @@ pub struct DisconnectOptions {
 #[derive(Debug, Clone)]
 pub struct TestOutcome {
     pub result: Result<(), ConnectionError>,
+    /// aws_kms: the required permissions the credentials are denied (as far as probing can
+    /// tell without changing anything); empty for other types.
+    pub denied_permissions: Vec<String>,
 }
 
 /// The configuration of a new keystore, or UNIMPLEMENTED for types not built yet.
@@ -79,21 +131,50 @@ fn config_for(
         (KeystoreType::Internal, None | Some(KeystoreConfig::Internal)) => Ok(KeystoreConfig::Internal),
         (KeystoreType::Pkcs11, Some(c @ KeystoreConfig::Pkcs11 { .. })) => Ok(c),
         (KeystoreType::Pkcs11, _) => Err(DomainError::invalid("pkcs11", "is required for a pkcs11 keystore").into()),
+        (KeystoreType::AwsKms, Some(c @ KeystoreConfig::AwsKms { .. })) => Ok(c),
+        (KeystoreType::AwsKms, _) => Err(DomainError::invalid("aws_kms", "is required for an aws_kms keystore").into()),
         (KeystoreType::Internal, Some(_)) => Err(DomainError::invalid("config", "does not match type internal").into()),
         (other, _) => Err(ServiceError::Unimplemented(format!(
-            "keystore type {other} is not implemented yet; internal and pkcs11 keystores are available"
+            "keystore type {other} is not implemented yet; internal, pkcs11 and aws_kms keystores are available"
         ))),
     }
 }
 
 impl Inner {
-    /// Validates and seals a PIN under the master KEK.
-    fn seal_pin(&self, field: &str, pin: &SecretString) -> Result<SealedCredentials, ServiceError> {
-        validate_pin(field, pin.expose_secret())?;
+    /// Checks that `secret` fits a keystore of type `t`, validates it and seals it under the
+    /// master KEK.
+    fn seal_secret(&self, t: KeystoreType, secret: &Secret) -> Result<SealedCredentials, ServiceError> {
+        if secret.keystore_type() != t {
+            return Err(DomainError::invalid(
+                secret.field(),
+                format!("does not fit a {t} keystore; send {}", Secret::field_for(t)),
+            )
+            .into());
+        }
+        match secret {
+            Secret::Pkcs11Pin(_) => validate_pin(secret.field(), secret.expose())?,
+            Secret::AwsSecretAccessKey(_) => validate_aws_secret(secret.field(), secret.expose())?,
+        }
         Ok(SealedCredentials {
-            sealed: self.hsm.seal_secret(pin.expose_secret().as_bytes())?,
+            sealed: self.hsm.seal_secret(secret.expose().as_bytes())?,
         })
     }
+}
+
+/// Merges an aws_kms patch into the stored configuration.
+fn merged_aws(config: &KeystoreConfig, patch: AwsKmsPatch) -> Result<KeystoreConfig, ServiceError> {
+    let KeystoreConfig::AwsKms { region, endpoint_url, access_key_id, account_id } = config else {
+        return Err(DomainError::invalid("aws_kms", "this keystore is not an aws_kms keystore").into());
+    };
+    if patch.account_id.is_some() && patch.account_id != *account_id {
+        return Err(DomainError::invalid("aws_kms.account_id", "is output only: it is learnt at connect and never changes").into());
+    }
+    Ok(KeystoreConfig::AwsKms {
+        region: patch.region.unwrap_or_else(|| region.clone()),
+        endpoint_url: patch.endpoint_url.unwrap_or_else(|| endpoint_url.clone()),
+        access_key_id: patch.access_key_id.unwrap_or_else(|| access_key_id.clone()),
+        account_id: account_id.clone(),
+    })
 }
 
 impl Inner {
@@ -132,7 +213,12 @@ impl Inner {
         let mut b = Batch::new();
         b.put(Table::Keystores, &ks.id, &ks)?;
         self.commit(b)?;
-        let outcome = self.probe(&ks, ProbeMode::Connect);
+        let outcome = self
+            .probe(&ks, ProbeMode::Connect)
+            .and_then(|account| match account {
+                Some(account) => ks.bind_account(&account),
+                None => Ok(()),
+            });
         match &outcome {
             Ok(()) => tracing::info!(keystore = %ks.id, "keystore connected"),
             Err(e) => {
@@ -157,12 +243,13 @@ impl Services {
     pub async fn create_keystore(&self, req: CreateKeystore) -> Result<Keystore, ServiceError> {
         self.blocking(move |inner| {
             let config = config_for(req.keystore_type, req.config)?;
-            let credentials = match (&req.pin, config.needs_credentials()) {
-                (Some(pin), true) => Some(inner.seal_pin("pkcs11_credentials.pin", pin)?),
+            let t = config.keystore_type();
+            let credentials = match (&req.secret, config.needs_credentials()) {
+                (Some(secret), true) => Some(inner.seal_secret(t, secret)?),
                 (None, true) => {
                     return Err(DomainError::invalid(
-                        "pkcs11_credentials.pin",
-                        "is required for a pkcs11 keystore",
+                        Secret::field_for(t),
+                        format!("is required for a {t} keystore"),
                     )
                     .into())
                 }
@@ -264,7 +351,25 @@ impl Services {
                 };
                 ks.update_config(merged, now())?;
             }
-            if let Some(pin) = &req.pin {
+            if let Some(patch) = req.aws_kms {
+                let merged = merged_aws(&ks.config, patch)?;
+                let (
+                    KeystoreConfig::AwsKms { access_key_id: old, .. },
+                    KeystoreConfig::AwsKms { access_key_id: new, .. },
+                ) = (&ks.config, &merged)
+                else {
+                    unreachable!("merged_aws returns aws_kms configurations only");
+                };
+                if old != new && req.secret.is_none() {
+                    return Err(DomainError::invalid(
+                        "aws_kms.access_key_id",
+                        "changes only together with aws_kms_credentials.secret_access_key (both halves of the credential pair)",
+                    )
+                    .into());
+                }
+                ks.update_config(merged, now())?;
+            }
+            if let Some(secret) = &req.secret {
                 if !ks.config.needs_credentials() {
                     return Err(DomainError::invalid(
                         "credentials",
@@ -272,7 +377,7 @@ impl Services {
                     )
                     .into());
                 }
-                let sealed = inner.seal_pin("pkcs11_credentials.pin", pin)?;
+                let sealed = inner.seal_secret(ks.keystore_type(), secret)?;
                 ks.set_credentials(sealed, now());
             }
             // New settings take effect on the next connection.
@@ -394,9 +499,7 @@ impl Services {
     pub async fn test_keystore(&self, id: String) -> Result<TestOutcome, ServiceError> {
         self.blocking(move |inner| {
             let ks = inner.keystore(&id)?;
-            Ok(TestOutcome {
-                result: inner.probe(&ks, ProbeMode::Check),
-            })
+            Ok(inner.test_outcome(&ks))
         })
         .await
     }
@@ -409,8 +512,8 @@ impl Services {
     ) -> Result<TestOutcome, ServiceError> {
         self.blocking(move |inner| {
             let config = config_for(req.keystore_type, req.config)?;
-            let credentials = match &req.pin {
-                Some(pin) => Some(inner.seal_pin("pkcs11_credentials.pin", pin)?),
+            let credentials = match &req.secret {
+                Some(secret) => Some(inner.seal_secret(config.keystore_type(), secret)?),
                 None => None,
             };
             let candidate = Keystore::new(
@@ -426,9 +529,9 @@ impl Services {
             )?;
             inner.vault(&req.vault_id)?;
             // A dry run: checks only, and the opened target is not kept.
-            let result = inner.probe(&candidate, ProbeMode::Check);
+            let outcome = inner.test_outcome(&candidate);
             inner.forget_remote(&candidate.id);
-            Ok(TestOutcome { result })
+            Ok(outcome)
         })
         .await
     }
@@ -440,7 +543,7 @@ impl Services {
                 k.state == ConnectionState::Connected
             })?;
             for ks in connected.0 {
-                let (status, message) = match inner.probe(&ks, ProbeMode::Check) {
+                let (status, message) = match inner.probe(&ks, ProbeMode::Check).map(drop) {
                     Ok(()) => (HealthStatus::Ok, String::new()),
                     Err(e)
                         if matches!(

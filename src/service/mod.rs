@@ -24,7 +24,8 @@ pub use crypto::{DataKey, PublicKey};
 pub use error::ServiceError;
 pub use keys::{CreateKey, KeyFilter, KeyStatus, TargetStatus, UpdateKey};
 pub use keystores::{
-    CreateKeystore, DisconnectOptions, KeystoreFilter, Pkcs11Patch, TestOutcome, UpdateKeystore,
+    AwsKmsPatch, CreateKeystore, DisconnectOptions, KeystoreFilter, Pkcs11Patch, Secret,
+    TestOutcome, UpdateKeystore,
 };
 pub use remote::FAILPOINT_ENV;
 
@@ -51,7 +52,7 @@ struct Inner {
     /// Who may do what (replaced on SIGHUP).
     policy: RwLock<Policy>,
     /// Opened external targets, by keystore id.
-    remotes: Mutex<HashMap<String, Arc<crate::targets::pkcs11::Pkcs11Target>>>,
+    remotes: Mutex<HashMap<String, remote::Remote>>,
     /// Serialises audit appends (the chain is strictly ordered).
     audit_lock: Mutex<()>,
     /// Bumped by every commit: cached reads older than this are stale.

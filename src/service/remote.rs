@@ -9,11 +9,12 @@ use secrecy::SecretString;
 use super::keys::{key_ref, kind};
 use super::{now, Inner, ServiceError};
 use crate::domain::{
-    ConnectionError, ConnectionErrorCode, ConnectionState, InstanceState, Key, Keystore,
-    KeystoreAction, KeystoreConfig, TokenRef,
+    remote_ref, ConnectionError, ConnectionErrorCode, ConnectionState, DomainError, InstanceState,
+    Key, KeySpec, Keystore, KeystoreAction, KeystoreConfig, TokenRef,
 };
 use crate::hsm::{HsmError, OaepHash, TokenSelector};
 use crate::store::{Batch, Table};
+use crate::targets::aws_kms::{AwsKmsConfig, AwsKmsTarget};
 use crate::targets::pkcs11::{Pkcs11Target, Pkcs11TargetConfig};
 use crate::targets::TargetError;
 
@@ -69,9 +70,57 @@ pub(crate) enum ProbeMode {
     Check,
 }
 
+/// An opened external target, cached per keystore id.
+#[derive(Clone)]
+pub(crate) enum Remote {
+    Pkcs11(Arc<Pkcs11Target>),
+    AwsKms(Arc<AwsKmsTarget>),
+}
+
+/// What a target holds under a key's label.
+#[derive(Debug, Clone)]
+pub(super) struct RemoteCopy {
+    /// The copy is the managed key (same check value; for AWS KMS: keyorch's own key for
+    /// this label, with the ARN recorded at install where there is one).
+    pub same: bool,
+    /// The copy is usable in the target (AWS KMS: key state Enabled).
+    pub enabled: bool,
+    /// The check value the target computed, where it can compute one (not AWS KMS).
+    pub kcv: String,
+    /// The target's own id of the copy (AWS KMS: the key ARN).
+    pub remote_id: String,
+    /// Why the copy is not the managed key, for reports.
+    pub detail: String,
+}
+
+fn to_service(ks: &Keystore, ce: ConnectionError) -> ServiceError {
+    ServiceError::Target {
+        keystore_id: ks.id.clone(),
+        code: ce.code,
+        message: ce.message,
+    }
+}
+
 impl Inner {
-    /// The opened target of a PKCS#11 keystore (cached per keystore id).
-    fn pkcs11_target(&self, ks: &Keystore) -> Result<Arc<Pkcs11Target>, ConnectionError> {
+    /// The keystore's stored secret, unsealed.
+    fn unsealed_secret(&self, ks: &Keystore) -> Result<SecretString, ConnectionError> {
+        let sealed = ks.credentials.as_ref().ok_or_else(|| ConnectionError {
+            code: ConnectionErrorCode::InvalidCredentials,
+            message: "no credentials are stored for this keystore".into(),
+        })?;
+        let secret = self
+            .hsm
+            .unseal_secret(&sealed.sealed)
+            .map_err(|e| hsm_connection_error(&e))?;
+        let secret = String::from_utf8(secret.to_vec()).map_err(|_| ConnectionError {
+            code: ConnectionErrorCode::InvalidCredentials,
+            message: "the stored secret is not UTF-8".into(),
+        })?;
+        Ok(SecretString::from(secret))
+    }
+
+    /// The opened target of an external keystore (cached per keystore id).
+    fn remote(&self, ks: &Keystore) -> Result<Remote, ConnectionError> {
         if let Some(t) = self
             .remotes
             .lock()
@@ -80,39 +129,48 @@ impl Inner {
         {
             return Ok(t.clone());
         }
-        let KeystoreConfig::Pkcs11 { module_path, token } = &ks.config else {
-            return Err(ConnectionError {
-                code: ConnectionErrorCode::InternalError,
-                message: format!("keystore {} is not a pkcs11 keystore", ks.id),
-            });
+        let remote = match &ks.config {
+            KeystoreConfig::Internal => {
+                return Err(ConnectionError {
+                    code: ConnectionErrorCode::InternalError,
+                    message: format!("keystore {} is keyorchd's own token, not a target", ks.id),
+                })
+            }
+            KeystoreConfig::Pkcs11 { module_path, token } => {
+                let pin = self.unsealed_secret(ks)?;
+                let target = Pkcs11Target::open(Pkcs11TargetConfig {
+                    module: module_path.into(),
+                    token: match token {
+                        TokenRef::Label(l) => TokenSelector::Label(l.clone()),
+                        TokenRef::Serial(s) => TokenSelector::Serial(s.clone()),
+                    },
+                    pin,
+                })
+                .map_err(|e| connection_error(&e))?;
+                Remote::Pkcs11(Arc::new(target))
+            }
+            KeystoreConfig::AwsKms {
+                region,
+                endpoint_url,
+                access_key_id,
+                ..
+            } => {
+                let secret_access_key = self.unsealed_secret(ks)?;
+                let target = AwsKmsTarget::open(AwsKmsConfig {
+                    region: region.clone(),
+                    endpoint_url: endpoint_url.clone(),
+                    access_key_id: access_key_id.clone(),
+                    secret_access_key,
+                })
+                .map_err(|e| connection_error(&e))?;
+                Remote::AwsKms(Arc::new(target))
+            }
         };
-        let sealed = ks.credentials.as_ref().ok_or_else(|| ConnectionError {
-            code: ConnectionErrorCode::InvalidCredentials,
-            message: "no credentials are stored for this keystore".into(),
-        })?;
-        let pin = self
-            .hsm
-            .unseal_secret(&sealed.sealed)
-            .map_err(|e| hsm_connection_error(&e))?;
-        let pin = String::from_utf8(pin.to_vec()).map_err(|_| ConnectionError {
-            code: ConnectionErrorCode::InvalidCredentials,
-            message: "the stored PIN is not UTF-8".into(),
-        })?;
-        let target = Pkcs11Target::open(Pkcs11TargetConfig {
-            module: module_path.into(),
-            token: match token {
-                TokenRef::Label(l) => TokenSelector::Label(l.clone()),
-                TokenRef::Serial(s) => TokenSelector::Serial(s.clone()),
-            },
-            pin: SecretString::from(pin),
-        })
-        .map_err(|e| connection_error(&e))?;
-        let target = Arc::new(target);
         self.remotes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(ks.id.clone(), target.clone());
-        Ok(target)
+            .insert(ks.id.clone(), remote.clone());
+        Ok(remote)
     }
 
     /// Drops a cached target (after disconnect, update or delete).
@@ -124,32 +182,80 @@ impl Inner {
     }
 
     /// The connection checks of a keystore. Connect may create the target's import KEK.
-    pub(super) fn probe(&self, ks: &Keystore, mode: ProbeMode) -> Result<(), ConnectionError> {
-        match &ks.config {
-            KeystoreConfig::Internal => self.hsm.health().map_err(|e| hsm_connection_error(&e)),
-            KeystoreConfig::Pkcs11 { .. } => {
-                let target = self.pkcs11_target(ks)?;
-                let outcome = match mode {
-                    ProbeMode::Connect => target.ensure_import_kek().map(|created| {
-                        if created {
-                            tracing::info!(keystore = %ks.id, "created EKMF-BYOK-KEK-FOR-IMPORT in the target");
-                        }
-                    }),
-                    // Connect creates a missing import KEK; so a check predicts success
-                    // unless the keystore is CONNECTED (then the KEK was deleted under us).
-                    ProbeMode::Check => match target.check() {
-                        Err(TargetError::ImportKekMissing) if ks.state != ConnectionState::Connected => Ok(()),
-                        other => other,
-                    },
-                };
-                outcome.map_err(|e| {
-                    if !matches!(e, TargetError::ImportKekMissing) {
-                        // A stale login or session: open afresh next time.
-                        self.forget_remote(&ks.id);
-                    }
-                    connection_error(&e)
-                })
+    /// For aws_kms: the credentials work, no required permission is denied, and the account
+    /// (when the target shows one) is the keystore's; returns that account.
+    pub(super) fn probe(
+        &self,
+        ks: &Keystore,
+        mode: ProbeMode,
+    ) -> Result<Option<String>, ConnectionError> {
+        let remote = match &ks.config {
+            KeystoreConfig::Internal => {
+                return self
+                    .hsm
+                    .health()
+                    .map(|()| None)
+                    .map_err(|e| hsm_connection_error(&e))
             }
+            _ => self.remote(ks)?,
+        };
+        let outcome = match &remote {
+            Remote::Pkcs11(target) => match mode {
+                ProbeMode::Connect => target.ensure_import_kek().map(|created| {
+                    if created {
+                        tracing::info!(keystore = %ks.id, "created EKMF-BYOK-KEK-FOR-IMPORT in the target");
+                    }
+                    None
+                }),
+                // Connect creates a missing import KEK; so a check predicts success
+                // unless the keystore is CONNECTED (then the KEK was deleted under us).
+                ProbeMode::Check => match target.check() {
+                    Err(TargetError::ImportKekMissing)
+                        if ks.state != ConnectionState::Connected =>
+                    {
+                        Ok(None)
+                    }
+                    other => other.map(|()| None),
+                },
+            },
+            Remote::AwsKms(target) => (|| {
+                target.check()?;
+                let denied = target.denied_permissions()?;
+                if !denied.is_empty() {
+                    return Err(TargetError::PermissionDenied(denied));
+                }
+                target.account_id()
+            })(),
+        };
+        let account = outcome.map_err(|e| {
+            if !matches!(e, TargetError::ImportKekMissing) {
+                // A stale login or session: open afresh next time.
+                self.forget_remote(&ks.id);
+            }
+            connection_error(&e)
+        })?;
+        if let Some(seen) = &account {
+            // Credentials of another account are refused, on a check as on a connect.
+            ks.clone().bind_account(seen)?;
+        }
+        Ok(account)
+    }
+
+    /// TestKeystoreConnection: the connection checks, and for aws_kms the denied permissions.
+    pub(super) fn test_outcome(&self, ks: &Keystore) -> super::TestOutcome {
+        let result = self.probe(ks, ProbeMode::Check).map(drop);
+        let denied_permissions = match &result {
+            Err(e) if e.code == ConnectionErrorCode::InsufficientPermissions => {
+                match self.remote(ks) {
+                    Ok(Remote::AwsKms(t)) => t.denied_permissions().unwrap_or_default(),
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        };
+        super::TestOutcome {
+            result,
+            denied_permissions,
         }
     }
 
@@ -170,10 +276,11 @@ impl Inner {
 
     /// Installs `key` into `ks` (CONNECTED) and records INSTALLED. External targets are
     /// two-phase: INSTALLING is durable before the target is touched, INSTALLED after it
-    /// holds the key with the right check value.
+    /// holds the key (with the right check value where the target computes one).
     pub(super) fn install_into(&self, key: &mut Key, ks: &Keystore) -> Result<(), ServiceError> {
         ks.require(KeystoreAction::Install)?;
-        match &ks.config {
+        check_accepts(ks, key.spec)?;
+        let remote = match &ks.config {
             // keyorchd's own token: installing proves the stored blob unwraps under the
             // master KEK to the very key (same check value). Nothing remote to record.
             KeystoreConfig::Internal => {
@@ -185,136 +292,257 @@ impl Inner {
                     )));
                 }
                 key.set_instance(&ks.id, InstanceState::Installed, String::new(), now());
+                return Ok(());
+            }
+            _ => self.remote(ks).map_err(|ce| to_service(ks, ce))?,
+        };
+        key.set_instance(&ks.id, InstanceState::Installing, String::new(), now());
+        self.put_key_now(key)?;
+        failpoint("install.intent_recorded");
+        let label = remote_ref(&key.id);
+        let result = match &remote {
+            Remote::Pkcs11(target) => self.install_pkcs11(target, key, ks, &label),
+            Remote::AwsKms(target) => self.install_aws(target, key, ks, &label),
+        };
+        match result {
+            Ok(remote_id) => {
+                key.set_instance(&ks.id, InstanceState::Installed, String::new(), now());
+                key.set_remote_id(&ks.id, &remote_id);
+                self.put_key_now(key)?;
+                failpoint("install.outcome_recorded");
                 Ok(())
             }
-            KeystoreConfig::Pkcs11 { .. } => {
-                let target = self.pkcs11_target(ks).map_err(|ce| ServiceError::Target {
-                    keystore_id: ks.id.clone(),
-                    code: ce.code,
-                    message: ce.message,
-                })?;
-                key.set_instance(&ks.id, InstanceState::Installing, String::new(), now());
-                self.put_key_now(key)?;
-                failpoint("install.intent_recorded");
-                let label = crate::domain::remote_ref(&key.id);
-                let result = (|| -> Result<(), ServiceError> {
-                    let spki = target
-                        .import_kek_spki()
-                        .map_err(|e| self.target_error(ks, e))?;
-                    let hash = if self.hsm.supports_oaep_sha256() && target.supports_oaep_sha256() {
-                        OaepHash::Sha256
-                    } else {
-                        OaepHash::Sha1
-                    };
-                    let kr = key_ref(key)?;
-                    let blob = self.hsm.wrap_for_transport(&kr, &spki, hash)?;
-                    target
-                        .install(&label, kind(key.spec), &blob, hash, kr.spki_der)
-                        .map_err(|e| self.target_error(ks, e))?;
-                    failpoint("install.target_done");
-                    let kcv = target
-                        .key_check_value(&label, kind(key.spec))
-                        .map_err(|e| self.target_error(ks, e))?;
-                    if kcv.as_deref() != Some(key.kcv.as_str()) {
-                        return Err(ServiceError::Internal(format!(
-                            "keystore {} holds other material under {label} (check value {}, expected {}); run SyncKey",
-                            ks.id,
-                            kcv.unwrap_or_else(|| "none".into()),
-                            key.kcv
-                        )));
-                    }
-                    Ok(())
-                })();
-                match result {
-                    Ok(()) => {
-                        key.set_instance(&ks.id, InstanceState::Installed, String::new(), now());
-                        self.put_key_now(key)?;
-                        failpoint("install.outcome_recorded");
-                        Ok(())
-                    }
-                    Err(e) => {
-                        // Leave no copy behind a failed install (the target may hold a
-                        // wrong or half-made object): best effort, the reconciler retries.
-                        if let Err(undo) = target.uninstall(&label) {
-                            tracing::warn!(key = %key.id, keystore = %ks.id, "could not remove a failed install: {undo}");
-                        }
-                        key.set_instance(&ks.id, InstanceState::Failed, e.to_string(), now());
-                        self.put_key_now(key)?;
-                        Err(e)
-                    }
+            Err(e) => {
+                // Leave no copy behind a failed install (the target may hold a wrong or
+                // half-made object): best effort, the reconciler retries.
+                let undo = match &remote {
+                    Remote::Pkcs11(t) => t.uninstall(&label).map(drop),
+                    Remote::AwsKms(t) => t.uninstall(&label).map(drop),
+                };
+                if let Err(undo) = undo {
+                    tracing::warn!(key = %key.id, keystore = %ks.id, "could not remove a failed install: {undo}");
                 }
+                key.set_instance(&ks.id, InstanceState::Failed, e.to_string(), now());
+                self.put_key_now(key)?;
+                Err(e)
             }
+        }
+    }
+
+    /// Wrap in keyorch's HSM under the target's import KEK, unwrap in the target, compare
+    /// check values. Returns no remote id (the label is the reference).
+    fn install_pkcs11(
+        &self,
+        target: &Pkcs11Target,
+        key: &Key,
+        ks: &Keystore,
+        label: &str,
+    ) -> Result<String, ServiceError> {
+        let spki = target
+            .import_kek_spki()
+            .map_err(|e| self.target_error(ks, e))?;
+        let hash = if self.hsm.supports_oaep_sha256() && target.supports_oaep_sha256() {
+            OaepHash::Sha256
+        } else {
+            OaepHash::Sha1
+        };
+        let kr = key_ref(key)?;
+        let blob = self.hsm.wrap_for_transport(&kr, &spki, hash)?;
+        target
+            .install(label, kind(key.spec), &blob, hash, kr.spki_der)
+            .map_err(|e| self.target_error(ks, e))?;
+        failpoint("install.target_done");
+        let kcv = target
+            .key_check_value(label, kind(key.spec))
+            .map_err(|e| self.target_error(ks, e))?;
+        if kcv.as_deref() != Some(key.kcv.as_str()) {
+            return Err(ServiceError::Internal(format!(
+                "keystore {} holds other material under {label} (check value {}, expected {}); run SyncKey",
+                ks.id,
+                kcv.unwrap_or_else(|| "none".into()),
+                key.kcv
+            )));
+        }
+        Ok(String::new())
+    }
+
+    /// CreateKey (EXTERNAL) or the key already under the alias, import of the material
+    /// wrapped in keyorch's HSM, and EnableKey when a deactivation had disabled it. Returns
+    /// the key's ARN.
+    fn install_aws(
+        &self,
+        target: &AwsKmsTarget,
+        key: &Key,
+        ks: &Keystore,
+        label: &str,
+    ) -> Result<String, ServiceError> {
+        let kr = key_ref(key)?;
+        let arn = target
+            .install(&self.hsm, &kr, label)
+            .map_err(|e| self.target_error(ks, e))?;
+        failpoint("install.target_done");
+        let copy = target
+            .describe(label)
+            .map_err(|e| self.target_error(ks, e))?;
+        match copy {
+            Some(c) if c.arn == arn && c.owned && c.origin_external => {
+                if !c.enabled {
+                    target
+                        .set_enabled(label, true)
+                        .map_err(|e| self.target_error(ks, e))?;
+                }
+                Ok(arn)
+            }
+            other => Err(ServiceError::Internal(format!(
+                "keystore {}: after the import, alias/{label} names {}, not the key {arn} keyorch imported into",
+                ks.id,
+                other.map_or_else(|| "nothing".to_string(), |c| c.arn)
+            ))),
         }
     }
 
     /// Removes `key`'s copy from `ks` and records NOT_INSTALLED. External targets must be
     /// CONNECTED and are two-phase (UNINSTALLING, then NOT_INSTALLED).
     pub(super) fn uninstall_from(&self, key: &mut Key, ks: &Keystore) -> Result<(), ServiceError> {
-        match &ks.config {
-            KeystoreConfig::Internal => {
-                key.set_instance(&ks.id, InstanceState::NotInstalled, String::new(), now());
-                Ok(())
-            }
-            KeystoreConfig::Pkcs11 { .. } => {
-                ks.require(KeystoreAction::Uninstall)?;
-                let target = self.pkcs11_target(ks).map_err(|ce| ServiceError::Target {
-                    keystore_id: ks.id.clone(),
-                    code: ce.code,
-                    message: ce.message,
-                })?;
-                key.set_instance(&ks.id, InstanceState::Uninstalling, String::new(), now());
-                self.put_key_now(key)?;
-                failpoint("uninstall.intent_recorded");
-                target
-                    .uninstall(&crate::domain::remote_ref(&key.id))
-                    .map_err(|e| self.target_error(ks, e))?;
-                failpoint("uninstall.target_done");
-                key.set_instance(&ks.id, InstanceState::NotInstalled, String::new(), now());
-                self.put_key_now(key)?;
-                failpoint("uninstall.outcome_recorded");
-                Ok(())
-            }
+        if matches!(ks.config, KeystoreConfig::Internal) {
+            key.set_instance(&ks.id, InstanceState::NotInstalled, String::new(), now());
+            return Ok(());
         }
+        ks.require(KeystoreAction::Uninstall)?;
+        let remote = self.remote(ks).map_err(|ce| to_service(ks, ce))?;
+        key.set_instance(&ks.id, InstanceState::Uninstalling, String::new(), now());
+        self.put_key_now(key)?;
+        failpoint("uninstall.intent_recorded");
+        let label = remote_ref(&key.id);
+        match &remote {
+            Remote::Pkcs11(t) => t.uninstall(&label).map(drop),
+            Remote::AwsKms(t) => t.uninstall(&label).map(drop),
+        }
+        .map_err(|e| self.target_error(ks, e))?;
+        failpoint("uninstall.target_done");
+        key.set_instance(&ks.id, InstanceState::NotInstalled, String::new(), now());
+        key.set_remote_id(&ks.id, "");
+        self.put_key_now(key)?;
+        failpoint("uninstall.outcome_recorded");
+        Ok(())
     }
 
-    /// What the target holds for `key`: its check value, or None when absent.
-    pub(super) fn remote_kcv(
+    /// Deactivation of `key`'s copy in `ks`: an aws_kms copy is disabled (DisableKey: the
+    /// material stays, so reactivation brings back the same AWS key); other copies are
+    /// uninstalled.
+    pub(super) fn deactivate_in(&self, key: &mut Key, ks: &Keystore) -> Result<(), ServiceError> {
+        let installed = key.instance(&ks.id).map(|i| i.state) == Some(InstanceState::Installed);
+        if !(installed && matches!(ks.config, KeystoreConfig::AwsKms { .. })) {
+            return self.uninstall_from(key, ks);
+        }
+        ks.require(KeystoreAction::Uninstall)?;
+        let Remote::AwsKms(target) = self.remote(ks).map_err(|ce| to_service(ks, ce))? else {
+            unreachable!("an aws_kms keystore opens an aws_kms target");
+        };
+        target
+            .set_enabled(&remote_ref(&key.id), false)
+            .map_err(|e| self.target_error(ks, e))?;
+        failpoint("deactivate.target_done");
+        key.set_instance(&ks.id, InstanceState::Disabled, String::new(), now());
+        self.put_key_now(key)?;
+        Ok(())
+    }
+
+    /// What the target holds for `key`, or None when it holds nothing under its label.
+    pub(super) fn remote_copy(
         &self,
         key: &Key,
         ks: &Keystore,
-    ) -> Result<Option<String>, ServiceError> {
-        match &ks.config {
-            KeystoreConfig::Internal => Ok(match key.material {
-                Some(_) => Some(self.hsm.check_key(&key_ref(key)?)?),
+    ) -> Result<Option<RemoteCopy>, ServiceError> {
+        let same_kcv = |kcv: String| RemoteCopy {
+            same: kcv == key.kcv,
+            enabled: true,
+            detail: if kcv == key.kcv {
+                String::new()
+            } else {
+                "check value differs".into()
+            },
+            kcv,
+            remote_id: String::new(),
+        };
+        if matches!(ks.config, KeystoreConfig::Internal) {
+            return Ok(match key.material {
+                Some(_) => Some(same_kcv(self.hsm.check_key(&key_ref(key)?)?)),
                 None => None,
-            }),
-            KeystoreConfig::Pkcs11 { .. } => {
-                ks.require(KeystoreAction::Install)
-                    .map_err(ServiceError::from)?;
-                let target = self.pkcs11_target(ks).map_err(|ce| ServiceError::Target {
-                    keystore_id: ks.id.clone(),
-                    code: ce.code,
-                    message: ce.message,
-                })?;
-                target
-                    .key_check_value(&crate::domain::remote_ref(&key.id), kind(key.spec))
-                    .map_err(|e| self.target_error(ks, e))
+            });
+        }
+        ks.require(KeystoreAction::Install)
+            .map_err(ServiceError::from)?;
+        let label = remote_ref(&key.id);
+        match self.remote(ks).map_err(|ce| to_service(ks, ce))? {
+            Remote::Pkcs11(target) => Ok(target
+                .key_check_value(&label, kind(key.spec))
+                .map_err(|e| self.target_error(ks, e))?
+                .map(same_kcv)),
+            Remote::AwsKms(target) => {
+                let Some(c) = target
+                    .describe(&label)
+                    .map_err(|e| self.target_error(ks, e))?
+                else {
+                    return Ok(None);
+                };
+                // A key made but never given material holds nothing yet.
+                if c.key_state == "PendingImport" && c.owned {
+                    return Ok(None);
+                }
+                let recorded = key
+                    .instance(&ks.id)
+                    .map(|i| i.remote_id.clone())
+                    .unwrap_or_default();
+                let detail = if !c.owned {
+                    format!("alias/{label} names {}, a key keyorch did not make for this key", c.arn)
+                } else if !recorded.is_empty() && recorded != c.arn {
+                    format!("alias/{label} names {}, not the installed copy {recorded}", c.arn)
+                } else {
+                    String::new()
+                };
+                Ok(Some(RemoteCopy {
+                    same: detail.is_empty(),
+                    enabled: c.enabled,
+                    kcv: String::new(),
+                    remote_id: c.arn,
+                    detail,
+                }))
             }
         }
     }
 
-    /// Removes a stray copy (SyncKey, reconciler), without touching the key record.
+    /// Removes a stray copy (SyncKey, reconciler), without touching the key record. A key
+    /// under the label that keyorch did not make is never touched (the target refuses).
     pub(super) fn remove_remote(&self, key: &Key, ks: &Keystore) -> Result<(), ServiceError> {
-        if let KeystoreConfig::Pkcs11 { .. } = &ks.config {
-            let target = self.pkcs11_target(ks).map_err(|ce| ServiceError::Target {
-                keystore_id: ks.id.clone(),
-                code: ce.code,
-                message: ce.message,
-            })?;
-            target
-                .uninstall(&crate::domain::remote_ref(&key.id))
+        if matches!(ks.config, KeystoreConfig::Internal) {
+            return Ok(());
+        }
+        let label = remote_ref(&key.id);
+        match self.remote(ks).map_err(|ce| to_service(ks, ce))? {
+            Remote::Pkcs11(t) => t.uninstall(&label).map(drop),
+            Remote::AwsKms(t) => t.uninstall(&label).map(drop),
+        }
+        .map_err(|e| self.target_error(ks, e))
+    }
+
+    /// EnableKey on an aws_kms copy that should be usable (SyncKey).
+    pub(super) fn enable_remote(&self, key: &Key, ks: &Keystore) -> Result<(), ServiceError> {
+        if let Remote::AwsKms(t) = self.remote(ks).map_err(|ce| to_service(ks, ce))? {
+            t.set_enabled(&remote_ref(&key.id), true)
                 .map_err(|e| self.target_error(ks, e))?;
         }
         Ok(())
     }
+}
+
+/// Refuses, before anything is sent, a key the keystore's provider cannot hold.
+pub(super) fn check_accepts(ks: &Keystore, spec: KeySpec) -> Result<(), ServiceError> {
+    ks.config.accepts(spec).map_err(|limit| {
+        DomainError::invalid(
+            "keystore_id",
+            format!("keystore {} ({}) cannot hold this key: {limit}", ks.id, ks.keystore_type()),
+        )
+        .into()
+    })
 }

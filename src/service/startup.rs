@@ -108,7 +108,9 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
             // Only an activation that never committed leaves copies of a PRE_ACTIVE key;
             // COMPROMISED keys keep theirs (MarkCompromised does not uninstall).
             InstanceState::Installed => key.state == KeyState::PreActive,
-            InstanceState::NotInstalled | InstanceState::Unavailable => false,
+            InstanceState::NotInstalled | InstanceState::Unavailable | InstanceState::Disabled => {
+                false
+            }
         })
         .map(|i| (i.keystore_id.clone(), i.state))
         .collect();
@@ -122,38 +124,41 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
             // keyorchd's own token: no copy elsewhere to look at.
             None
         } else {
-            match inner.remote_kcv(&key, &ks) {
-                Ok(kcv) => Some(kcv),
+            match inner.remote_copy(&key, &ks) {
+                Ok(copy) => Some(copy),
                 Err(e) => {
                     tracing::warn!(key = %key.id, keystore = %ks_id, ?state, "reconciler: target unreachable, intent left pending: {e}");
                     continue;
                 }
             }
         };
-        let keep = active
-            && state == InstanceState::Installing
-            && remote
-                .as_ref()
-                .is_some_and(|k| k.as_deref() == Some(key.kcv.as_str()));
-        let settled = if keep {
+        let kept = if active && state == InstanceState::Installing {
+            remote.as_ref().and_then(|c| c.as_ref()).filter(|c| c.same)
+        } else {
+            None
+        };
+        let settled = if let Some(copy) = kept {
+            key.set_remote_id(&ks_id, &copy.remote_id);
             InstanceState::Installed
         } else {
             if remote.as_ref().is_some_and(Option::is_some) {
                 inner.remove_remote(&key, &ks)?;
             }
+            key.set_remote_id(&ks_id, "");
             InstanceState::NotInstalled
         };
         tracing::info!(key = %key.id, keystore = %ks_id, ?state, ?settled, "reconciler: settled an interrupted install/uninstall");
         key.set_instance(&ks_id, settled, String::new(), now());
     }
     // An ACTIVE key always keeps an INSTALLED copy (UninstallKey refuses the last one);
-    // one whose every copy is NOT_INSTALLED was cut short while being deactivated.
+    // one whose every copy is NOT_INSTALLED (or DISABLED) was cut short while being
+    // deactivated.
     let interrupted_deactivation = key.state == KeyState::Active
         && !key.instances.is_empty()
         && key
             .instances
             .iter()
-            .all(|i| i.state == InstanceState::NotInstalled);
+            .all(|i| matches!(i.state, InstanceState::NotInstalled | InstanceState::Disabled));
     if interrupted_deactivation {
         tracing::info!(key = %key.id, "reconciler: finishing an interrupted deactivation");
         key.enter(KeyState::Deactivated, now());

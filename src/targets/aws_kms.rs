@@ -56,6 +56,9 @@ pub struct RemoteAwsKey {
     pub origin_external: bool,
     /// AWS's key state: `Enabled`, `Disabled`, `PendingImport` (no material yet), ...
     pub key_state: String,
+    /// True when keyorch made the key for this label (origin EXTERNAL, tagged with the
+    /// managed key's id): only such keys are ever changed or removed.
+    pub owned: bool,
 }
 
 /// An AWS KMS account and region. `Send + Sync`; every call blocks (the service calls it from
@@ -148,7 +151,16 @@ fn remote_key(meta: &KeyMetadata) -> RemoteAwsKey {
             .key_state()
             .map(|s| s.as_str().to_string())
             .unwrap_or_default(),
+        owned: false,
     }
+}
+
+/// The account id in an ARN (`arn:aws:kms:<region>:<account>:...`), if it is 12 digits.
+fn arn_account(arn: &str) -> Option<String> {
+    arn.split(':')
+        .nth(4)
+        .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_string)
 }
 
 impl AwsKmsTarget {
@@ -232,9 +244,37 @@ impl AwsKmsTarget {
     /// The key under `label`'s alias; None when there is none or it is pending deletion.
     pub fn describe(&self, label: &str) -> Result<Option<RemoteAwsKey>, TargetError> {
         let alias = alias_name(label)?;
-        Ok(install::find(&self.kms, &alias)?
+        let Some(meta) = install::find(&self.kms, &alias)?
             .filter(|meta| meta.key_state() != Some(&KeyState::PendingDeletion))
-            .map(|meta| remote_key(&meta)))
+        else {
+            return Ok(None);
+        };
+        let mut key = remote_key(&meta);
+        key.owned = install::is_owned(&self.kms, &alias, label, &meta)?;
+        Ok(Some(key))
+    }
+
+    /// The AWS account the credentials act in, read from the ARN of the first alias (AWS
+    /// lists its predefined aliases in every account and region) or else of the first key.
+    /// None when the account shows neither (an empty emulator).
+    pub fn account_id(&self) -> Result<Option<String>, TargetError> {
+        let aliases = self
+            .kms
+            .call("ListAliases", |c| c.list_aliases().limit(1).send())?;
+        if let Some(a) = aliases
+            .aliases()
+            .iter()
+            .find_map(|a| a.alias_arn().and_then(arn_account))
+        {
+            return Ok(Some(a));
+        }
+        let keys = self
+            .kms
+            .call("ListKeys", |c| c.list_keys().limit(1).send())?;
+        Ok(keys
+            .keys()
+            .iter()
+            .find_map(|k| k.key_arn().and_then(arn_account)))
     }
 
     /// EnableKey or DisableKey on the key under `label`'s alias (disabled keeps the material
@@ -291,6 +331,20 @@ mod tests {
             assert!(alias_name(bad).is_err(), "{bad:?}");
         }
         assert_eq!(key_id_of("keyorch-abc"), "abc");
+    }
+
+    #[test]
+    fn accounts_come_from_arns() {
+        assert_eq!(
+            arn_account("arn:aws:kms:us-east-1:000000000000:alias/aws/ebs").as_deref(),
+            Some("000000000000")
+        );
+        assert_eq!(
+            arn_account("arn:aws:kms:eu-central-1:123456789012:key/1234abcd").as_deref(),
+            Some("123456789012")
+        );
+        assert_eq!(arn_account("arn:aws:kms:us-east-1::key/x"), None);
+        assert_eq!(arn_account("1234abcd"), None);
     }
 
     #[test]

@@ -35,6 +35,21 @@ fn key_id_tag(kms: &Kms, arn: &str) -> Result<Option<String>, TargetError> {
         .map(|t| t.tag_value().to_string()))
 }
 
+/// Whether keyorch made the key under `alias` for `label` (see [`check_owned`]); errors
+/// reaching AWS are errors, a foreign key is `false`.
+pub(super) fn is_owned(
+    kms: &Kms,
+    alias: &str,
+    label: &str,
+    meta: &KeyMetadata,
+) -> Result<bool, TargetError> {
+    match check_owned(kms, alias, label, meta, None) {
+        Ok(()) => Ok(true),
+        Err(TargetError::Internal(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Refuses to touch a key under keyorch's alias that keyorch did not make for this managed key:
 /// origin `EXTERNAL`, tagged [`KEY_ID_TAG`] = the label's key id, and (when `spec` is given)
 /// of the expected key spec and usage.
