@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod aws;
+
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::fs::File;
