@@ -23,9 +23,8 @@ use keyorch::proto::v1::{
     create_keystore_request, AwsKmsCredentials, AwsKmsKeystoreConfig, ConnectKeystoreRequest,
     ConnectionErrorCode, ConnectionState, CreateKeystoreRequest, DisconnectKeystoreRequest,
     GenerateMacRequest, InstallKeyRequest, InstanceState, Key, KeyAlgorithm, KeyState,
-    KeyStatusInKeystore, Keystore, KeystoreType, ListEventsRequest, SyncStatus,
-    TargetKeyStatus, TestKeystoreConnectionRequest, TestKeystoreConnectionResponse,
-    UpdateKeystoreRequest,
+    KeyStatusInKeystore, Keystore, KeystoreType, ListEventsRequest, SyncStatus, TargetKeyStatus,
+    TestKeystoreConnectionRequest, TestKeystoreConnectionResponse, UpdateKeystoreRequest,
 };
 use tonic::Code;
 
@@ -257,7 +256,9 @@ async fn keys_are_imported_into_aws_kms_intact_and_follow_the_lifecycle() {
     let aes = w.key("aes", KeyAlgorithm::Aes, 256, &[&aid]).await;
     let aes = ok(c.keys.activate_key(key_id(&aes.id))).await;
     let aes_arn = instance(&aes, &aid).remote_id;
-    let meta = aws_key(&w.kms, &aes.id).await.expect("a key under the alias");
+    let meta = aws_key(&w.kms, &aes.id)
+        .await
+        .expect("a key under the alias");
     assert_eq!(meta.arn(), Some(aes_arn.as_str()));
     assert_eq!(meta.origin(), Some(&OriginType::External));
     assert_eq!(meta.key_state(), Some(&AwsKeyState::Enabled));
@@ -306,7 +307,13 @@ async fn keys_are_imported_into_aws_kms_intact_and_follow_the_lifecycle() {
     assert_key_state(&off, KeyState::Deactivated);
     assert_eq!(instance(&off, &aid).state, InstanceState::Disabled as i32);
     assert_eq!(aws_state(&w.kms, &aes_arn).await, AwsKeyState::Disabled);
-    assert!(w.kms.decrypt().ciphertext_blob(ct.clone()).send().await.is_err());
+    assert!(w
+        .kms
+        .decrypt()
+        .ciphertext_blob(ct.clone())
+        .send()
+        .await
+        .is_err());
     assert_status_is(
         &status_in(&mut c, &aes.id, &aid).await,
         TargetKeyStatus::NotActive,
@@ -314,7 +321,11 @@ async fn keys_are_imported_into_aws_kms_intact_and_follow_the_lifecycle() {
     );
     let on = ok(c.keys.activate_key(key_id(&aes.id))).await;
     assert_eq!(instance(&on, &aid).state, InstanceState::Installed as i32);
-    assert_eq!(instance(&on, &aid).remote_id, aes_arn, "reactivation kept the ARN");
+    assert_eq!(
+        instance(&on, &aid).remote_id,
+        aes_arn,
+        "reactivation kept the ARN"
+    );
     assert_eq!(aws_state(&w.kms, &aes_arn).await, AwsKeyState::Enabled);
     w.kms
         .decrypt()
@@ -352,7 +363,14 @@ async fn keys_are_imported_into_aws_kms_intact_and_follow_the_lifecycle() {
         SyncStatus::Ok,
     );
     // Drift: the alias re-pointed at a key keyorch did not make → wrong_key, left alone.
-    let foreign = w.kms.create_key().send().await.unwrap().key_metadata.unwrap();
+    let foreign = w
+        .kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
     w.kms
         .update_alias()
         .alias_name(format!("alias/{}", target_label(&aes.id)))
@@ -403,7 +421,10 @@ async fn keys_are_imported_into_aws_kms_intact_and_follow_the_lifecycle() {
     ok(c.keys.deactivate_key(key_id(&aes.id))).await;
     let gone = ok(c.keys.destroy_key(key_id(&aes.id))).await;
     assert_key_state(&gone, KeyState::Destroyed);
-    assert_eq!(aws_state(&w.kms, &new_arn).await, AwsKeyState::PendingDeletion);
+    assert_eq!(
+        aws_state(&w.kms, &new_arn).await,
+        AwsKeyState::PendingDeletion
+    );
 
     // The secret access key never appears in a response, an audit event, the logs (trace)
     // or the store's files.
@@ -440,21 +461,26 @@ async fn keys_aws_cannot_import_are_refused_before_anything_is_sent() {
         (KeyAlgorithm::Rsa, 2048),
         (KeyAlgorithm::Ec, 256),
     ] {
-        let s = fails(c.keys.create_key(key_req(
-            &w.vault_id,
-            "nope",
-            alg,
-            bits,
-            &[&aid],
-            true,
-        )))
+        let s = fails(
+            c.keys
+                .create_key(key_req(&w.vault_id, "nope", alg, bits, &[&aid], true)),
+        )
         .await;
         let info = assert_invalid(&s, "target_keystore_ids");
         assert!(s.message().contains("AWS KMS"), "{}", describe(&s));
         drop(info);
     }
     // An RSA key active in the internal keystore cannot be installed there either.
-    let rsa = create_key(&mut c, &w.vault_id, "rsa", KeyAlgorithm::Rsa, 2048, &[&iid], true).await;
+    let rsa = create_key(
+        &mut c,
+        &w.vault_id,
+        "rsa",
+        KeyAlgorithm::Rsa,
+        2048,
+        &[&iid],
+        true,
+    )
+    .await;
     let s = fails(c.keys.install_key(InstallKeyRequest {
         id: rsa.id.clone(),
         keystore_id: aid.clone(),
@@ -462,7 +488,11 @@ async fn keys_aws_cannot_import_are_refused_before_anything_is_sent() {
     .await;
     assert_invalid(&s, "keystore_id");
     assert!(s.message().contains("RSA-2048"), "{}", describe(&s));
-    assert_eq!(count(w.kms.clone()).await, before, "nothing was sent to AWS KMS");
+    assert_eq!(
+        count(w.kms.clone()).await,
+        before,
+        "nothing was sent to AWS KMS"
+    );
     let rsa = get_key(&mut c, &rsa.id).await;
     assert!(rsa.instances.iter().all(|i| i.keystore_id != aid));
 }
@@ -595,12 +625,24 @@ async fn keystore_rules_for_region_account_endpoint_and_credentials() {
     assert_eq!(aws_config(&cleared).endpoint_url, "");
 
     // Disconnect cuts use of its keys; connect restores it.
-    let aes = create_key(&mut c, &w.vault_id, "aes", KeyAlgorithm::Aes, 256, &[&aid], true).await;
+    let aes = create_key(
+        &mut c,
+        &w.vault_id,
+        "aes",
+        KeyAlgorithm::Aes,
+        256,
+        &[&aid],
+        true,
+    )
+    .await;
     disconnect(&mut c, &aid).await;
     let s = fails(c.crypto.encrypt(encrypt_req(&aes.id, b"x", b""))).await;
     assert_eq!(s.code(), Code::FailedPrecondition, "{}", describe(&s));
     let seen = get_key(&mut c, &aes.id).await;
-    assert_eq!(instance(&seen, &aid).state, InstanceState::Unavailable as i32);
+    assert_eq!(
+        instance(&seen, &aid).state,
+        InstanceState::Unavailable as i32
+    );
     assert_connection(&connect(&mut c, &aid).await, ConnectionState::Connected);
     encrypt(&mut c, &aes.id, b"x", b"").await;
 }
@@ -641,8 +683,16 @@ async fn credential_permission_and_network_faults_are_classified_and_recoverable
     );
     let t = test_stored(&mut c, &ks.id).await;
     assert!(!t.ok);
-    assert_eq!(t.error_code, ConnectionErrorCode::InsufficientPermissions as i32);
-    for p in ["GetParametersForImport", "ImportKeyMaterial", "CreateAlias", "ScheduleKeyDeletion"] {
+    assert_eq!(
+        t.error_code,
+        ConnectionErrorCode::InsufficientPermissions as i32
+    );
+    for p in [
+        "GetParametersForImport",
+        "ImportKeyMaterial",
+        "CreateAlias",
+        "ScheduleKeyDeletion",
+    ] {
         assert!(t.denied_permissions.iter().any(|d| d == p), "{p}: {t:?}");
     }
     for p in ["ListKeys", "ListAliases", "DescribeKey"] {
@@ -661,7 +711,11 @@ async fn credential_permission_and_network_faults_are_classified_and_recoverable
     )))
     .await;
     assert_failed_with(&ks, ConnectionErrorCode::TimedOut);
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The emulator stopped: NETWORK_ERRORS at once; back again, Disconnect + Connect recovers.
     let ls = LocalStack::start();
@@ -677,11 +731,19 @@ async fn credential_permission_and_network_faults_are_classified_and_recoverable
     ls.stop();
     let started = Instant::now();
     let t = test_stored(&mut c, &ks.id).await;
-    assert_eq!(t.error_code, ConnectionErrorCode::NetworkErrors as i32, "{t:?}");
+    assert_eq!(
+        t.error_code,
+        ConnectionErrorCode::NetworkErrors as i32,
+        "{t:?}"
+    );
     disconnect(&mut c, &ks.id).await;
     let failed = connect(&mut c, &ks.id).await;
     assert_failed_with(&failed, ConnectionErrorCode::NetworkErrors);
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     ls.run_start();
     disconnect(&mut c, &ks.id).await;
     assert_connection(&connect(&mut c, &ks.id).await, ConnectionState::Connected);
@@ -743,7 +805,10 @@ async fn a_crash_in_the_middle_of_an_aws_install_is_settled_at_start_up() {
     let k = get_key(&mut c, &pending.id).await;
     assert_key_state(&k, KeyState::PreActive);
     assert_eq!(instance(&k, &aid).state, InstanceState::NotInstalled as i32);
-    assert!(aws_key(&w.kms, &pending.id).await.is_none(), "alias removed");
+    assert!(
+        aws_key(&w.kms, &pending.id).await.is_none(),
+        "alias removed"
+    );
     assert_eq!(
         aws_state(&w.kms, half_done.key_id()).await,
         AwsKeyState::PendingDeletion

@@ -22,8 +22,8 @@ use secrecy::SecretString;
 
 mod common;
 use common::aws::{
-    nothing_allowed, read_only, silent, unknown_access_key, wrong_secret, Answer, Canned, LocalStack,
-    REGION,
+    nothing_allowed, read_only, silent, unknown_access_key, wrong_secret, Answer, Canned,
+    LocalStack, REGION,
 };
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";

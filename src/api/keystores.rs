@@ -31,7 +31,9 @@ fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeystore, Status
     };
     let secret = match r.credentials {
         None => None,
-        Some(Credentials::Pkcs11Credentials(c)) => Some(Secret::Pkcs11Pin(SecretString::from(c.pin))),
+        Some(Credentials::Pkcs11Credentials(c)) => {
+            Some(Secret::Pkcs11Pin(SecretString::from(c.pin)))
+        }
         Some(Credentials::AwsKmsCredentials(c)) => Some(Secret::AwsSecretAccessKey(
             SecretString::from(c.secret_access_key),
         )),

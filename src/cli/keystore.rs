@@ -10,12 +10,12 @@ use super::output::{
 use super::paging::{self, PageArgs};
 use super::{CliError, Context, Outcome};
 use crate::proto::v1::{
-    create_keystore_request, keystore, test_keystore_connection_request, ConnectKeystoreRequest,
-    ConnectionErrorCode, ConnectionState, CreateKeystoreRequest, DeleteKeystoreRequest,
-    DescribeKeystoresRequest, DisconnectKeystoreRequest, GetKeystoreRequest, HealthStatus,
-    AwsKmsCredentials, AwsKmsKeystoreConfig, InternalKeystoreConfig, Keystore, KeystoreType,
-    Pkcs11Credentials, Pkcs11KeystoreConfig,
-    TestKeystoreConnectionRequest, TestKeystoreConnectionResponse, UpdateKeystoreRequest,
+    create_keystore_request, keystore, test_keystore_connection_request, AwsKmsCredentials,
+    AwsKmsKeystoreConfig, ConnectKeystoreRequest, ConnectionErrorCode, ConnectionState,
+    CreateKeystoreRequest, DeleteKeystoreRequest, DescribeKeystoresRequest,
+    DisconnectKeystoreRequest, GetKeystoreRequest, HealthStatus, InternalKeystoreConfig, Keystore,
+    KeystoreType, Pkcs11Credentials, Pkcs11KeystoreConfig, TestKeystoreConnectionRequest,
+    TestKeystoreConnectionResponse, UpdateKeystoreRequest,
 };
 
 /// `--type`: the keystore kinds of the contract.
@@ -297,26 +297,25 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
                 KeystoreTypeArg::Pkcs11 => pkcs11
                     .config(None)
                     .map(create_keystore_request::Config::Pkcs11),
-                KeystoreTypeArg::AwsKms => Some(create_keystore_request::Config::AwsKms(
-                    aws_kms.config(),
-                )),
+                KeystoreTypeArg::AwsKms => {
+                    Some(create_keystore_request::Config::AwsKms(aws_kms.config()))
+                }
                 _ => None,
             };
-            let credentials = match (pkcs11.pin()?, aws_kms.credentials()?) {
-                (Some(pin), None) => Some(
-                    create_keystore_request::Credentials::Pkcs11Credentials(pin),
-                ),
-                (None, Some(secret)) => Some(
-                    create_keystore_request::Credentials::AwsKmsCredentials(secret),
-                ),
-                (None, None) => None,
-                (Some(_), Some(_)) => {
-                    return Err(CliError::Usage(
+            let credentials =
+                match (pkcs11.pin()?, aws_kms.credentials()?) {
+                    (Some(pin), None) => {
+                        Some(create_keystore_request::Credentials::Pkcs11Credentials(pin))
+                    }
+                    (None, Some(secret)) => Some(
+                        create_keystore_request::Credentials::AwsKmsCredentials(secret),
+                    ),
+                    (None, None) => None,
+                    (Some(_), Some(_)) => return Err(CliError::Usage(
                         "give --pin-file (pkcs11) or --secret-access-key-file (aws_kms), not both"
                             .into(),
-                    ))
-                }
-            };
+                    )),
+                };
             client
                 .create_keystore(CreateKeystoreRequest {
                     vault_id: vault,

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     validate_description, validate_name, DomainError, InstanceState, Key, KeySpec, KeyState,
-    KeystoreAction,
-    Millis,
+    KeystoreAction, Millis,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -134,8 +133,8 @@ fn validate_endpoint_url(url: &str) -> Result<(), DomainError> {
 }
 
 fn validate_access_key_id(id: &str) -> Result<(), DomainError> {
-    let ok = (1..=128).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let ok =
+        (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -712,7 +711,11 @@ mod tests {
     fn aws_kms_configuration_rules() {
         let ok = [
             aws("eu-central-1", None, "AKIAIOSFODNN7EXAMPLE"),
-            aws("us-gov-west-1", Some("https://kms.example.internal:8443/"), "A_1"),
+            aws(
+                "us-gov-west-1",
+                Some("https://kms.example.internal:8443/"),
+                "A_1",
+            ),
             aws("us-east-1", Some("http://127.0.0.1:4566"), "test"),
             aws("us-east-1", Some("http://localhost:4566"), "test"),
             aws("us-east-1", Some("http://[::1]:4566"), "test"),
@@ -727,14 +730,35 @@ mod tests {
             (aws("EU-central-1", None, "A"), "aws_kms.region"),
             (aws("eu-central-", None, "A"), "aws_kms.region"),
             (aws("1us-east-1", None, "A"), "aws_kms.region"),
-            (aws("us-east-1", Some("ftp://x"), "A"), "aws_kms.endpoint_url"),
-            (aws("us-east-1", Some("http://kms.example.com"), "A"), "aws_kms.endpoint_url"),
-            (aws("us-east-1", Some("http://127.0.0.1.evil.com"), "A"), "aws_kms.endpoint_url"),
-            (aws("us-east-1", Some("https://u:p@kms.example.com"), "A"), "aws_kms.endpoint_url"),
-            (aws("us-east-1", Some("https://a b"), "A"), "aws_kms.endpoint_url"),
+            (
+                aws("us-east-1", Some("ftp://x"), "A"),
+                "aws_kms.endpoint_url",
+            ),
+            (
+                aws("us-east-1", Some("http://kms.example.com"), "A"),
+                "aws_kms.endpoint_url",
+            ),
+            (
+                aws("us-east-1", Some("http://127.0.0.1.evil.com"), "A"),
+                "aws_kms.endpoint_url",
+            ),
+            (
+                aws("us-east-1", Some("https://u:p@kms.example.com"), "A"),
+                "aws_kms.endpoint_url",
+            ),
+            (
+                aws("us-east-1", Some("https://a b"), "A"),
+                "aws_kms.endpoint_url",
+            ),
             (aws("us-east-1", None, ""), "aws_kms.access_key_id"),
-            (aws("us-east-1", None, "AKIA EXAMPLE"), "aws_kms.access_key_id"),
-            (aws("us-east-1", None, &"A".repeat(129)), "aws_kms.access_key_id"),
+            (
+                aws("us-east-1", None, "AKIA EXAMPLE"),
+                "aws_kms.access_key_id",
+            ),
+            (
+                aws("us-east-1", None, &"A".repeat(129)),
+                "aws_kms.access_key_id",
+            ),
         ];
         for (c, field) in bad {
             assert_eq!(field_of(c.validate().unwrap_err()), field, "{c:?}");
@@ -755,7 +779,10 @@ mod tests {
         }
         for spec in [KeySpec::Aes128, KeySpec::Rsa2048, KeySpec::EcP256] {
             let limit = c.accepts(spec).unwrap_err();
-            assert!(limit.contains("AWS KMS") && limit.contains(&spec.to_string()), "{limit}");
+            assert!(
+                limit.contains("AWS KMS") && limit.contains(&spec.to_string()),
+                "{limit}"
+            );
             assert!(KeystoreConfig::Internal.accepts(spec).is_ok());
         }
     }
@@ -778,11 +805,14 @@ mod tests {
             access_key_id: "A".into(),
             account_id: Some("123456789012".into()),
         };
-        let e = ks.update_config(bound_in("us-east-1", None), 6).unwrap_err();
+        let e = ks
+            .update_config(bound_in("us-east-1", None), 6)
+            .unwrap_err();
         assert_eq!(field_of(e), "aws_kms.region");
         // The endpoint is connection configuration: DISCONNECTED only.
         let bound = |url: Option<&str>| bound_in("eu-west-1", url);
-        ks.update_config(bound(Some("https://vpce.example")), 7).unwrap();
+        ks.update_config(bound(Some("https://vpce.example")), 7)
+            .unwrap();
         ks.state = ConnectionState::Connected;
         assert!(matches!(
             ks.update_config(bound(None), 8),

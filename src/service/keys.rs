@@ -129,7 +129,10 @@ impl Inner {
             if let Err(limit) = ks.config.accepts(spec) {
                 return Err(DomainError::invalid(
                     "target_keystore_ids",
-                    format!("keystore {t} ({}) cannot hold this key: {limit}", ks.keystore_type()),
+                    format!(
+                        "keystore {t} ({}) cannot hold this key: {limit}",
+                        ks.keystore_type()
+                    ),
                 )
                 .into());
             }

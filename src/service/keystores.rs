@@ -8,9 +8,9 @@ use super::remote::ProbeMode;
 use super::vaults::listing;
 use super::{new_id, now, Inner, Listing, ServiceError, Services};
 use crate::domain::{
-    stranded_keys, validate_aws_secret, validate_pin, ConnectStart, ConnectionError, ConnectionErrorCode,
-    ConnectionState, DomainError, Health, HealthStatus, InstanceState, Key, Keystore,
-    KeystoreConfig, KeystoreType, NewKeystore, Page, SealedCredentials, TokenRef,
+    stranded_keys, validate_aws_secret, validate_pin, ConnectStart, ConnectionError,
+    ConnectionErrorCode, ConnectionState, DomainError, Health, HealthStatus, InstanceState, Key,
+    Keystore, KeystoreConfig, KeystoreType, NewKeystore, Page, SealedCredentials, TokenRef,
 };
 use crate::store::{Batch, Table};
 
@@ -143,7 +143,11 @@ fn config_for(
 impl Inner {
     /// Checks that `secret` fits a keystore of type `t`, validates it and seals it under the
     /// master KEK.
-    fn seal_secret(&self, t: KeystoreType, secret: &Secret) -> Result<SealedCredentials, ServiceError> {
+    fn seal_secret(
+        &self,
+        t: KeystoreType,
+        secret: &Secret,
+    ) -> Result<SealedCredentials, ServiceError> {
         if secret.keystore_type() != t {
             return Err(DomainError::invalid(
                 secret.field(),
@@ -163,11 +167,23 @@ impl Inner {
 
 /// Merges an aws_kms patch into the stored configuration.
 fn merged_aws(config: &KeystoreConfig, patch: AwsKmsPatch) -> Result<KeystoreConfig, ServiceError> {
-    let KeystoreConfig::AwsKms { region, endpoint_url, access_key_id, account_id } = config else {
-        return Err(DomainError::invalid("aws_kms", "this keystore is not an aws_kms keystore").into());
+    let KeystoreConfig::AwsKms {
+        region,
+        endpoint_url,
+        access_key_id,
+        account_id,
+    } = config
+    else {
+        return Err(
+            DomainError::invalid("aws_kms", "this keystore is not an aws_kms keystore").into(),
+        );
     };
     if patch.account_id.is_some() && patch.account_id != *account_id {
-        return Err(DomainError::invalid("aws_kms.account_id", "is output only: it is learnt at connect and never changes").into());
+        return Err(DomainError::invalid(
+            "aws_kms.account_id",
+            "is output only: it is learnt at connect and never changes",
+        )
+        .into());
     }
     Ok(KeystoreConfig::AwsKms {
         region: patch.region.unwrap_or_else(|| region.clone()),

@@ -495,9 +495,15 @@ impl Inner {
                     .map(|i| i.remote_id.clone())
                     .unwrap_or_default();
                 let detail = if !c.owned {
-                    format!("alias/{label} names {}, a key keyorch did not make for this key", c.arn)
+                    format!(
+                        "alias/{label} names {}, a key keyorch did not make for this key",
+                        c.arn
+                    )
                 } else if !recorded.is_empty() && recorded != c.arn {
-                    format!("alias/{label} names {}, not the installed copy {recorded}", c.arn)
+                    format!(
+                        "alias/{label} names {}, not the installed copy {recorded}",
+                        c.arn
+                    )
                 } else {
                     String::new()
                 };
@@ -541,7 +547,11 @@ pub(super) fn check_accepts(ks: &Keystore, spec: KeySpec) -> Result<(), ServiceE
     ks.config.accepts(spec).map_err(|limit| {
         DomainError::invalid(
             "keystore_id",
-            format!("keystore {} ({}) cannot hold this key: {limit}", ks.id, ks.keystore_type()),
+            format!(
+                "keystore {} ({}) cannot hold this key: {limit}",
+                ks.id,
+                ks.keystore_type()
+            ),
         )
         .into()
     })

@@ -155,10 +155,12 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
     // deactivated.
     let interrupted_deactivation = key.state == KeyState::Active
         && !key.instances.is_empty()
-        && key
-            .instances
-            .iter()
-            .all(|i| matches!(i.state, InstanceState::NotInstalled | InstanceState::Disabled));
+        && key.instances.iter().all(|i| {
+            matches!(
+                i.state,
+                InstanceState::NotInstalled | InstanceState::Disabled
+            )
+        });
     if interrupted_deactivation {
         tracing::info!(key = %key.id, "reconciler: finishing an interrupted deactivation");
         key.enter(KeyState::Deactivated, now());

@@ -249,4 +249,3 @@ pub fn nothing_allowed(op: &str) -> Option<(u16, String)> {
 pub fn silent(_: &str) -> Option<(u16, String)> {
     None
 }
-
