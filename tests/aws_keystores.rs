@@ -645,6 +645,25 @@ async fn keystore_rules_for_region_account_endpoint_and_credentials() {
     );
     assert_connection(&connect(&mut c, &aid).await, ConnectionState::Connected);
     encrypt(&mut c, &aes.id, b"x", b"").await;
+
+    // The CLI: the secret from a file, the record without it.
+    let secret_file = w.d.root().join("aws-secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let out = run_ok(
+        std::process::Command::new(TestDaemon::cli_binary())
+            .arg("--socket")
+            .arg(w.d.socket())
+            .args(["-o", "json", "keystore", "create", "--vault", &w.vault_id])
+            .args(["--name", "from-cli", "--type", "aws-kms", "--connect"])
+            .args(["--region", REGION, "--endpoint-url", &w.ls.endpoint()])
+            .args(["--access-key-id", ACCESS_KEY_ID, "--secret-access-key-file"])
+            .arg(&secret_file),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    assert_eq!(v["connection_state"], "CONNECTION_STATE_CONNECTED", "{out}");
+    assert_eq!(v["config"]["aws_kms"]["account_id"], ACCOUNT, "{out}");
+    assert_eq!(v["has_credentials"], true, "{out}");
+    assert!(!out.contains(SECRET), "{out}");
 }
 
 #[tokio::test]

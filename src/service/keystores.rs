@@ -559,7 +559,7 @@ impl Services {
                 k.state == ConnectionState::Connected
             })?;
             for ks in connected.0 {
-                let (status, message) = match inner.probe(&ks, ProbeMode::Check).map(drop) {
+                let (status, message) = match inner.probe(&ks, ProbeMode::Heartbeat).map(drop) {
                     Ok(()) => (HealthStatus::Ok, String::new()),
                     Err(e)
                         if matches!(

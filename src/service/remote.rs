@@ -68,6 +68,9 @@ fn hsm_connection_error(e: &HsmError) -> ConnectionError {
 pub(crate) enum ProbeMode {
     Connect,
     Check,
+    /// The periodic health check: the one cheapest call that proves the target answers and
+    /// takes the credentials (no permission probing, which costs AWS a dozen requests).
+    Heartbeat,
 }
 
 /// An opened external target, cached per keystore id.
@@ -209,7 +212,7 @@ impl Inner {
                 }),
                 // Connect creates a missing import KEK; so a check predicts success
                 // unless the keystore is CONNECTED (then the KEK was deleted under us).
-                ProbeMode::Check => match target.check() {
+                ProbeMode::Check | ProbeMode::Heartbeat => match target.check() {
                     Err(TargetError::ImportKekMissing)
                         if ks.state != ConnectionState::Connected =>
                     {
@@ -220,6 +223,9 @@ impl Inner {
             },
             Remote::AwsKms(target) => (|| {
                 target.check()?;
+                if mode == ProbeMode::Heartbeat {
+                    return Ok(None);
+                }
                 let denied = target.denied_permissions()?;
                 if !denied.is_empty() {
                     return Err(TargetError::PermissionDenied(denied));
