@@ -515,27 +515,28 @@ async fn keystore_rules_for_region_account_endpoint_and_credentials() {
     // Bad input on create: each field named, nothing stored.
     let before = snapshot(&c).await;
     let base = || aws_keystore_req(&w.vault_id, "bad", "http://127.0.0.1:9", SECRET, false);
-    let mut bad = Vec::new();
-    let mut r = base();
-    if let Some(create_keystore_request::Config::AwsKms(cfg)) = &mut r.config {
-        cfg.region = "Mars-1".into();
-    }
-    bad.push((r, "aws_kms.region"));
-    let mut r = base();
-    if let Some(create_keystore_request::Config::AwsKms(cfg)) = &mut r.config {
-        cfg.endpoint_url = "http://kms.example.com".into();
-    }
-    bad.push((r, "aws_kms.endpoint_url"));
-    let mut r = base();
-    if let Some(create_keystore_request::Config::AwsKms(cfg)) = &mut r.config {
-        cfg.access_key_id = "has space".into();
-    }
-    bad.push((r, "aws_kms.access_key_id"));
-    let mut r = base();
-    if let Some(create_keystore_request::Config::AwsKms(cfg)) = &mut r.config {
-        cfg.account_id = "123456789012".into();
-    }
-    bad.push((r, "aws_kms.account_id"));
+    let with = |edit: fn(&mut AwsKmsKeystoreConfig)| {
+        let mut r = base();
+        if let Some(create_keystore_request::Config::AwsKms(cfg)) = &mut r.config {
+            edit(cfg);
+        }
+        r
+    };
+    let mut bad = vec![
+        (with(|c| c.region = "Mars-1".into()), "aws_kms.region"),
+        (
+            with(|c| c.endpoint_url = "http://kms.example.com".into()),
+            "aws_kms.endpoint_url",
+        ),
+        (
+            with(|c| c.access_key_id = "has space".into()),
+            "aws_kms.access_key_id",
+        ),
+        (
+            with(|c| c.account_id = "123456789012".into()),
+            "aws_kms.account_id",
+        ),
+    ];
     let mut r = base();
     r.credentials = None;
     bad.push((r, "aws_kms_credentials.secret_access_key"));
