@@ -1,7 +1,8 @@
 //! The README tour through the real `keyorch` binary against a real daemon: vault →
 //! internal keystore → key → activate → encrypt → decrypt round trip; `--output json`
 //! records parse with proto field names; the socket can come from `KEYORCH_SOCKET`; a
-//! server error exits non-zero with the server's message on stderr.
+//! server error exits non-zero with the server's message on stderr; `keyorch bench install`
+//! reports both sides and leaves nothing behind.
 
 mod common;
 
@@ -283,4 +284,114 @@ async fn an_unreachable_daemon_is_a_clear_error() {
         stderr.contains("nobody-here.sock"),
         "the error does not say which socket: {stderr}"
     );
+}
+
+/// `keyorch bench install` with a tiny count against a real daemon and a second token: the
+/// report has both steps for both sides with positive ratios, the table names its columns,
+/// nothing the bench made stays (vault, keys in the target), and neither PIN is printed.
+#[tokio::test]
+async fn bench_install_reports_both_sides_and_cleans_up() {
+    const TOKEN: &str = "bench-target";
+    const PIN: &str = "Bench-pin-81Kq2z";
+    let d = TestDaemon::start_with_target(TOKEN, PIN).await;
+    let pin_file = d.root().join("target.pin");
+    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+    let bench = |extra: &[&str]| {
+        let mut cmd = keyorch(&d.socket());
+        cmd.args(extra)
+            .args(["bench", "install", "--state-dir"])
+            .arg(d.state_dir())
+            .args(["--target-token-label", TOKEN, "--target-pin-file"])
+            .arg(&pin_file);
+        cmd
+    };
+
+    let out = run(bench(&["--output", "json"]).args(["--count", "3", "--warmup", "1"]));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {}:\n{stdout}\n{stderr}",
+        out.status
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(v["operation"], "install", "{v}");
+    assert_eq!(v["rounds"], 3, "{v}");
+    assert_eq!(v["warmup_rounds"], 1, "{v}");
+    assert_eq!(v["target_token"]["label"], TOKEN, "{v}");
+    let steps = v["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps: {v}"));
+    let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
+    assert_eq!(names, ["install", "uninstall"], "{v}");
+    let positive = |x: &Value| x.as_f64().is_some_and(|f| f.is_finite() && f > 0.0);
+    for step in steps {
+        for side in ["keyorchd", "raw"] {
+            let s = &step[side];
+            assert_eq!(s["ops"], 3, "{side} in {step}");
+            for number in ["ops_per_sec", "p50_us", "p99_us", "busy_secs"] {
+                assert!(positive(&s[number]), "{side}.{number} in {step}");
+            }
+        }
+        assert!(positive(&step["ratio"]), "ratio in {step}");
+        assert!(positive(&step["p50_ratio"]), "p50_ratio in {step}");
+    }
+    assert!(stderr.contains("bench: install: keyorchd"), "{stderr}");
+
+    let out = run(bench(&[]).args(["--count", "1", "--warmup", "0"]));
+    let (table, table_err) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {}:\n{table}\n{table_err}",
+        out.status
+    );
+    let header = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        header.starts_with("step") && header.contains("ratio") && header.contains("p50 ratio"),
+        "{table}"
+    );
+    assert!(table.lines().any(|l| l.starts_with("install ")), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("uninstall ")),
+        "{table}"
+    );
+
+    // A wrong target PIN stops the bench before it creates anything, and says why.
+    let wrong = d.root().join("wrong.pin");
+    std::fs::write(&wrong, "Wrong-pin-0000\n").unwrap();
+    let out = run(keyorch(&d.socket())
+        .args(["bench", "install", "--state-dir"])
+        .arg(d.state_dir())
+        .args(["--target-token-label", TOKEN, "--target-pin-file"])
+        .arg(&wrong));
+    let wrong_err = text(&out.stderr);
+    assert!(!out.status.success(), "a wrong PIN was accepted");
+    assert!(
+        wrong_err.contains("target token") && wrong_err.contains("C_Login"),
+        "{wrong_err}"
+    );
+    assert!(!wrong_err.contains("Wrong-pin-0000"), "{wrong_err}");
+
+    // Nothing stays: no vault, no key in the target, only the import KEK there.
+    let c = d.clients();
+    assert!(snapshot(&c).await.vaults.is_empty(), "a bench vault stayed");
+    let objects = d.token_objects(TOKEN, PIN);
+    assert!(
+        objects.iter().all(|o| o.label == IMPORT_KEK),
+        "objects left in the target: {objects:?}"
+    );
+    // Neither PIN is printed or logged.
+    let own_pin = d.user_pin();
+    for (what, output) in [
+        ("stdout", &stdout),
+        ("stderr", &stderr),
+        ("table", &table),
+        ("table stderr", &table_err),
+        ("daemon logs", &d.logs()),
+    ] {
+        assert!(!output.contains(PIN), "the target PIN is in the {what}");
+        assert!(
+            !output.contains(&own_pin),
+            "the daemon's PIN is in the {what}"
+        );
+    }
 }

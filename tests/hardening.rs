@@ -349,6 +349,8 @@ async fn invalid_configs_stop_startup_naming_the_field() {
         (t.config("", "[limits]\nmax_message_bytes = 1\n"), "limits.max_message_bytes"),
         (t.config("", "[security]\nlock_memory = \"yes\"\n"), "security.lock_memory"),
         (t.config("", "[log]\nlevel = \"loud\"\n"), "log.level"),
+        (t.config("", "[health]\ninterval_secs = 0\n"), "health.interval_secs"),
+        (t.config("", "[health]\ninterval = 5\n"), "interval"),
     ];
     for (text, field) in cases {
         let stderr = start_fails(&t, &text);

@@ -1479,6 +1479,133 @@ async fn a_deleted_import_kek_breaks_installs_until_reconnect() {
     }
 }
 
+/// `health.last_heartbeat` of a keystore as (seconds, nanos); panics without one.
+#[track_caller]
+fn heartbeat(ks: &Keystore) -> (i64, i32) {
+    let t = ks
+        .health
+        .as_ref()
+        .and_then(|h| h.last_heartbeat.as_ref())
+        .unwrap_or_else(|| panic!("no health.last_heartbeat: {ks:?}"));
+    (t.seconds, t.nanos)
+}
+
+fn keystore_health(ks: &Keystore) -> Option<HealthStatus> {
+    ks.health
+        .as_ref()
+        .and_then(|h| HealthStatus::try_from(h.status).ok())
+}
+
+/// Polls GetKeystore (every 100 ms, at most `HEALTH_DEADLINE`) until its health is `want`
+/// with a heartbeat later than `after`; returns that keystore. Panics with the last one seen.
+async fn wait_for_health(
+    c: &mut Clients,
+    id: &str,
+    want: HealthStatus,
+    after: (i64, i32),
+) -> Keystore {
+    let deadline = std::time::Instant::now() + HEALTH_DEADLINE;
+    loop {
+        let ks = get_keystore(c, id).await;
+        if keystore_health(&ks) == Some(want) && heartbeat(&ks) > after {
+            return ks;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no health check reported {want:?} within {HEALTH_DEADLINE:?} after heartbeat \
+             {after:?}; last seen: {ks:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Bound of the wait for a health check at `interval_secs = 1` (the default interval, 30 s,
+/// would exceed it).
+const HEALTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The periodic health check (`[health] interval_secs`) sees what a connect cannot: the
+/// import KEK deleted in the target under a CONNECTED keystore. Health turns
+/// CONFIGURATION_ERROR naming the KEK while the state stays CONNECTED; a reconnect makes a new
+/// KEK and later checks say OK again.
+#[tokio::test]
+async fn health_checks_report_a_deleted_import_kek_until_reconnect() {
+    let mut d = TestDaemon::start_with_target(TOKEN, PIN).await;
+    d.restart_with_config("[health]\ninterval_secs = 1\n").await;
+    let mut c = d.clients();
+    let vault = create_vault(&mut c, "payments").await;
+    let target = ok(c.keystores.create_keystore(pkcs11_keystore_req(
+        &vault.id,
+        "target-hsm",
+        SOFTHSM_MODULE,
+        TOKEN,
+        PIN,
+        true,
+    )))
+    .await;
+    assert_connection(&target, ConnectionState::Connected);
+    let tid = target.id.clone();
+    assert_eq!(
+        keystore_health(&target),
+        Some(HealthStatus::Ok),
+        "{target:?}"
+    );
+
+    // The checks run on their own, every second: a later heartbeat, still OK.
+    let checked = wait_for_health(&mut c, &tid, HealthStatus::Ok, heartbeat(&target)).await;
+    let before = heartbeat(&checked);
+
+    d.pkcs11_tool_ok(
+        TOKEN,
+        PIN,
+        &[
+            "--delete-object",
+            "--type",
+            "privkey",
+            "--label",
+            IMPORT_KEK,
+        ],
+    );
+    d.pkcs11_tool_ok(
+        TOKEN,
+        PIN,
+        &["--delete-object", "--type", "pubkey", "--label", IMPORT_KEK],
+    );
+    assert!(d.token_objects_labelled(TOKEN, PIN, IMPORT_KEK).is_empty());
+
+    let broken = wait_for_health(&mut c, &tid, HealthStatus::ConfigurationError, before).await;
+    let health = broken.health.as_ref().expect("health");
+    assert!(health.message.contains(IMPORT_KEK), "{health:?}");
+    assert_connection(&broken, ConnectionState::Connected);
+    assert!(
+        d.logs().contains("keystore health check failed"),
+        "the failed check is not logged"
+    );
+    // DescribeKeystores reports the same health.
+    let listed = ok(c.keystores.describe_keystores(DescribeKeystoresRequest {
+        vault_id: vault.id.clone(),
+        ..Default::default()
+    }))
+    .await;
+    let row = listed
+        .keystores
+        .iter()
+        .find(|k| k.id == tid)
+        .unwrap_or_else(|| panic!("{tid} not listed: {listed:?}"));
+    assert_eq!(
+        keystore_health(row),
+        Some(HealthStatus::ConfigurationError),
+        "{row:?}"
+    );
+
+    // Reconnecting recreates the KEK: OK at once, and at the next checks.
+    disconnect(&mut c, &tid, false, false).await;
+    let back = connect(&mut c, &tid).await;
+    assert_connection(&back, ConnectionState::Connected);
+    assert_eq!(keystore_health(&back), Some(HealthStatus::Ok), "{back:?}");
+    assert_eq!(d.token_objects_labelled(TOKEN, PIN, IMPORT_KEK).len(), 2);
+    wait_for_health(&mut c, &tid, HealthStatus::Ok, heartbeat(&back)).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Disconnect, as the seeds describe it
 // ---------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
-//! `keyorch bench encrypt`: Encrypt through keyorchd over its socket versus raw in-process
-//! PKCS#11 on the same token, per concurrency level, with its temporary vault/keystore/key.
+//! `keyorch bench`: its subcommands, and `bench encrypt` — Encrypt through keyorchd over its
+//! socket versus raw in-process PKCS#11 on the same token, per concurrency level.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,17 +10,17 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
+use super::bench_fixture::Fixture;
+use super::bench_install::BenchInstallArgs;
 use super::bench_raw::RawToken;
-use super::bench_stats::{micros, millis, Summary, WorkerSample};
-use super::output::{self, short_name, OutputFormat, Table};
+use super::bench_stats::{micros, millis, throughput_ratio, Summary, WorkerSample};
+use super::output::{self, OutputFormat, Table};
 use super::{CliError, Context, Outcome};
 use crate::client::Clients;
 use crate::proto::v1::crypto_service_client::CryptoServiceClient;
 use crate::proto::v1::{
-    create_keystore_request, ConnectionState, CreateKeyRequest, CreateKeystoreRequest,
-    CreateVaultRequest, DeleteKeystoreRequest, DeleteVaultRequest, DisconnectKeystoreRequest,
-    EncryptRequest, GetKeyRequest, GetKeystoreRequest, InternalKeystoreConfig, KeyAlgorithm,
-    KeyIdRequest, KeyState, KeystoreType,
+    create_keystore_request, CreateKeystoreRequest, EncryptRequest, InternalKeystoreConfig,
+    KeystoreType,
 };
 
 /// The module the dev-mode daemon uses.
@@ -38,9 +37,23 @@ pub enum BenchCommand {
     /// in this process on the daemon's token (dev-mode layout in --state-dir), with a
     /// session-object key and one session per thread.
     Encrypt(BenchEncryptArgs),
+    /// Install throughput into a pkcs11 keystore: keyorchd vs raw PKCS#11, interleaved.
+    ///
+    /// Creates a temporary vault, an internal keystore, a pkcs11 keystore on the target
+    /// token (connecting it creates EKMF-BYOK-KEK-FOR-IMPORT there if missing; it is left in
+    /// place) and an ACTIVE AES-256 key in the internal keystore, and removes them at the end.
+    /// Each round calls InstallKey into the pkcs11 keystore (timed) and UninstallKey (timed
+    /// apart), and makes the same calls raw through cryptoki in this process: an AES-256 key
+    /// unwrapped from under keyorchd's master KEK, wrapped with RSA-OAEP-SHA1 + AES-KWP to the
+    /// import KEK in keyorchd's token (dev-mode layout in --state-dir), unwrapped into the
+    /// target token as a token object (timed), then destroyed (timed apart); keyorchd uses
+    /// OAEP with SHA-256 instead when both tokens offer it (SoftHSM2 does not). The side that
+    /// goes first alternates. ops/s counts the timed calls' own time only; ratios are ops/s
+    /// keyorchd ÷ raw and raw p50 ÷ keyorchd p50 (1 is parity).
+    Install(BenchInstallArgs),
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
         return Err("must be more than 0 and at most 86400".into());
@@ -101,11 +114,14 @@ impl BenchCommand {
     /// Points SoftHSM2 at the daemon's configuration (`DIR/softhsm2.conf`, when present).
     /// Call before any thread starts: it changes the process environment.
     pub fn prepare_environment(&self) -> Result<(), CliError> {
-        let BenchCommand::Encrypt(args) = self;
-        if args.no_raw {
+        let (no_raw, state_dir) = match self {
+            BenchCommand::Encrypt(args) => (args.no_raw, &args.state_dir),
+            BenchCommand::Install(args) => (args.no_raw, &args.state_dir),
+        };
+        if no_raw {
             return Ok(());
         }
-        let conf = args.state_dir.join("softhsm2.conf");
+        let conf = state_dir.join("softhsm2.conf");
         if conf.is_file() {
             std::env::set_var("SOFTHSM2_CONF", &conf);
         }
@@ -116,17 +132,15 @@ impl BenchCommand {
 pub async fn run(cmd: BenchCommand, ctx: &Context) -> Result<Outcome, CliError> {
     match cmd {
         BenchCommand::Encrypt(args) => encrypt(args, ctx).await,
+        BenchCommand::Install(args) => super::bench_install::install(args, ctx).await,
     }
 }
 
-/// Reads the PIN file, dropping the trailing line break. The PIN is never printed.
-fn read_pin(path: &Path) -> Result<SecretString, CliError> {
+/// Reads the PIN file, dropping the trailing line break; an error names the file and
+/// gives `hint` (the flags that choose it). The PIN is never printed.
+pub(super) fn read_pin(path: &Path, hint: &str) -> Result<SecretString, CliError> {
     let mut text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
-        what: format!(
-            "cannot read the PIN file {} (see --state-dir, --pin-file; --no-raw skips the \
-             baseline)",
-            path.display()
-        ),
+        what: format!("cannot read the PIN file {} ({hint})", path.display()),
         source,
     })?;
     let len = text.trim_end_matches(['\r', '\n']).len();
@@ -146,8 +160,8 @@ impl LevelResult {
     /// keyorchd ops/s divided by raw ops/s.
     pub fn ratio(&self) -> Option<f64> {
         self.raw
-            .filter(|r| r.ops_per_sec > 0.0)
-            .map(|r| self.keyorchd.ops_per_sec / r.ops_per_sec)
+            .as_ref()
+            .and_then(|r| throughput_ratio(&self.keyorchd, r))
     }
 }
 
@@ -168,7 +182,10 @@ async fn encrypt(args: BenchEncryptArgs, ctx: &Context) -> Result<Outcome, CliEr
             .clone()
             .unwrap_or_else(|| args.state_dir.join("user-pin"));
         let opened = tokio::task::spawn_blocking(move || {
-            let pin = read_pin(&pin_file)?;
+            let pin = read_pin(
+                &pin_file,
+                "see --state-dir, --pin-file; --no-raw skips the baseline",
+            )?;
             RawToken::open(&module, &label, &pin)
         })
         .await
@@ -185,7 +202,7 @@ async fn encrypt(args: BenchEncryptArgs, ctx: &Context) -> Result<Outcome, CliEr
     };
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let mut fixture = Fixture::default();
-    let measured = match fixture.create(&clients, &suffix).await {
+    let measured = match create_encrypt_fixture(&mut fixture, &clients, &suffix).await {
         Ok(key_id) => tokio::select! {
             result = measure(&args, &clients.crypto, &key_id, &payload, &mut raw) => result,
             _ = tokio::signal::ctrl_c() => Err(CliError::Local("interrupted".into())),
@@ -206,6 +223,36 @@ async fn encrypt(args: BenchEncryptArgs, ctx: &Context) -> Result<Outcome, CliEr
     Err(CliError::Local(format!(
         "bench cleanup incomplete: remove vault bench-{suffix} and its contents by hand"
     )))
+}
+
+/// A vault, a CONNECTED internal keystore and an ACTIVE AES-256 key in it; the key id.
+async fn create_encrypt_fixture(
+    fixture: &mut Fixture,
+    clients: &Clients,
+    suffix: &str,
+) -> Result<String, CliError> {
+    let name = format!("bench-{suffix}");
+    let description = "temporary, made by keyorch bench encrypt";
+    let vault_id = fixture.vault(clients, &name, description).await?;
+    let keystore = fixture
+        .keystore(
+            clients,
+            CreateKeystoreRequest {
+                vault_id: vault_id.clone(),
+                name: name.clone(),
+                description: description.to_string(),
+                r#type: KeystoreType::Internal as i32,
+                connect: true,
+                config: Some(create_keystore_request::Config::Internal(
+                    InternalKeystoreConfig {},
+                )),
+                credentials: None,
+            },
+        )
+        .await?;
+    fixture
+        .active_aes_key(clients, &vault_id, &name, description, vec![keystore.id])
+        .await
 }
 
 async fn close_raw(raw: Option<RawToken>) {
@@ -318,138 +365,7 @@ async fn grpc_level(
     Ok(Summary::from_workers(samples))
 }
 
-/// The vault, internal keystore and AES-256 key the benchmark creates and removes.
-#[derive(Debug, Default)]
-struct Fixture {
-    vault_id: Option<String>,
-    keystore_id: Option<String>,
-    key_id: Option<String>,
-}
-
-impl Fixture {
-    /// Creates everything, recording each id as soon as it exists; returns the key id.
-    async fn create(&mut self, clients: &Clients, suffix: &str) -> Result<String, CliError> {
-        let name = format!("bench-{suffix}");
-        let description = "temporary, made by keyorch bench encrypt".to_string();
-        let vault = clients
-            .vaults
-            .clone()
-            .create_vault(CreateVaultRequest {
-                name: name.clone(),
-                description: description.clone(),
-            })
-            .await?
-            .into_inner();
-        self.vault_id = Some(vault.id.clone());
-        let keystore = clients
-            .keystores
-            .clone()
-            .create_keystore(CreateKeystoreRequest {
-                vault_id: vault.id.clone(),
-                name: name.clone(),
-                description: description.clone(),
-                r#type: KeystoreType::Internal as i32,
-                connect: true,
-                config: Some(create_keystore_request::Config::Internal(
-                    InternalKeystoreConfig {},
-                )),
-                credentials: None,
-            })
-            .await?
-            .into_inner();
-        self.keystore_id = Some(keystore.id.clone());
-        if keystore.connection_state != ConnectionState::Connected as i32 {
-            return Err(CliError::Local(format!(
-                "the bench keystore is {}, not CONNECTED: {}",
-                short_name::<ConnectionState>(keystore.connection_state),
-                keystore.connection_error_message
-            )));
-        }
-        let key = clients
-            .keys
-            .clone()
-            .create_key(CreateKeyRequest {
-                vault_id: vault.id,
-                name,
-                description,
-                algorithm: KeyAlgorithm::Aes as i32,
-                key_size_bits: 256,
-                target_keystore_ids: vec![keystore.id],
-                activate: true,
-                tags: HashMap::from([("purpose".to_string(), "bench".to_string())]),
-            })
-            .await?
-            .into_inner();
-        self.key_id = Some(key.id.clone());
-        if key.state != KeyState::Active as i32 {
-            return Err(CliError::Local(format!(
-                "the bench key is {}, not ACTIVE",
-                short_name::<KeyState>(key.state)
-            )));
-        }
-        Ok(key.id)
-    }
-
-    /// Removes whatever was created, in dependency order; returns what could not be undone.
-    async fn remove(&self, clients: &Clients) -> Vec<String> {
-        let mut warnings = Vec::new();
-        let mut note = |what: &str, status: tonic::Status| {
-            warnings.push(format!("{what}: {}", CliError::from(status)));
-        };
-        if let Some(id) = &self.key_id {
-            let mut keys = clients.keys.clone();
-            let state = keys
-                .get_key(GetKeyRequest { id: id.clone() })
-                .await
-                .map(|k| k.into_inner().state);
-            if state.is_ok_and(|s| s == KeyState::Active as i32) {
-                if let Err(s) = keys.deactivate_key(KeyIdRequest { id: id.clone() }).await {
-                    note("deactivate key", s);
-                }
-            }
-            if let Err(s) = keys.destroy_key(KeyIdRequest { id: id.clone() }).await {
-                note("destroy key", s);
-            }
-            if let Err(s) = keys.delete_key(KeyIdRequest { id: id.clone() }).await {
-                note("delete key", s);
-            }
-        }
-        if let Some(id) = &self.keystore_id {
-            let mut keystores = clients.keystores.clone();
-            let state = keystores
-                .get_keystore(GetKeystoreRequest { id: id.clone() })
-                .await
-                .map(|k| k.into_inner().connection_state);
-            let disconnected = [
-                ConnectionState::Disconnected as i32,
-                ConnectionState::Disconnecting as i32,
-            ];
-            if state.as_ref().is_ok_and(|s| !disconnected.contains(s)) {
-                let request = DisconnectKeystoreRequest {
-                    id: id.clone(),
-                    uninstall_keys: false,
-                    force: true,
-                };
-                if let Err(s) = keystores.disconnect_keystore(request).await {
-                    note("disconnect keystore", s);
-                }
-            }
-            let request = DeleteKeystoreRequest { id: id.clone() };
-            if let Err(s) = keystores.delete_keystore(request).await {
-                note("delete keystore", s);
-            }
-        }
-        if let Some(id) = &self.vault_id {
-            let request = DeleteVaultRequest { id: id.clone() };
-            if let Err(s) = clients.vaults.clone().delete_vault(request).await {
-                note("delete vault", s);
-            }
-        }
-        warnings
-    }
-}
-
-fn optional_cell(raw: Option<Summary>, f: impl Fn(Summary) -> String) -> String {
+pub(super) fn optional_cell(raw: Option<Summary>, f: impl Fn(Summary) -> String) -> String {
     raw.map_or_else(|| "-".to_string(), f)
 }
 
@@ -586,8 +502,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("user-pin");
         std::fs::write(&path, "1234\n").expect("write");
-        assert_eq!(read_pin(&path).expect("reads").expose_secret(), "1234");
-        assert!(!format!("{:?}", read_pin(&path).expect("reads")).contains("1234"));
+        assert_eq!(read_pin(&path, "x").expect("reads").expose_secret(), "1234");
+        assert!(!format!("{:?}", read_pin(&path, "x").expect("reads")).contains("1234"));
+        let e = read_pin(&dir.path().join("none"), "see --it").expect_err("missing");
+        assert!(e.to_string().contains("none (see --it)"), "{e}");
     }
 
     fn summary(ops_per_sec: f64, p50_us: u64) -> Summary {

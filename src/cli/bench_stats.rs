@@ -1,5 +1,6 @@
 //! Benchmark arithmetic: what each worker measured, and the per-level summary
-//! (operations per second and nearest-rank p50/p99 latency) built from it.
+//! (operations per second and nearest-rank p50/p99 latency) built from it or from the
+//! timed calls of one sequential side of an interleaved run.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,38 @@ impl Summary {
             p99: Duration::from_nanos(percentile(&all, 99.0)),
         }
     }
+}
+
+impl Summary {
+    /// One side of an interleaved sequential run (calls of both sides alternate, so wall
+    /// time belongs to neither): elapsed is the sum of this side's call latencies, and
+    /// ops/s is calls per second of that busy time (1 / mean latency).
+    pub fn from_sequential(mut latencies_ns: Vec<u64>) -> Summary {
+        latencies_ns.sort_unstable();
+        let ops = latencies_ns.len() as u64;
+        let elapsed = Duration::from_nanos(latencies_ns.iter().sum());
+        let secs = elapsed.as_secs_f64();
+        Summary {
+            ops,
+            elapsed,
+            ops_per_sec: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
+            p50: Duration::from_nanos(percentile(&latencies_ns, 50.0)),
+            p99: Duration::from_nanos(percentile(&latencies_ns, 99.0)),
+        }
+    }
+}
+
+/// `ours` relative to `baseline`: ops/s divided by the baseline's (higher is better; 1 is
+/// parity). `None` when the baseline measured nothing.
+pub fn throughput_ratio(ours: &Summary, baseline: &Summary) -> Option<f64> {
+    (baseline.ops_per_sec > 0.0).then(|| ours.ops_per_sec / baseline.ops_per_sec)
+}
+
+/// `ours` relative to `baseline` by median latency: the baseline's p50 divided by ours, so
+/// that, like [`throughput_ratio`], 1 is parity and less is slower. `None` when a p50 is 0.
+pub fn median_ratio(ours: &Summary, baseline: &Summary) -> Option<f64> {
+    (!ours.p50.is_zero() && !baseline.p50.is_zero())
+        .then(|| baseline.p50.as_secs_f64() / ours.p50.as_secs_f64())
 }
 
 /// Nearest-rank percentile of sorted values (0 when empty).
@@ -93,5 +126,31 @@ mod tests {
         assert_eq!(s.p50, Duration::from_nanos(2));
         assert_eq!(s.p99, Duration::from_nanos(4));
         assert_eq!(millis(Duration::from_micros(1500)), "1.500 ms");
+    }
+
+    #[test]
+    fn sequential_summary_counts_busy_time_only() {
+        let ms = 1_000_000;
+        let s = Summary::from_sequential(vec![30 * ms, 10 * ms, 20 * ms, 40 * ms]);
+        assert_eq!(s.ops, 4);
+        assert_eq!(s.elapsed, Duration::from_millis(100));
+        assert!((s.ops_per_sec - 40.0).abs() < 1e-9);
+        assert_eq!(s.p50, Duration::from_millis(20));
+        assert_eq!(s.p99, Duration::from_millis(40));
+        let empty = Summary::from_sequential(Vec::new());
+        assert_eq!((empty.ops, empty.ops_per_sec), (0, 0.0));
+    }
+
+    #[test]
+    fn ratios_are_one_at_parity_and_below_one_when_slower() {
+        let ms = 1_000_000;
+        let raw = Summary::from_sequential(vec![10 * ms, 10 * ms]);
+        let slow = Summary::from_sequential(vec![20 * ms, 20 * ms]);
+        assert!((throughput_ratio(&raw, &raw).unwrap() - 1.0).abs() < 1e-9);
+        assert!((throughput_ratio(&slow, &raw).unwrap() - 0.5).abs() < 1e-9);
+        assert!((median_ratio(&slow, &raw).unwrap() - 0.5).abs() < 1e-9);
+        let none = Summary::from_sequential(Vec::new());
+        assert_eq!(throughput_ratio(&slow, &none), None);
+        assert_eq!(median_ratio(&slow, &none), None);
     }
 }

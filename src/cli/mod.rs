@@ -3,7 +3,10 @@
 
 mod audit;
 mod bench;
+mod bench_fixture;
+mod bench_install;
 mod bench_raw;
+mod bench_raw_install;
 mod bench_stats;
 mod crypto;
 mod error;
@@ -89,7 +92,7 @@ pub enum Command {
     /// Read and verify the hash-chained audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-    /// Measure keyorchd against raw PKCS#11 on the same token.
+    /// Measure keyorchd against raw PKCS#11 on the same tokens.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }

@@ -28,6 +28,8 @@ pub struct Config {
     #[serde(default)]
     pub security: SecuritySection,
     #[serde(default)]
+    pub health: HealthSection,
+    #[serde(default)]
     pub access: AccessSection,
 }
 
@@ -171,6 +173,30 @@ impl Default for SecuritySection {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Seconds between two health checks of every CONNECTED keystore.
+    #[serde(default = "default_health_interval_secs")]
+    pub interval_secs: u64,
+}
+
+/// How often keyorchd checks its CONNECTED keystores unless `health.interval_secs` says
+/// otherwise (and always in `--dev` mode).
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+
+fn default_health_interval_secs() -> u64 {
+    DEFAULT_HEALTH_INTERVAL.as_secs()
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            interval_secs: default_health_interval_secs(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessSection {
@@ -288,6 +314,9 @@ impl Config {
         }
         self.validate_listen()?;
         self.validate_limits()?;
+        if !(1..=3600).contains(&self.health.interval_secs) {
+            return Err(field("health.interval_secs", "must be 1 to 3600"));
+        }
         super::access::check_entries(&self.access.grant)?;
         Ok(())
     }
@@ -374,6 +403,11 @@ impl Config {
             request_timeout: Duration::from_secs(self.limits.request_timeout_secs),
             max_connections: self.limits.max_connections,
         }
+    }
+
+    /// Time between two health checks of the CONNECTED keystores (`health.interval_secs`).
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_secs(self.health.interval_secs)
     }
 
     /// The gid of `listen.socket_group` (a group name or number), if set.
@@ -561,6 +595,7 @@ mod tests {
         let c = load(BASE).unwrap();
         assert_eq!(c.limits(), Limits::default());
         assert!(c.security.lock_memory);
+        assert_eq!(c.health_interval(), Duration::from_secs(30));
         assert!(c.access.grant.is_empty());
         assert_eq!(c.socket_gid().unwrap(), None);
         assert!(c.tls().unwrap().is_none());
@@ -625,6 +660,30 @@ mod tests {
         assert_eq!(c.limits().max_message_bytes, 65536);
         assert_eq!(c.limits().request_timeout, Duration::from_secs(5));
         assert!(!c.security.lock_memory);
+    }
+
+    #[test]
+    fn health_interval_is_checked() {
+        for bad in ["0", "3601", "-1"] {
+            let e = load(&format!("{BASE}[health]\ninterval_secs={bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("health.interval_secs"), "{bad}: {e}");
+        }
+        let e = load(&format!("{BASE}[health]\ninterval_secs='often'\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("health.interval_secs"), "{e}");
+        let e = load(&format!("{BASE}[health]\nintervall_secs=5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("intervall_secs"), "{e}");
+        for (good, secs) in [("1", 1), ("3600", 3600), ("45", 45)] {
+            let c = load(&format!("{BASE}[health]\ninterval_secs={good}\n")).unwrap();
+            assert_eq!(c.health_interval(), Duration::from_secs(secs));
+        }
+        let c = load(&format!("{BASE}[health]\n")).unwrap();
+        assert_eq!(c.health_interval(), DEFAULT_HEALTH_INTERVAL);
     }
 
     #[test]

@@ -82,6 +82,8 @@ struct Plan {
     socket_gid: Option<u32>,
     tcp: Option<(SocketAddr, Arc<ServerConfig>)>,
     limits: Limits,
+    /// Time between two health checks of the CONNECTED keystores.
+    health_interval: Duration,
     policy: Policy,
     state_dir: Option<PathBuf>,
     reloader: ReloadPlan,
@@ -156,6 +158,7 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
             socket_gid: None,
             tcp: None,
             limits: Limits::default(),
+            health_interval: config::DEFAULT_HEALTH_INTERVAL,
             policy: access::dev_policy(uid),
             state_dir: Some(dir),
             reloader: ReloadPlan {
@@ -204,6 +207,7 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
         socket_gid,
         tcp,
         limits: cfg.limits(),
+        health_interval: cfg.health_interval(),
         policy,
         state_dir: None,
         reloader: ReloadPlan {
@@ -254,9 +258,10 @@ fn run(args: Args) -> Result<(), StartError> {
             None => None,
         };
         let refresher = services.clone();
+        let health_interval = plan.health_interval;
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                tokio::time::sleep(health_interval).await;
                 if let Err(e) = refresher.refresh_health().await {
                     tracing::warn!("health refresh failed: {e}");
                 }

@@ -72,6 +72,7 @@ impl Reloader {
                 ("[listen]", old.listen != config.listen),
                 ("[limits]", old.limits != config.limits),
                 ("[security]", old.security != config.security),
+                ("[health]", old.health != config.health),
                 ("log.format", old.log.format != config.log.format),
             ] {
                 if changed {

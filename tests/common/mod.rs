@@ -75,6 +75,8 @@ pub struct TestDaemon {
     /// How many times the daemon was started; each run has its own log files.
     runs: u32,
     extra_args: Vec<String>,
+    /// `Some(file)`: the daemon runs `--config file` (see `restart_with_config`), not `--dev`.
+    config: Option<PathBuf>,
 }
 
 impl TestDaemon {
@@ -97,6 +99,7 @@ impl TestDaemon {
             channel: None,
             runs: 0,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            config: None,
         };
         daemon.launch().await;
         daemon
@@ -211,12 +214,9 @@ impl TestDaemon {
         self.runs += 1;
         let stdout = File::create(self.log_path(self.runs, "stdout")).expect("stdout log");
         let stderr = File::create(self.log_path(self.runs, "stderr")).expect("stderr log");
-        let state = self.state_dir();
         let mut cmd = Command::new(Self::daemon_binary());
-        cmd.arg("--dev")
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--log-level", "trace"])
+        self.mode_args(&mut cmd);
+        cmd.args(["--log-level", "trace"])
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -229,6 +229,43 @@ impl TestDaemon {
         let child = cmd.spawn().expect("spawn keyorchd");
         self.child = Some(child);
         self.wait_ready().await;
+    }
+
+    /// `--dev --state-dir DIR`, or `--config FILE` after `restart_with_config`.
+    fn mode_args(&self, cmd: &mut Command) {
+        match &self.config {
+            Some(file) => cmd.arg("--config").arg(file),
+            None => cmd.arg("--dev").arg("--state-dir").arg(self.state_dir()),
+        };
+    }
+
+    /// Starts the daemon again (stopping it first with SIGTERM if it still runs) with
+    /// `--config FILE` instead of `--dev`, on the same token, PIN file, database and socket,
+    /// granting every role on every vault to the uid running the tests; `extra` is appended
+    /// to the file (more sections, e.g. `"[health]\ninterval_secs = 1\n"`). Later restarts
+    /// keep this file. Take `clients()` again afterwards.
+    pub async fn restart_with_config(&mut self, extra: &str) {
+        let s = self.state_dir();
+        let text = format!(
+            "[hsm]\nmodule = {module:?}\ntoken_label = {DEV_TOKEN_LABEL:?}\npin_file = {pin:?}\n\
+             softhsm2_conf = {conf:?}\n\n[store]\npath = {db:?}\n\n[listen]\nsocket = {sock:?}\n\n\
+             [[access.grant]]\nuid = {uid}\nvault = \"*\"\n\
+             roles = [\"admin\", \"operator\", \"user\", \"auditor\"]\n\n{extra}\n",
+            module = SOFTHSM_MODULE,
+            pin = s.join("user-pin"),
+            conf = self.softhsm_conf(),
+            db = s.join("db"),
+            sock = self.socket(),
+            uid = nix::unistd::getuid().as_raw(),
+        );
+        let file = self.root.join("keyorchd.toml");
+        std::fs::write(&file, text).expect("write the keyorchd config");
+        if self.child.is_some() {
+            let status = self.stop().await;
+            assert!(status.success(), "keyorchd exited with {status} on SIGTERM");
+        }
+        self.config = Some(file);
+        self.launch().await;
     }
 
     async fn wait_ready(&mut self) {
@@ -1120,12 +1157,9 @@ impl TestDaemon {
         self.runs += 1;
         let stdout = File::create(self.log_path(self.runs, "stdout")).expect("stdout log");
         let stderr = File::create(self.log_path(self.runs, "stderr")).expect("stderr log");
-        let state = self.state_dir();
         let mut cmd = Command::new(Self::daemon_binary());
-        cmd.arg("--dev")
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--log-level", "trace"])
+        self.mode_args(&mut cmd);
+        cmd.args(["--log-level", "trace"])
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(stdout)
