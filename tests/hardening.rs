@@ -966,8 +966,8 @@ async fn mutual_tls_serves_clients_of_the_ca_and_refuses_the_rest() {
         };
         assert!(refused, "a client with {what} was served");
     }
-    let logs = d.wait_log("TLS handshake refused").await;
-    assert!(logs.matches("TLS handshake refused").count() >= 3, "{logs}");
+    // One refusal per client above; each is logged when its handshake ends.
+    d.wait_count("TLS handshake refused", 3).await;
 
     // Weak TLS 1.2 suites (RSA key exchange, CBC) and old versions are not offered.
     if Command::new("openssl").arg("version").output().is_ok() {

@@ -78,6 +78,11 @@ fn hash_name(hash: OaepHash) -> &'static str {
 
 /// Return values of a wrapped key that does not decrypt or decode (SoftHSM2 reports a failed
 /// RFC 5649 integrity check as `CKR_GENERAL_ERROR`, a bad encoding as `CKR_FUNCTION_FAILED`).
+/// Further attempts at a token-object unwrap that failed with a generic error.
+const TRANSIENT_RETRIES: usize = 2;
+/// Pause before each of them.
+const TRANSIENT_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 fn is_bad_blob(rv: RvError) -> bool {
     matches!(
         rv,
@@ -169,17 +174,34 @@ pub(super) fn install(
 
     // From here on token objects are made (and, on failure, destroyed again).
     let _store = store.hold();
-    let key = match session.unwrap_key(
-        &Mechanism::AesKeyWrapPad,
-        ephemeral.handle(),
-        kwp_part,
-        &installed_template(kind, label),
-    ) {
+    let unwrap = || {
+        session.unwrap_key(
+            &Mechanism::AesKeyWrapPad,
+            ephemeral.handle(),
+            kwp_part,
+            &installed_template(kind, label),
+        )
+    };
+    // SoftHSM2's file store fails a token-object write now and then with
+    // CKR_GENERAL_ERROR / CKR_FUNCTION_FAILED while other sessions of the process read the
+    // token; nothing is created then, so the unwrap is tried again before giving up.
+    let mut result = unwrap();
+    for _ in 0..TRANSIENT_RETRIES {
+        match &result {
+            Err(CkError::Pkcs11(RvError::GeneralError | RvError::FunctionFailed, _)) => {
+                std::thread::sleep(TRANSIENT_PAUSE);
+                result = unwrap();
+            }
+            _ => break,
+        }
+    }
+    let key = match result {
         Ok(handle) => Created::new(session, handle),
         Err(CkError::Pkcs11(rv, _)) if is_bad_blob(rv) => {
             return Err(internal(format!(
-                "C_UnwrapKey (AES-KWP) failed: {}; the blob does not hold a {kind:?} key",
-                hsm::ckr_name(rv)
+                "C_UnwrapKey (AES-KWP) failed: {} ({} attempts); the blob does not hold a {kind:?} key, or the token cannot store objects",
+                hsm::ckr_name(rv),
+                TRANSIENT_RETRIES + 1
             )))
         }
         Err(e) => return Err(e.into()),
