@@ -1604,6 +1604,13 @@ async fn health_checks_report_a_deleted_import_kek_until_reconnect() {
     assert_eq!(keystore_health(&back), Some(HealthStatus::Ok), "{back:?}");
     assert_eq!(d.token_objects_labelled(TOKEN, PIN, IMPORT_KEK).len(), 2);
     wait_for_health(&mut c, &tid, HealthStatus::Ok, heartbeat(&back)).await;
+    // A check that began before the reconnect never overwrites the fresh health with the
+    // old CONFIGURATION_ERROR: it stays OK through the next checks.
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let ks = get_keystore(&mut c, &tid).await;
+        assert_eq!(keystore_health(&ks), Some(HealthStatus::Ok), "{ks:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

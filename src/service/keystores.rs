@@ -574,11 +574,18 @@ impl Services {
                 if status != HealthStatus::Ok {
                     tracing::warn!(keystore = %ks.id, ?status, "keystore health check failed: {message}");
                 }
-                inner
-                    .health
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(ks.id.clone(), Health { status, message, last_heartbeat: now() });
+                // The check ran without the service's lock: a connect or disconnect may have
+                // happened meanwhile, and its health is newer than this result. Those write
+                // the store first and the health map second, so re-reading the record under
+                // the map's lock tells.
+                let mut health = inner.health.lock().unwrap_or_else(|p| p.into_inner());
+                let current: Option<Keystore> = inner.store.get(Table::Keystores, &ks.id)?;
+                let unchanged = current.is_some_and(|c| {
+                    c.state == ConnectionState::Connected && c.updated_at == ks.updated_at
+                });
+                if unchanged {
+                    health.insert(ks.id.clone(), Health { status, message, last_heartbeat: now() });
+                }
             }
             Ok(())
         })
