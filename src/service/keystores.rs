@@ -369,14 +369,11 @@ impl Services {
             }
             if let Some(patch) = req.aws_kms {
                 let merged = merged_aws(&ks.config, patch)?;
-                let (
-                    KeystoreConfig::AwsKms { access_key_id: old, .. },
-                    KeystoreConfig::AwsKms { access_key_id: new, .. },
-                ) = (&ks.config, &merged)
-                else {
-                    unreachable!("merged_aws returns aws_kms configurations only");
+                let key_id = |c: &KeystoreConfig| match c {
+                    KeystoreConfig::AwsKms { access_key_id, .. } => Some(access_key_id.clone()),
+                    _ => None,
                 };
-                if old != new && req.secret.is_none() {
+                if key_id(&ks.config) != key_id(&merged) && req.secret.is_none() {
                     return Err(DomainError::invalid(
                         "aws_kms.access_key_id",
                         "changes only together with aws_kms_credentials.secret_access_key (both halves of the credential pair)",

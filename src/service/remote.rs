@@ -443,7 +443,10 @@ impl Inner {
         }
         ks.require(KeystoreAction::Uninstall)?;
         let Remote::AwsKms(target) = self.remote(ks).map_err(|ce| to_service(ks, ce))? else {
-            unreachable!("an aws_kms keystore opens an aws_kms target");
+            return Err(ServiceError::Internal(format!(
+                "keystore {} is aws_kms but its opened target is not",
+                ks.id
+            )));
         };
         target
             .set_enabled(&remote_ref(&key.id), false)
