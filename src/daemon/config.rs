@@ -31,6 +31,8 @@ pub struct Config {
     pub health: HealthSection,
     #[serde(default)]
     pub access: AccessSection,
+    /// The AWS KMS-compatible endpoint (off when absent; see `super::aws`).
+    pub aws: Option<AwsSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -214,9 +216,53 @@ pub struct GrantEntry {
     pub user: Option<String>,
     pub group: Option<String>,
     pub certificate: Option<String>,
+    /// An access key id of `[[aws.access_key]]` (a caller of the AWS endpoint).
+    pub aws_access_key_id: Option<String>,
     /// A vault id, or "*" for every vault.
     pub vault: String,
     pub roles: Vec<String>,
+}
+
+/// `[aws]`: the AWS KMS-compatible endpoint (docs/configuration.md, docs/aws-compatibility.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSection {
+    /// `"IP:port"` of the HTTP listener; `--aws-listen` overrides it.
+    pub listen: Option<String>,
+    /// PEM server certificate (and intermediates): with it the listener speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM server private key, a file or a systemd credential (exactly one with tls_cert).
+    pub tls_key: Option<PathBuf>,
+    pub tls_key_credential: Option<String>,
+    /// Regions a request's SigV4 credential scope may name; `"*"` admits any region name.
+    #[serde(default = "default_aws_regions")]
+    pub regions: Vec<String>,
+    /// PKCS#11 module of the tokens AWS_CLOUDHSM custom key stores name.
+    pub pkcs11_module: PathBuf,
+    /// `[[aws.access_key]]`: the SigV4 credentials the endpoint accepts.
+    #[serde(default)]
+    pub access_key: Vec<AwsAccessKeyEntry>,
+}
+
+fn default_aws_regions() -> Vec<String> {
+    vec!["us-east-1".to_string()]
+}
+
+/// One `[[aws.access_key]]`: an access key id, where its secret is, and the vault its
+/// custom key stores and keys live in. Its roles come from `[[access.grant]]` entries with
+/// `aws_access_key_id`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsAccessKeyEntry {
+    pub access_key_id: String,
+    /// The secret access key: a file, or a systemd credential (exactly one).
+    pub secret_file: Option<PathBuf>,
+    pub secret_credential: Option<String>,
+    /// The vault (id or name) of this key's custom key stores and keys.
+    pub vault: String,
+    /// Create `vault` (by name) on the first call that needs it when it does not exist.
+    #[serde(default)]
+    pub create_vault: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +278,7 @@ pub enum ConfigError {
     Field { field: String, rule: String },
 }
 
-pub(super) fn field(field: impl Into<String>, rule: impl Into<String>) -> ConfigError {
+pub(crate) fn field(field: impl Into<String>, rule: impl Into<String>) -> ConfigError {
     ConfigError::Field {
         field: field.into(),
         rule: rule.into(),
@@ -318,6 +364,9 @@ impl Config {
             return Err(field("health.interval_secs", "must be 1 to 3600"));
         }
         super::access::check_entries(&self.access.grant)?;
+        if let Some(aws) = &self.aws {
+            super::aws::check_section(aws)?;
+        }
         Ok(())
     }
 
@@ -510,7 +559,7 @@ impl Config {
 }
 
 /// `$CREDENTIALS_DIRECTORY/NAME`: a credential systemd passed with `LoadCredential=`.
-fn credential_path(name_field: &str, name: &str) -> Result<PathBuf, ConfigError> {
+pub(super) fn credential_path(name_field: &str, name: &str) -> Result<PathBuf, ConfigError> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return Err(field(name_field, "must be a credential name (no '/')"));
     }
@@ -525,7 +574,7 @@ fn credential_path(name_field: &str, name: &str) -> Result<PathBuf, ConfigError>
 
 /// A secret file anyone but its owner may read is worth a warning (not an error: a
 /// systemd credential is readable by the service's group on some versions).
-fn warn_if_readable_by_others(name: &str, path: &Path) {
+pub(super) fn warn_if_readable_by_others(name: &str, path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o004 != 0 {
