@@ -197,7 +197,14 @@ def finish():
     expect(c.exceptions.KMSInvalidStateException, c.schedule_key_deletion, KeyId=kid)
     expect(c.exceptions.CustomKeyStoreInvalidStateException, c.delete_custom_key_store,
            CustomKeyStoreId=store)
-    c.disconnect_custom_key_store(CustomKeyStoreId=store)
+    # The seed's raw HTTP form: POST / with X-Amz-Target, answered by an empty JSON object.
+    creds = boto3.Session(profile_name=os.environ["AWS_PROFILE"]).get_credentials()
+    body = json.dumps({"CustomKeyStoreId": store}).encode()
+    headers = signed(body, creds.access_key, creds.secret_key,
+                     target="TrentService.DisconnectCustomKeyStore")
+    status, raw, content_type = raw_post(body, headers, raw=True)
+    assert (status, raw) == (200, b"{}"), (status, raw)
+    assert content_type == "application/x-amz-json-1.1", content_type
     r = show("delete", c.delete_custom_key_store(CustomKeyStoreId=store))
     assert list(r) == ["ResponseMetadata"], r
     expect(c.exceptions.CustomKeyStoreNotFoundException, c.describe_custom_key_stores,
@@ -326,13 +333,17 @@ def exceptions():
     assert [s["CustomKeyStoreId"] for s in by_name] == [bad], by_name
 
 
-def raw_post(body, headers):
+def raw_post(body, headers, raw=False):
+    """POSTs to the endpoint: (status, parsed JSON), or (status, bytes, content type) if raw."""
     req = urllib.request.Request(ENDPOINT + "/", data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"{}")
+            status, data, ctype = r.status, r.read(), r.headers.get("Content-Type")
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        status, data, ctype = e.code, e.read(), e.headers.get("Content-Type")
+    if raw:
+        return status, data, ctype
+    return status, json.loads(data)
 
 
 def signed(body, key, secret, region="us-east-1", target="TrentService.ListKeys", when=None):
