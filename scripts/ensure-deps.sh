@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what keyorch needs on a Debian machine, if it is missing: SoftHSM2 (the HSM the
-# daemon owns), OpenSC (pkcs11-tool, used by the tests) and OpenSSL (the tests verify
-# signatures with it). Checks that the Rust toolchain is there. Idempotent: when
-# everything is present it only checks, and returns at once.
+# daemon owns), OpenSC (pkcs11-tool, used by the tests), OpenSSL (the tests verify
+# signatures with it) and python3-venv (the AWS client tests' venvs). Checks that the Rust
+# toolchain is there. Idempotent: when everything is present it only checks, and returns
+# at once.
 set -euo pipefail
 
 MODULE=/usr/lib/softhsm/libsofthsm2.so
@@ -13,6 +14,13 @@ if [ ! -e "$MODULE" ] || ! command -v softhsm2-util >/dev/null 2>&1; then
 fi
 command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The AWS-client tests (LocalStack, the AWS endpoint's aws CLI and boto3) install pinned
+# PyPI packages into venvs under target/.
+if ! command -v python3 >/dev/null 2>&1; then
+    missing+=(python3 python3-venv)
+elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "ensure-deps: installing ${missing[*]}"
