@@ -760,6 +760,89 @@ mod tests {
     }
 
     #[test]
+    fn aws_section_rules_name_their_field() {
+        let aws = "[aws]\npkcs11_module='/bin/sh'\n";
+        let c = load(&format!("{BASE}{aws}")).unwrap();
+        let s = c.aws.as_ref().unwrap();
+        assert_eq!(s.regions, vec!["us-east-1".to_string()]);
+        assert!(s.listen.is_none() && s.access_key.is_empty());
+        for (extra, named) in [
+            ("listen='0.0.0.0:4599'\n", "aws.listen"),
+            ("listen='localhost'\n", "aws.listen"),
+            ("tls_key='/k'\n", "aws.tls_key"),
+            ("tls_cert='/c'\n", "aws.tls_key"),
+            ("regions=[]\n", "aws.regions"),
+            ("regions=['EU']\n", "aws.regions"),
+            ("bogus=1\n", "bogus"),
+        ] {
+            let e = load(&format!("{BASE}{aws}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{extra}: {e}");
+        }
+        let e = load(&format!("{BASE}[aws]\npkcs11_module='/nonexistent.so'\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aws.pkcs11_module"), "{e}");
+        let e = load(&format!("{BASE}[aws]\n")).unwrap_err().to_string();
+        assert!(e.contains("pkcs11_module"), "{e}");
+        let key = |body: &str| format!("{BASE}{aws}[[aws.access_key]]\n{body}");
+        for (body, named) in [
+            ("access_key_id='short'\nsecret_file='/s'\nvault='v'\n", "aws.access_key[0].access_key_id"),
+            ("access_key_id='AKIAKEYORCHTEST00001'\nvault='v'\n", "aws.access_key[0].secret_file"),
+            ("access_key_id='AKIAKEYORCHTEST00001'\nsecret_file='/s'\nsecret_credential='c'\nvault='v'\n", "aws.access_key[0].secret_file"),
+            ("access_key_id='AKIAKEYORCHTEST00001'\nsecret_file='/s'\nvault='bad/name'\n", "aws.access_key[0].vault"),
+            ("access_key_id='AKIAKEYORCHTEST00001'\nsecret_file='/s'\nvault='vault-0123'\ncreate_vault=true\n", "aws.access_key[0].create_vault"),
+            ("access_key_id='AKIAKEYORCHTEST00001'\nsecret_file='/s'\n", "vault"),
+        ] {
+            let e = load(&key(body)).unwrap_err().to_string();
+            assert!(e.contains(named), "{body}: {e}");
+        }
+        let twice = "access_key_id='AKIAKEYORCHTEST00001'\nsecret_file='/s'\nvault='v'\n";
+        let e = load(&key(&format!("{twice}[[aws.access_key]]\n{twice}")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aws.access_key[1].access_key_id"), "{e}");
+        // The secret file is read (and checked) when the settings are built.
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s");
+        std::fs::write(&secret, "has white space\n").unwrap();
+        let c = load(&key(&format!(
+            "access_key_id='AKIAKEYORCHTEST00001'\nsecret_file={secret:?}\nvault='v'\n"
+        )))
+        .unwrap();
+        let e = super::super::aws::settings(c.aws.as_ref().unwrap(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aws.access_key[0].secret_file"), "{e}");
+        assert!(!e.contains("white space\n"), "{e}");
+        std::fs::write(&secret, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n").unwrap();
+        let settings = super::super::aws::settings(c.aws.as_ref().unwrap(), None).unwrap();
+        assert_eq!(
+            settings.listen.to_string(),
+            super::super::aws::DEFAULT_LISTEN
+        );
+        assert_eq!(settings.access_keys[0].id, "AKIAKEYORCHTEST00001");
+        assert!(!format!("{settings:?}").contains("wJalrXUtnFEMI"));
+        // A grant naming an access key.
+        let g = load(&format!(
+            "{BASE}[[access.grant]]\naws_access_key_id='AKIAKEYORCHTEST00001'\nvault='*'\nroles=['user']\n"
+        ))
+        .unwrap();
+        let p = g.policy().unwrap();
+        let who = crate::domain::Principal::AwsAccessKey {
+            access_key_id: "AKIAKEYORCHTEST00001".into(),
+        };
+        assert!(p.allows(&who, Some("vault-x"), crate::domain::Role::User));
+        let e = load(&format!(
+            "{BASE}[[access.grant]]\naws_access_key_id='x'\nvault='*'\nroles=['user']\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("access.grant[0].aws_access_key_id"), "{e}");
+    }
+
+    #[test]
     fn socket_group_resolves_names_and_numbers() {
         let c = load(&format!("{BASE}socket_group='0'\n")).unwrap();
         assert_eq!(c.socket_gid().unwrap(), Some(0));
