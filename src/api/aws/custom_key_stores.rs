@@ -275,6 +275,10 @@ impl Endpoint {
             connect: false,
         };
         let created = self.services.create_keystore(req).await;
+        if let Err(ServiceError::Domain(crate::domain::DomainError::VaultNotFound(_))) = &created {
+            // The vault was deleted since it was resolved: resolve it again next time.
+            self.forget_vault(caller);
+        }
         let ks = call
             .conclude(&self.services, created, |k: &Keystore| {
                 Some((k.id.clone(), k.vault_id.clone()))

@@ -504,6 +504,14 @@ impl Endpoint {
         Ok(Some(id))
     }
 
+    /// Drops the caller's resolved vault (it no longer exists).
+    fn forget_vault(&self, caller: &Caller<'_>) {
+        self.vaults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&caller.key.id);
+    }
+
     /// A vault by id (`vault-…`) or by name.
     async fn find_vault(&self, wanted: &str) -> Result<Option<Vault>, ServiceError> {
         if wanted.starts_with("vault-") {
