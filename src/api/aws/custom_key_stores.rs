@@ -327,7 +327,7 @@ impl Endpoint {
         });
         // AWS answers {} with the store already CONNECTING: wait (briefly) until the
         // background connect has recorded that, so a Describe right after sees it.
-        if ks.state != ConnectionState::Connected {
+        if ks.state == ConnectionState::Disconnected {
             let deadline = Instant::now() + CONNECT_VISIBLE;
             while Instant::now() < deadline {
                 match self.services.get_keystore(id.clone()).await {
