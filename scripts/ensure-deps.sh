@@ -2,8 +2,9 @@
 # Installs what keyorch needs on a Debian machine, if it is missing: SoftHSM2 (the HSM the
 # daemon owns), OpenSC (pkcs11-tool, used by the tests), OpenSSL (the tests verify
 # signatures with it) and Python 3 with venv (the tests install the LocalStack AWS KMS
-# emulator from PyPI into target/). Checks that the Rust toolchain is there. Idempotent: when
-# everything is present it only checks, and returns at once.
+# emulator, the aws CLI and boto3 from PyPI into venvs under target/). Checks that the
+# Rust toolchain is there. Idempotent: when everything is present it only checks, and
+# returns at once.
 set -euo pipefail
 
 MODULE=/usr/lib/softhsm/libsofthsm2.so
@@ -14,6 +15,8 @@ if [ ! -e "$MODULE" ] || ! command -v softhsm2-util >/dev/null 2>&1; then
 fi
 command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The AWS-client tests (LocalStack, the AWS endpoint's aws CLI and boto3) install pinned
+# PyPI packages into venvs under target/.
 if ! command -v python3 >/dev/null 2>&1; then
     missing+=(python3 python3-venv)
 elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then

@@ -26,7 +26,20 @@ impl Call {
         scope: Scope,
     ) -> Result<Call, Status> {
         let principal = identity::principal(req)?;
-        let resolved = svc.resolve(scope).await.map_err(to_status)?;
+        Call::authorize(svc, principal, action, scope)
+            .await
+            .map_err(to_status)
+    }
+
+    /// Checks the policy for an already identified `principal` (the AWS endpoint's SigV4
+    /// callers). A denial is audited and returned as `ServiceError::PermissionDenied`.
+    pub async fn authorize(
+        svc: &Services,
+        principal: Principal,
+        action: Action,
+        scope: Scope,
+    ) -> Result<Call, ServiceError> {
+        let resolved = svc.resolve(scope).await?;
         let call = Call {
             principal,
             action,
@@ -36,11 +49,11 @@ impl Call {
         if !svc.permits(&call.principal, call.vault_id.as_deref(), action) {
             call.record(svc, "denied").await?;
             tracing::warn!(principal = %call.principal, action = ?action, vault = ?call.vault_id, "permission denied");
-            return Err(to_status(ServiceError::denied(
+            return Err(ServiceError::denied(
                 &call.principal,
                 action,
                 call.vault_id.as_deref(),
-            )));
+            ));
         }
         Ok(call)
     }
@@ -61,7 +74,7 @@ impl Call {
         svc.permits(&self.principal, Some(vault_id), self.action)
     }
 
-    async fn record(&self, svc: &Services, outcome: &str) -> Result<(), Status> {
+    async fn record(&self, svc: &Services, outcome: &str) -> Result<(), ServiceError> {
         let entry = Services::audit_entry(
             &self.principal,
             self.action,
@@ -71,19 +84,29 @@ impl Call {
         );
         svc.audit(entry).await.map(|_| ()).map_err(|e| {
             tracing::error!(error = %e, "audit trail could not be written");
-            to_status(e)
+            e
         })
     }
 
     /// Ends the call: audits a mutating call's outcome (with the resource it created, when
     /// `created` names one), then maps a service error to its status.
     pub async fn finish<T>(
-        mut self,
+        self,
         svc: &Services,
         result: Result<T, ServiceError>,
         created: impl Fn(&T) -> Option<(String, String)>,
     ) -> Result<T, Status> {
-        let result = result.map_err(to_status);
+        self.conclude(svc, result, created).await.map_err(to_status)
+    }
+
+    /// [`Call::finish`] for callers that map errors themselves (the AWS endpoint). The
+    /// audit outcome is the same as for gRPC: `ok` or `error:<gRPC code>`.
+    pub async fn conclude<T>(
+        mut self,
+        svc: &Services,
+        result: Result<T, ServiceError>,
+        created: impl Fn(&T) -> Option<(String, String)>,
+    ) -> Result<T, ServiceError> {
         if self.action.mutates() {
             let outcome = match &result {
                 Ok(v) => {
@@ -93,14 +116,13 @@ impl Call {
                     }
                     "ok".to_string()
                 }
-                Err(status) => format!("error:{:?}", status.code()),
+                Err(e) => format!("error:{:?}", super::status::code_of(e)),
             };
-            if let Err(status) = self.record(svc, &outcome).await {
+            if let Err(e) = self.record(svc, &outcome).await {
                 if result.is_ok() {
-                    return Err(Status::internal(format!(
-                        "{} was applied but its audit event could not be written: {}",
-                        self.action.name(),
-                        status.message()
+                    return Err(ServiceError::Internal(format!(
+                        "{} was applied but its audit event could not be written: {e}",
+                        self.action.name()
                     )));
                 }
             }

@@ -45,6 +45,7 @@ fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeystore, Status
         keystore_type,
         config,
         secret,
+        trust_anchor_certificate: None,
         connect: r.connect,
     })
 }

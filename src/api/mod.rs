@@ -3,6 +3,7 @@
 
 mod accept;
 mod audit;
+pub mod aws;
 mod convert;
 mod crypto;
 mod gate;
@@ -90,16 +91,23 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("aws.listen: cannot listen on {addr}: {source}")]
+    Aws {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("reflection service: {0}")]
     Reflection(String),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
-/// The bound listeners: the Unix socket always, TCP with mutual TLS if configured.
+/// The bound listeners: the Unix socket always, TCP with mutual TLS if configured, and the
+/// AWS KMS-compatible endpoint if configured.
 pub struct Listeners {
     pub unix: UnixListener,
     pub tcp: Option<TlsListener>,
+    pub aws: Option<aws::AwsListener>,
 }
 
 /// A bound TCP listener and its TLS policy.
@@ -220,12 +228,20 @@ pub async fn serve(
             None => Ok(()),
         }
     };
+    let aws = async {
+        match listeners.aws {
+            Some(a) => aws::serve(a, services.clone(), limits, stop_rx.clone()).await,
+            None => Ok(()),
+        }
+    };
     let signal = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
         Ok(())
     };
     ready();
-    tokio::try_join!(unix, tcp, signal)?;
+    let tcp = async { tcp.await.map_err(ServeError::from) };
+    let unix = async { unix.await.map_err(ServeError::from) };
+    tokio::try_join!(unix, tcp, aws, signal)?;
     Ok(())
 }

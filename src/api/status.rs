@@ -36,7 +36,25 @@ pub fn to_status(err: ServiceError) -> Status {
     };
     let message = err.to_string();
     let mut meta: HashMap<String, String> = HashMap::new();
-    let (code, reason) = match &err {
+    let (code, reason) = classify(&err, &mut meta);
+    if matches!(code, Code::Internal | Code::Unavailable) {
+        tracing::error!(error = %message, "request failed");
+    }
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, meta),
+    )
+}
+
+/// The gRPC code a service error maps to (for audit outcomes of non-gRPC callers).
+pub fn code_of(err: &ServiceError) -> Code {
+    classify(err, &mut HashMap::new()).0
+}
+
+/// Code, reason and metadata of an error: the one exhaustive match.
+fn classify(err: &ServiceError, meta: &mut HashMap<String, String>) -> (Code, &'static str) {
+    match err {
         ServiceError::Domain(d) => {
             if let Some(f) = d.field() {
                 meta.insert("field".into(), f.to_string());
@@ -128,19 +146,11 @@ pub fn to_status(err: ServiceError) -> Status {
             HsmError::Device { .. } => (Code::Unavailable, "KMSInternalException"),
             _ => (Code::Internal, "KMSInternalException"),
         },
-        ServiceError::NotActivated { .. } => (Code::Internal, "KMSInternalException"),
+        ServiceError::NotActivated { cause, .. } => classify(cause, meta),
         ServiceError::Store(_) | ServiceError::Startup(_) | ServiceError::Internal(_) => {
             (Code::Internal, "KMSInternalException")
         }
-    };
-    if matches!(code, Code::Internal | Code::Unavailable) {
-        tracing::error!(error = %message, "request failed");
     }
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, meta),
-    )
 }
 
 /// A field-rule violation detected while decoding a request.

@@ -119,3 +119,29 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>, TlsError> {
     config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
+
+/// The rustls configuration of the AWS endpoint's HTTPS listener: the same versions and
+/// suites, HTTP/1.1, and no client certificate (its callers prove themselves with SigV4).
+pub fn https_server_config(cert_chain: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_chain)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Cert(format!("not a PEM certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(TlsError::Cert("holds no PEM certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| TlsError::Key(format!("no PEM private key: {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&TLS13, &TLS12])
+        .map_err(|e| TlsError::Cert(format!("TLS versions: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            TlsError::Key(format!(
+                "does not match the certificate or is unusable: {e}"
+            ))
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
+    Ok(Arc::new(config))
+}

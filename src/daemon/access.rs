@@ -31,12 +31,17 @@ pub fn check_entries(entries: &[GrantEntry]) -> Result<(), ConfigError> {
             g.user.is_some(),
             g.group.is_some(),
             g.certificate.is_some(),
+            g.aws_access_key_id.is_some(),
         ];
         if subjects.iter().filter(|s| **s).count() != 1 {
             return Err(field(
                 format!("access.grant[{i}]"),
-                "set exactly one of uid, gid, user, group and certificate",
+                "set exactly one of uid, gid, user, group, certificate and aws_access_key_id",
             ));
+        }
+        if let Some(k) = &g.aws_access_key_id {
+            super::aws::check_access_key_id(k)
+                .map_err(|rule| field(at("aws_access_key_id"), rule))?;
         }
         for (key, value) in [
             ("user", &g.user),
@@ -201,6 +206,8 @@ impl Config {
                 let subject =
                     canonical_certificate(c).map_err(|rule| field(at("certificate"), rule))?;
                 subjects.insert(Subject::Certificate(subject));
+            } else if let Some(k) = &g.aws_access_key_id {
+                subjects.insert(Subject::AwsAccessKey(k.clone()));
             }
             for s in subjects {
                 for r in &g.roles {
@@ -217,10 +224,16 @@ impl Config {
 /// `--dev`: the developer (the uid running keyorchd) holds every role on every vault.
 pub fn dev_policy(uid: u32) -> Policy {
     let mut policy = Policy::default();
-    for r in ALL_ROLES {
-        policy.grant(Subject::Uid(uid), ANY_VAULT, r);
-    }
+    grant_all(&mut policy, Subject::Uid(uid));
     policy
+}
+
+/// Grants `subject` every role on every vault (`--dev`: the developer, and the dev AWS
+/// access key).
+pub fn grant_all(policy: &mut Policy, subject: Subject) {
+    for r in ALL_ROLES {
+        policy.grant(subject.clone(), ANY_VAULT, r);
+    }
 }
 
 #[cfg(test)]
@@ -235,6 +248,7 @@ mod tests {
             user: None,
             group: None,
             certificate: None,
+            aws_access_key_id: None,
             vault: "*".into(),
             roles: vec!["user".into()],
         }

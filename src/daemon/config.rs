@@ -31,6 +31,8 @@ pub struct Config {
     pub health: HealthSection,
     #[serde(default)]
     pub access: AccessSection,
+    /// The AWS KMS-compatible endpoint (off when absent; see `super::aws`).
+    pub aws: Option<AwsSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -214,9 +216,53 @@ pub struct GrantEntry {
     pub user: Option<String>,
     pub group: Option<String>,
     pub certificate: Option<String>,
+    /// An access key id of `[[aws.access_key]]` (a caller of the AWS endpoint).
+    pub aws_access_key_id: Option<String>,
     /// A vault id, or "*" for every vault.
     pub vault: String,
     pub roles: Vec<String>,
+}
+
+/// `[aws]`: the AWS KMS-compatible endpoint (docs/configuration.md, docs/aws-compatibility.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSection {
+    /// `"IP:port"` of the HTTP listener; `--aws-listen` overrides it.
+    pub listen: Option<String>,
+    /// PEM server certificate (and intermediates): with it the listener speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM server private key, a file or a systemd credential (exactly one with tls_cert).
+    pub tls_key: Option<PathBuf>,
+    pub tls_key_credential: Option<String>,
+    /// Regions a request's SigV4 credential scope may name; `"*"` admits any region name.
+    #[serde(default = "default_aws_regions")]
+    pub regions: Vec<String>,
+    /// PKCS#11 module of the tokens AWS_CLOUDHSM custom key stores name.
+    pub pkcs11_module: PathBuf,
+    /// `[[aws.access_key]]`: the SigV4 credentials the endpoint accepts.
+    #[serde(default)]
+    pub access_key: Vec<AwsAccessKeyEntry>,
+}
+
+fn default_aws_regions() -> Vec<String> {
+    vec!["us-east-1".to_string()]
+}
+
+/// One `[[aws.access_key]]`: an access key id, where its secret is, and the vault its
+/// custom key stores and keys live in. Its roles come from `[[access.grant]]` entries with
+/// `aws_access_key_id`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsAccessKeyEntry {
+    pub access_key_id: String,
+    /// The secret access key: a file, or a systemd credential (exactly one).
+    pub secret_file: Option<PathBuf>,
+    pub secret_credential: Option<String>,
+    /// The vault (id or name) of this key's custom key stores and keys.
+    pub vault: String,
+    /// Create `vault` (by name) on the first call that needs it when it does not exist.
+    #[serde(default)]
+    pub create_vault: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +278,7 @@ pub enum ConfigError {
     Field { field: String, rule: String },
 }
 
-pub(super) fn field(field: impl Into<String>, rule: impl Into<String>) -> ConfigError {
+pub(crate) fn field(field: impl Into<String>, rule: impl Into<String>) -> ConfigError {
     ConfigError::Field {
         field: field.into(),
         rule: rule.into(),
@@ -318,6 +364,9 @@ impl Config {
             return Err(field("health.interval_secs", "must be 1 to 3600"));
         }
         super::access::check_entries(&self.access.grant)?;
+        if let Some(aws) = &self.aws {
+            super::aws::check_section(aws)?;
+        }
         Ok(())
     }
 
@@ -510,7 +559,7 @@ impl Config {
 }
 
 /// `$CREDENTIALS_DIRECTORY/NAME`: a credential systemd passed with `LoadCredential=`.
-fn credential_path(name_field: &str, name: &str) -> Result<PathBuf, ConfigError> {
+pub(super) fn credential_path(name_field: &str, name: &str) -> Result<PathBuf, ConfigError> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return Err(field(name_field, "must be a credential name (no '/')"));
     }
@@ -525,7 +574,7 @@ fn credential_path(name_field: &str, name: &str) -> Result<PathBuf, ConfigError>
 
 /// A secret file anyone but its owner may read is worth a warning (not an error: a
 /// systemd credential is readable by the service's group on some versions).
-fn warn_if_readable_by_others(name: &str, path: &Path) {
+pub(super) fn warn_if_readable_by_others(name: &str, path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o004 != 0 {
@@ -708,6 +757,89 @@ mod tests {
         .unwrap();
         assert_eq!(grants.access.grant.len(), 3);
         super::super::access::check_entries(&grants.access.grant).unwrap();
+    }
+
+    #[test]
+    fn aws_section_rules_name_their_field() {
+        let aws = "[aws]\npkcs11_module='/bin/sh'\n";
+        let c = load(&format!("{BASE}{aws}")).unwrap();
+        let s = c.aws.as_ref().unwrap();
+        assert_eq!(s.regions, vec!["us-east-1".to_string()]);
+        assert!(s.listen.is_none() && s.access_key.is_empty());
+        for (extra, named) in [
+            ("listen='0.0.0.0:4599'\n", "aws.listen"),
+            ("listen='localhost'\n", "aws.listen"),
+            ("tls_key='/k'\n", "aws.tls_key"),
+            ("tls_cert='/c'\n", "aws.tls_key"),
+            ("regions=[]\n", "aws.regions"),
+            ("regions=['EU']\n", "aws.regions"),
+            ("bogus=1\n", "bogus"),
+        ] {
+            let e = load(&format!("{BASE}{aws}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{extra}: {e}");
+        }
+        let e = load(&format!("{BASE}[aws]\npkcs11_module='/nonexistent.so'\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aws.pkcs11_module"), "{e}");
+        let e = load(&format!("{BASE}[aws]\n")).unwrap_err().to_string();
+        assert!(e.contains("pkcs11_module"), "{e}");
+        let key = |body: &str| format!("{BASE}{aws}[[aws.access_key]]\n{body}");
+        for (body, named) in [
+            ("access_key_id='short'\nsecret_file='/s'\nvault='v'\n", "aws.access_key[0].access_key_id"),
+            ("access_key_id='AKIAKEYORCHTEST00001'\nvault='v'\n", "aws.access_key[0].secret_file"),
+            ("access_key_id='AKIAKEYORCHTEST00001'\nsecret_file='/s'\nsecret_credential='c'\nvault='v'\n", "aws.access_key[0].secret_file"),
+            ("access_key_id='AKIAKEYORCHTEST00001'\nsecret_file='/s'\nvault='bad/name'\n", "aws.access_key[0].vault"),
+            ("access_key_id='AKIAKEYORCHTEST00001'\nsecret_file='/s'\nvault='vault-0123'\ncreate_vault=true\n", "aws.access_key[0].create_vault"),
+            ("access_key_id='AKIAKEYORCHTEST00001'\nsecret_file='/s'\n", "vault"),
+        ] {
+            let e = load(&key(body)).unwrap_err().to_string();
+            assert!(e.contains(named), "{body}: {e}");
+        }
+        let twice = "access_key_id='AKIAKEYORCHTEST00001'\nsecret_file='/s'\nvault='v'\n";
+        let e = load(&key(&format!("{twice}[[aws.access_key]]\n{twice}")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aws.access_key[1].access_key_id"), "{e}");
+        // The secret file is read (and checked) when the settings are built.
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s");
+        std::fs::write(&secret, "has white space\n").unwrap();
+        let c = load(&key(&format!(
+            "access_key_id='AKIAKEYORCHTEST00001'\nsecret_file={secret:?}\nvault='v'\n"
+        )))
+        .unwrap();
+        let e = super::super::aws::settings(c.aws.as_ref().unwrap(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aws.access_key[0].secret_file"), "{e}");
+        assert!(!e.contains("white space\n"), "{e}");
+        std::fs::write(&secret, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n").unwrap();
+        let settings = super::super::aws::settings(c.aws.as_ref().unwrap(), None).unwrap();
+        assert_eq!(
+            settings.listen.to_string(),
+            super::super::aws::DEFAULT_LISTEN
+        );
+        assert_eq!(settings.access_keys[0].id, "AKIAKEYORCHTEST00001");
+        assert!(!format!("{settings:?}").contains("wJalrXUtnFEMI"));
+        // A grant naming an access key.
+        let g = load(&format!(
+            "{BASE}[[access.grant]]\naws_access_key_id='AKIAKEYORCHTEST00001'\nvault='*'\nroles=['user']\n"
+        ))
+        .unwrap();
+        let p = g.policy().unwrap();
+        let who = crate::domain::Principal::AwsAccessKey {
+            access_key_id: "AKIAKEYORCHTEST00001".into(),
+        };
+        assert!(p.allows(&who, Some("vault-x"), crate::domain::Role::User));
+        let e = load(&format!(
+            "{BASE}[[access.grant]]\naws_access_key_id='x'\nvault='*'\nroles=['user']\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("access.grant[0].aws_access_key_id"), "{e}");
     }
 
     #[test]

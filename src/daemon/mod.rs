@@ -2,6 +2,7 @@
 //! embedded default), logging, and the wiring of store, HSM, services and listener.
 
 pub mod access;
+pub mod aws;
 pub mod config;
 pub mod dev;
 pub mod hardening;
@@ -24,7 +25,7 @@ use crate::service::Services;
 use crate::store::Store;
 
 /// keyorchd — key orchestrator daemon. Owns an HSM through PKCS#11 and serves the
-/// keyorch.v1 gRPC API on a Unix socket.
+/// keyorch.v1 gRPC API on a Unix socket (and, if asked, an AWS KMS-compatible endpoint).
 #[derive(Debug, Parser)]
 #[command(name = "keyorchd", version, about, long_about = None)]
 pub struct Args {
@@ -47,6 +48,11 @@ pub struct Args {
     /// Log format: text or json.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Serve the AWS KMS-compatible endpoint (AWS KMS JSON 1.1, SigV4) on this address.
+    /// With --dev its credentials are written to STATE_DIR/aws-credentials (profile
+    /// keyorch); with --config it overrides [aws] listen (the [aws] section is required).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub aws_listen: Option<SocketAddr>,
     /// Internal: initialise the dev token in a child process.
     #[arg(long, hide = true, requires = "state_dir")]
     pub provision_dev_token: bool,
@@ -86,6 +92,8 @@ struct Plan {
     health_interval: Duration,
     policy: Policy,
     state_dir: Option<PathBuf>,
+    /// The AWS KMS-compatible endpoint, when configured.
+    aws: Option<crate::api::aws::Settings>,
     reloader: ReloadPlan,
 }
 
@@ -151,6 +159,20 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
             uid,
             "--dev: the uid running keyorchd holds every role on every vault"
         );
+        let mut policy = access::dev_policy(uid);
+        let aws = match args.aws_listen {
+            Some(addr) => {
+                let settings = aws::dev_settings(&dir, addr, &args.module)?;
+                for key in &settings.access_keys {
+                    access::grant_all(
+                        &mut policy,
+                        crate::domain::Subject::AwsAccessKey(key.id.clone()),
+                    );
+                }
+                Some(settings)
+            }
+            None => None,
+        };
         return Ok(Plan {
             hsm: layout.hsm_config()?,
             db: layout.db,
@@ -159,8 +181,9 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
             tcp: None,
             limits: Limits::default(),
             health_interval: config::DEFAULT_HEALTH_INTERVAL,
-            policy: access::dev_policy(uid),
+            policy,
             state_dir: Some(dir),
+            aws,
             reloader: ReloadPlan {
                 path: None,
                 level_override: args.log_level.clone(),
@@ -191,6 +214,15 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
     hardening::apply(cfg.security.lock_memory)?;
     let tcp = cfg.tls()?;
     let hsm = cfg.hsm_config()?;
+    let aws = match (&cfg.aws, args.aws_listen) {
+        (Some(section), listen) => Some(aws::settings(section, listen)?),
+        (None, Some(_)) => {
+            return Err(StartError::Usage(
+                "--aws-listen needs an [aws] section in the config (its access keys and module; see docs/configuration.md)".into(),
+            ))
+        }
+        (None, None) => None,
+    };
     if let Some(conf) = &cfg.hsm.softhsm2_conf {
         std::env::set_var("SOFTHSM2_CONF", conf);
     }
@@ -210,6 +242,7 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
         health_interval: cfg.health_interval(),
         policy,
         state_dir: None,
+        aws,
         reloader: ReloadPlan {
             path: Some(path.clone()),
             level_override: args.log_level.clone(),
@@ -257,6 +290,14 @@ fn run(args: Args) -> Result<(), StartError> {
             Some(t) => Some(t.local_addr()?),
             None => None,
         };
+        let aws = match plan.aws {
+            Some(settings) => Some(crate::api::aws::bind(settings).await?),
+            None => None,
+        };
+        let aws_url = match &aws {
+            Some(a) => Some(a.url()?),
+            None => None,
+        };
         let refresher = services.clone();
         let health_interval = plan.health_interval;
         tokio::spawn(async move {
@@ -287,7 +328,7 @@ fn run(args: Args) -> Result<(), StartError> {
                 }
             });
         }
-        let listeners = crate::api::Listeners { unix, tcp };
+        let listeners = crate::api::Listeners { unix, tcp, aws };
         crate::api::serve(
             services.clone(),
             listeners,
@@ -302,8 +343,19 @@ fn run(args: Args) -> Result<(), StartError> {
                     tracing::info!(%addr, "keyorchd serving mutual TLS");
                     println!("  tcp (mutual TLS): {addr}");
                 }
-                if let Some(dir) = state_dir {
+                if let Some(url) = &aws_url {
+                    tracing::info!(%url, "keyorchd serving the AWS KMS-compatible endpoint");
+                    println!("  aws kms endpoint: {url}");
+                }
+                if let Some(dir) = &state_dir {
                     println!("  state folder: {}", dir.display());
+                    if let Some(url) = &aws_url {
+                        println!(
+                            "  try: AWS_SHARED_CREDENTIALS_FILE={} aws --profile {} kms list-keys --endpoint-url {url}",
+                            dir.join(aws::CREDENTIALS_FILE).display(),
+                            aws::DEV_PROFILE
+                        );
+                    }
                 }
                 println!(
                     "  try: KEYORCH_SOCKET={} keyorch vault list",

@@ -73,6 +73,7 @@ impl Reloader {
                 ("[limits]", old.limits != config.limits),
                 ("[security]", old.security != config.security),
                 ("[health]", old.health != config.health),
+                ("[aws]", old.aws != config.aws),
                 ("log.format", old.log.format != config.log.format),
             ] {
                 if changed {

@@ -14,6 +14,9 @@ pub enum Principal {
     Unix { uid: u32, gid: u32 },
     /// A TLS client, by its certificate's subject (or first SAN when the subject is empty).
     Certificate { subject: String },
+    /// A caller of the AWS KMS-compatible endpoint, by the access key id whose SigV4
+    /// signature it proved (`[[aws.access_key]]`).
+    AwsAccessKey { access_key_id: String },
 }
 
 impl fmt::Display for Principal {
@@ -21,6 +24,7 @@ impl fmt::Display for Principal {
         match self {
             Principal::Unix { uid, gid } => write!(f, "uid:{uid}/gid:{gid}"),
             Principal::Certificate { subject } => write!(f, "cert:{subject}"),
+            Principal::AwsAccessKey { access_key_id } => write!(f, "aws:{access_key_id}"),
         }
     }
 }
@@ -56,6 +60,8 @@ pub enum Subject {
     Uid(u32),
     Gid(u32),
     Certificate(String),
+    /// An AWS access key id of the KMS-compatible endpoint.
+    AwsAccessKey(String),
 }
 
 impl Subject {
@@ -64,6 +70,9 @@ impl Subject {
             (Subject::Uid(u), Principal::Unix { uid, .. }) => u == uid,
             (Subject::Gid(g), Principal::Unix { gid, .. }) => g == gid,
             (Subject::Certificate(s), Principal::Certificate { subject }) => s == subject,
+            (Subject::AwsAccessKey(k), Principal::AwsAccessKey { access_key_id }) => {
+                k == access_key_id
+            }
             _ => false,
         }
     }
@@ -131,6 +140,31 @@ mod tests {
         assert!(pol.allows(&aud, Some("vault-z"), Role::Auditor));
         assert!(pol.allows(&ops, Some("vault-b"), Role::Operator));
         assert!(!pol.allows(&ops, Some("vault-a"), Role::Operator));
+    }
+
+    #[test]
+    fn aws_access_keys_are_their_own_subjects() {
+        let mut pol = Policy::default();
+        pol.grant(
+            Subject::AwsAccessKey("AKIAKEYORCH1".into()),
+            "vault-a",
+            Role::Admin,
+        );
+        let key = Principal::AwsAccessKey {
+            access_key_id: "AKIAKEYORCH1".into(),
+        };
+        let other = Principal::AwsAccessKey {
+            access_key_id: "AKIAKEYORCH2".into(),
+        };
+        assert_eq!(key.to_string(), "aws:AKIAKEYORCH1");
+        assert!(pol.allows(&key, Some("vault-a"), Role::User));
+        assert!(!pol.allows(&key, Some("vault-b"), Role::User));
+        assert!(!pol.allows(&other, Some("vault-a"), Role::User));
+        // A certificate subject that spells the key id is not that key.
+        let cert = Principal::Certificate {
+            subject: "AKIAKEYORCH1".into(),
+        };
+        assert!(!pol.allows(&cert, Some("vault-a"), Role::User));
     }
 }
 

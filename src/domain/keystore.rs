@@ -392,6 +392,42 @@ pub struct Keystore {
     /// When a connect first succeeded: from then on identifying properties are locked.
     #[serde(default)]
     pub first_connected_at: Option<Millis>,
+    /// pkcs11 keystores created through the AWS endpoint: AWS CloudHSM's
+    /// `TrustAnchorCertificate` (PEM), kept and reported back; not used by the PKCS#11
+    /// session (docs/decisions.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_anchor_certificate: Option<String>,
+}
+
+/// Longest trust anchor certificate accepted (AWS's limit for `TrustAnchorCertificate`).
+pub const MAX_TRUST_ANCHOR: usize = 5000;
+
+/// Rule of a trust anchor certificate: 1 to 5000 characters holding exactly one PEM
+/// `CERTIFICATE` block that parses as an X.509 certificate.
+pub fn validate_trust_anchor(field: &str, pem: &str) -> Result<(), DomainError> {
+    if pem.is_empty() || pem.chars().count() > MAX_TRUST_ANCHOR {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be 1 to {MAX_TRUST_ANCHOR} characters"),
+        ));
+    }
+    let blocks: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()).collect();
+    let [Ok(block)] = blocks.as_slice() else {
+        return Err(DomainError::invalid(
+            field,
+            "must hold exactly one PEM certificate (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)",
+        ));
+    };
+    if block.label != "CERTIFICATE" {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be a PEM CERTIFICATE, not a PEM {}", block.label),
+        ));
+    }
+    block
+        .parse_x509()
+        .map_err(|e| DomainError::invalid(field, format!("is not an X.509 certificate: {e}")))?;
+    Ok(())
 }
 
 /// A validated create request.
@@ -440,7 +476,22 @@ impl Keystore {
             created_at: now,
             updated_at: now,
             first_connected_at: None,
+            trust_anchor_certificate: None,
         })
+    }
+
+    /// Keeps the trust anchor certificate of a pkcs11 keystore (see
+    /// [`validate_trust_anchor`]); `field` names it in errors.
+    pub fn set_trust_anchor(&mut self, field: &str, pem: String) -> Result<(), DomainError> {
+        if self.keystore_type() != KeystoreType::Pkcs11 {
+            return Err(DomainError::invalid(
+                field,
+                "only a pkcs11 keystore keeps a trust anchor certificate",
+            ));
+        }
+        validate_trust_anchor(field, &pem)?;
+        self.trust_anchor_certificate = Some(pem);
+        Ok(())
     }
 
     pub fn keystore_type(&self) -> KeystoreType {
@@ -673,6 +724,44 @@ pub fn stranded_keys(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn trust_anchors_are_one_pem_certificate_and_only_on_pkcs11_keystores() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["hsm.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem();
+        validate_trust_anchor("TrustAnchorCertificate", &cert).unwrap();
+        for bad in [
+            String::new(),
+            "not a certificate".to_string(),
+            format!("{cert}{cert}"),
+            key.serialize_pem(),
+            cert.replace("MII", "MIX"),
+            "x".repeat(MAX_TRUST_ANCHOR + 1),
+        ] {
+            let e = validate_trust_anchor("TrustAnchorCertificate", &bad).unwrap_err();
+            assert_eq!(e.field(), Some("TrustAnchorCertificate"), "{bad}");
+        }
+        let mut internal = keystore(ConnectionState::Disconnected);
+        assert!(internal.set_trust_anchor("t", cert.clone()).is_err());
+        let mut p11 = internal.clone();
+        p11.config = KeystoreConfig::Pkcs11 {
+            module_path: "/m.so".into(),
+            token: TokenRef::Label("cluster-1234567890abc".into()),
+        };
+        p11.set_trust_anchor("t", cert.clone()).unwrap();
+        assert_eq!(p11.trust_anchor_certificate.as_deref(), Some(cert.as_str()));
+        // Records written before the field existed still decode.
+        let mut json = serde_json::to_value(&internal).unwrap();
+        json.as_object_mut()
+            .unwrap()
+            .remove("trust_anchor_certificate");
+        let back: Keystore = serde_json::from_value(json).unwrap();
+        assert_eq!(back.trust_anchor_certificate, None);
+    }
 
     fn keystore(state: ConnectionState) -> Keystore {
         let mut ks = Keystore::new(

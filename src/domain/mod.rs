@@ -20,9 +20,9 @@ pub use key::{
     remote_ref, Family, Instance, InstanceState, Key, KeySpec, KeyState, Material, NewKey,
 };
 pub use keystore::{
-    stranded_keys, validate_aws_secret, validate_pin, ConnectStart, ConnectionError,
-    ConnectionErrorCode, ConnectionState, Health, HealthStatus, Keystore, KeystoreConfig,
-    KeystoreType, NewKeystore, SealedCredentials, TokenRef,
+    stranded_keys, validate_aws_secret, validate_pin, validate_trust_anchor, ConnectStart,
+    ConnectionError, ConnectionErrorCode, ConnectionState, Health, HealthStatus, Keystore,
+    KeystoreConfig, KeystoreType, NewKeystore, SealedCredentials, TokenRef, MAX_TRUST_ANCHOR,
 };
 pub use names::{validate_description, validate_name, validate_tags, MAX_DESCRIPTION, MAX_NAME};
 pub use paging::{Page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};

@@ -23,6 +23,9 @@ pub struct CreateKeystore {
     pub config: Option<KeystoreConfig>,
     /// The credential's secret, sealed under the master KEK before it is stored.
     pub secret: Option<Secret>,
+    /// pkcs11 keystores made through the AWS endpoint: the PEM certificate to keep
+    /// (AWS CloudHSM's TrustAnchorCertificate).
+    pub trust_anchor_certificate: Option<String>,
     pub connect: bool,
 }
 
@@ -278,7 +281,7 @@ impl Services {
                 }
                 (None, false) => None,
             };
-            let ks = Keystore::new(
+            let mut ks = Keystore::new(
                 NewKeystore {
                     id: new_id("ks"),
                     vault_id: req.vault_id,
@@ -289,6 +292,9 @@ impl Services {
                 },
                 now(),
             )?;
+            if let Some(pem) = req.trust_anchor_certificate {
+                ks.set_trust_anchor("trust_anchor_certificate", pem)?;
+            }
             let _w = inner.lock();
             inner.vault(&ks.vault_id).map_err(|e| match e {
                 ServiceError::Domain(DomainError::Invalid { rule, .. }) => {

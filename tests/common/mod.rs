@@ -1076,7 +1076,15 @@ impl TestDaemon {
 
     /// Like `start_with_target`, with several target tokens.
     pub async fn start_with_targets(tokens: &[(&str, &str)]) -> TestDaemon {
-        let mut daemon = Self::start().await;
+        Self::start_with_targets_and_args(tokens, &[]).await
+    }
+
+    /// Like `start_with_targets`, with extra command-line arguments for keyorchd.
+    pub async fn start_with_targets_and_args(
+        tokens: &[(&str, &str)],
+        extra: &[&str],
+    ) -> TestDaemon {
+        let mut daemon = Self::start_with_args(extra).await;
         let status = daemon.stop().await;
         assert!(status.success(), "keyorchd exited with {status} on SIGTERM");
         for (label, pin) in tokens {
