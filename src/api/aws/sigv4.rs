@@ -202,6 +202,14 @@ pub fn parse(headers: &HeaderMap, query: &str) -> Result<Authorization, SigError
             "'Host' must be a 'SignedHeader' in the AWS Authorization.",
         ));
     }
+    // The operation travels in X-Amz-Target, beside a body that may fit several operations
+    // ({"CustomKeyStoreId": ...}): unsigned, a captured request could be replayed as another
+    // operation. Every AWS SDK signs it; keyorch requires it.
+    if headers.contains_key("x-amz-target") && !signed.split(';').any(|h| h == "x-amz-target") {
+        return Err(incomplete(
+            "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.",
+        ));
+    }
     let signature_bytes = match hex::decode(&signature) {
         Ok(b) if b.len() == 32 => b,
         _ => {
@@ -696,6 +704,16 @@ mod tests {
         ] {
             assert!(matches!(parse(&h(&bad), ""), Err(SigError::Incomplete(_))), "{bad}");
         }
+        // The operation header, when present, must be signed.
+        let mut with_target = h(&format!("AWS4-HMAC-SHA256 Credential=A/20240101/us-east-1/kms/aws4_request, SignedHeaders=host;x-amz-date, Signature={sig}"));
+        with_target.insert(
+            "x-amz-target",
+            "TrentService.DeleteCustomKeyStore".parse().unwrap(),
+        );
+        let Err(SigError::Incomplete(m)) = parse(&with_target, "") else {
+            panic!("an unsigned X-Amz-Target was accepted")
+        };
+        assert!(m.contains("X-Amz-Target"), "{m}");
         let missing = parse(&h("AWS4-HMAC-SHA256 SignedHeaders=host;x-amz-date"), "");
         let Err(SigError::Incomplete(m)) = missing else {
             panic!()
