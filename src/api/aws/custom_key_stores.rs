@@ -136,6 +136,26 @@ impl Endpoint {
     /// The keystore `id` if it is a custom key store of the caller (a pkcs11 keystore in
     /// its vault); anything else is CustomKeyStoreNotFoundException, as another account's
     /// store is in AWS.
+    /// Authorizes `action` on the caller's custom key store `id` (a denial is audited) and
+    /// loads it ([`Self::own_store`]).
+    async fn authorized_store(
+        &self,
+        caller: &Caller<'_>,
+        id: &str,
+        action: Action,
+    ) -> Result<(Call, Keystore), AwsError> {
+        let call = Call::authorize(
+            &self.services,
+            caller.principal.clone(),
+            action,
+            Scope::Keystore(id.to_string()),
+        )
+        .await
+        .map_err(mgmt)?;
+        let ks = self.own_store(caller, id).await?;
+        Ok((call, ks))
+    }
+
     pub(super) async fn own_store(
         &self,
         caller: &Caller<'_>,
@@ -295,15 +315,9 @@ impl Endpoint {
     ) -> Result<Value, AwsError> {
         let r: IdInput = decode(body)?;
         let id = required("CustomKeyStoreId", &r.custom_key_store_id, 1, 64)?.to_string();
-        let call = Call::authorize(
-            &self.services,
-            caller.principal.clone(),
-            Action::ConnectKeystore,
-            Scope::Keystore(id.clone()),
-        )
-        .await
-        .map_err(mgmt)?;
-        let ks = self.own_store(caller, &id).await?;
+        let (call, ks) = self
+            .authorized_store(caller, &id, Action::ConnectKeystore)
+            .await?;
         // Refusals (FAILED, DISCONNECTING) answer at once; the checks run in the background.
         if let Err(e) = ks.require(KeystoreAction::Connect) {
             let e = call
@@ -347,15 +361,9 @@ impl Endpoint {
     ) -> Result<Value, AwsError> {
         let r: IdInput = decode(body)?;
         let id = required("CustomKeyStoreId", &r.custom_key_store_id, 1, 64)?.to_string();
-        let call = Call::authorize(
-            &self.services,
-            caller.principal.clone(),
-            Action::DisconnectKeystore,
-            Scope::Keystore(id.clone()),
-        )
-        .await
-        .map_err(mgmt)?;
-        self.own_store(caller, &id).await?;
+        let (call, _) = self
+            .authorized_store(caller, &id, Action::DisconnectKeystore)
+            .await?;
         // AWS's disconnect is the emergency switch: it never refuses to strand keys.
         let opts = DisconnectOptions {
             uninstall_keys: false,
@@ -467,15 +475,9 @@ impl Endpoint {
         if let Some(p) = &r.key_store_password {
             password(p)?;
         }
-        let call = Call::authorize(
-            &self.services,
-            caller.principal.clone(),
-            Action::UpdateKeystore,
-            Scope::Keystore(id.clone()),
-        )
-        .await
-        .map_err(mgmt)?;
-        let ks = self.own_store(caller, &id).await?;
+        let (call, ks) = self
+            .authorized_store(caller, &id, Action::UpdateKeystore)
+            .await?;
         if let Some(f) = xks_given([
             &r.xks_proxy_uri_endpoint,
             &r.xks_proxy_uri_path,
@@ -534,15 +536,9 @@ impl Endpoint {
     ) -> Result<Value, AwsError> {
         let r: IdInput = decode(body)?;
         let id = required("CustomKeyStoreId", &r.custom_key_store_id, 1, 64)?.to_string();
-        let call = Call::authorize(
-            &self.services,
-            caller.principal.clone(),
-            Action::DeleteKeystore,
-            Scope::Keystore(id.clone()),
-        )
-        .await
-        .map_err(mgmt)?;
-        self.own_store(caller, &id).await?;
+        let (call, _) = self
+            .authorized_store(caller, &id, Action::DeleteKeystore)
+            .await?;
         let outcome = self.services.delete_keystore(id).await;
         call.conclude(&self.services, outcome, none)
             .await
