@@ -176,6 +176,23 @@ fn verdict(valid: bool) -> (&'static str, Outcome) {
     }
 }
 
+/// Prints a verification result (`valid`/`invalid`, or JSON `{"key_id", <field>}`); an
+/// invalid one is a negative outcome (exit 1).
+fn print_verdict(
+    format: OutputFormat,
+    key_id: &str,
+    field: &str,
+    valid: bool,
+) -> Result<Outcome, CliError> {
+    let (word, outcome) = verdict(valid);
+    let text = match format {
+        OutputFormat::Table => format!("{word}\n"),
+        OutputFormat::Json => output::render_json(&json!({ "key_id": key_id, field: valid })),
+    };
+    output::print(&text)?;
+    Ok(outcome)
+}
+
 /// Table output is the bare value on one line; JSON is `{"key_id", <field>}`.
 fn value_line(format: OutputFormat, key_id: &str, field: &str, value: &str) -> String {
     match format {
@@ -292,16 +309,7 @@ pub async fn verify(args: VerifyArgs, ctx: &Context) -> Result<Outcome, CliError
         })
         .await?
         .into_inner();
-    let (word, outcome) = verdict(r.signature_valid);
-    let text = match ctx.output {
-        OutputFormat::Table => format!("{word}\n"),
-        OutputFormat::Json => output::render_json(&json!({
-            "key_id": r.key_id,
-            "signature_valid": r.signature_valid,
-        })),
-    };
-    output::print(&text)?;
-    Ok(outcome)
+    print_verdict(ctx.output, &r.key_id, "signature_valid", r.signature_valid)
 }
 
 pub async fn mac(args: MacArgs, ctx: &Context) -> Result<Outcome, CliError> {
@@ -329,16 +337,7 @@ pub async fn verify_mac(args: VerifyMacArgs, ctx: &Context) -> Result<Outcome, C
         })
         .await?
         .into_inner();
-    let (word, outcome) = verdict(r.mac_valid);
-    let text = match ctx.output {
-        OutputFormat::Table => format!("{word}\n"),
-        OutputFormat::Json => output::render_json(&json!({
-            "key_id": r.key_id,
-            "mac_valid": r.mac_valid,
-        })),
-    };
-    output::print(&text)?;
-    Ok(outcome)
+    print_verdict(ctx.output, &r.key_id, "mac_valid", r.mac_valid)
 }
 
 pub async fn public_key(args: PublicKeyArgs, ctx: &Context) -> Result<Outcome, CliError> {
