@@ -9,7 +9,6 @@
 // bodies AWS sends, through the same SDK client.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,7 @@ use common::aws::{
     nothing_allowed, read_only, silent, unknown_access_key, wrong_secret, Answer, Canned,
     LocalStack, REGION,
 };
+use common::softhsm_tokens;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "aws-pin-3307";
@@ -42,34 +42,7 @@ struct Own {
 fn own() -> &'static Own {
     static OWN: OnceLock<Own> = OnceLock::new();
     OWN.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("keyorch-aws-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-            .keep();
-        let tokens = dir.join("tokens");
-        std::fs::create_dir_all(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        // Edition 2021: set_var is safe. Set before anything loads the module.
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", TOKEN])
-            .args(["--so-pin", SO_PIN, "--pin", PIN])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "softhsm2-util: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        softhsm_tokens("keyorch-aws-", &[TOKEN], SO_PIN, PIN);
         let hsm = Hsm::open(HsmConfig::new(
             MODULE,
             TokenSelector::Label(TOKEN.to_string()),

@@ -1,6 +1,8 @@
 //! Integration tests of the `hsm` layer against real SoftHSM2 tokens in a temporary directory.
 //! All tests share one softhsm2.conf: SoftHSM reads it at the process's single C_Initialize.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +17,8 @@ use keyorch::hsm::{
     TokenSelector, KEK_LABEL,
 };
 use secrecy::SecretString;
+
+use common::softhsm_tokens;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "user-pin-4821";
@@ -33,37 +37,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("keyorch-hsm-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-            .keep();
-        let tokens = dir.join("tokens");
-        std::fs::create_dir_all(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        // Edition 2021: set_var is safe. Set before any test loads the module.
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        for label in TOKENS {
-            let out = Command::new("softhsm2-util")
-                .env("SOFTHSM2_CONF", &conf)
-                .args(["--init-token", "--free", "--label", label])
-                .args(["--so-pin", SO_PIN, "--pin", PIN])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "softhsm2-util: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let dir = softhsm_tokens("keyorch-hsm-", TOKENS, SO_PIN, PIN);
         Fixture { dir }
     })
 }

@@ -1,6 +1,8 @@
 //! Library-level tests of the `pkcs11` keystore target against real SoftHSM2 tokens: keyorch's
 //! own token and target tokens of the same module in one process, with pkcs11-tool for interop.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,6 +19,8 @@ use keyorch::hsm::{
 use keyorch::targets::pkcs11::{Pkcs11Target, Pkcs11TargetConfig, IMPORT_KEK_LABEL, UNUSABLE_KCV};
 use keyorch::targets::TargetError;
 use secrecy::SecretString;
+
+use common::softhsm_tokens;
 use sha2::{Digest, Sha256};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -44,37 +48,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("keyorch-target-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-            .keep();
-        let tokens = dir.join("tokens");
-        std::fs::create_dir_all(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        // Edition 2021: set_var is safe. Set before anything loads the module; inherited by
-        // pkcs11-tool.
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        for label in TOKENS {
-            let out = Command::new("softhsm2-util")
-                .args(["--init-token", "--free", "--label", label])
-                .args(["--so-pin", SO_PIN, "--pin", PIN])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "softhsm2-util: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        // SOFTHSM2_CONF is inherited by pkcs11-tool too.
+        let dir = softhsm_tokens("keyorch-target-", TOKENS, SO_PIN, PIN);
         Fixture { dir }
     })
 }

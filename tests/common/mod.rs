@@ -1205,3 +1205,41 @@ impl TestDaemon {
         }
     }
 }
+
+/// A private SoftHSM2 token folder under `CARGO_TARGET_TMPDIR` (kept after the run) holding
+/// a token for each of `labels` (SO PIN `so_pin`, user PIN `pin`), with `SOFTHSM2_CONF`
+/// pointing at it for this process and the tools it runs. Call it once, before anything
+/// loads the module: SoftHSM2 sees only the tokens that exist at `C_Initialize`.
+pub fn softhsm_tokens(prefix: &str, labels: &[&str], so_pin: &str, pin: &str) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create a temporary folder")
+        .keep();
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).expect("create the token folder");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .expect("write softhsm2.conf");
+    // Edition 2021: set_var is safe. Set before anything loads the module.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    for label in labels {
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", label])
+            .args(["--so-pin", so_pin, "--pin", pin])
+            .output()
+            .expect("run softhsm2-util");
+        assert!(
+            out.status.success(),
+            "softhsm2-util: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
