@@ -19,34 +19,12 @@ die() {
     exit 1
 }
 
-lock_sum() {
-    sha256sum "$LOCK" | cut -d' ' -f1
-}
+# shellcheck source=scripts/pinned-venv.sh
+. "$HERE/pinned-venv.sh"
 
 install_venv() {
     venv=$1
-    mkdir -p "$(dirname "$venv")"
-    exec 8>"$venv.install-lock"
-    flock 8
-    marker="$venv/.keyorch-aws-clients"
-    if [ -f "$marker" ] && [ "$(cat "$marker")" = "$(lock_sum)" ] && [ -x "$venv/bin/aws" ]; then
-        exec 8>&-
-        return 0
-    fi
-    command -v python3 >/dev/null 2>&1 || die "python3 is required (Debian: apt-get install python3 python3-venv)"
-    rm -rf "$venv"
-    python3 -m venv "$venv" >/dev/null 2>&1 ||
-        die "python3 -m venv failed (Debian: apt-get install python3-venv)"
-    log="$venv.install.log"
-    if ! "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$LOCK" >"$log" 2>&1; then
-        tail -n 20 "$log" >&2
-        die "pip install of $LOCK failed (full output: $log)"
-    fi
-    "$venv/bin/python" -c 'import boto3, awscli' 2>/dev/null || die "boto3 or awscli does not import after install"
-    "$venv/bin/aws" --version >/dev/null 2>&1 || die "the aws command does not run after install"
-    lock_sum >"$marker"
-    rm -f "$log"
-    exec 8>&-
+    install_pinned_venv "$venv" .keyorch-aws-clients '"$venv/bin/python" -c "import boto3, awscli" 2>/dev/null && "$venv/bin/aws" --version >/dev/null 2>&1' --no-deps
 }
 
 case ${1:-} in
