@@ -305,6 +305,8 @@ async fn invalid_configs_stop_startup_naming_the_field() {
     let cases: Vec<(String, &str)> = vec![
         (good.replace("[store]", "bogus = 1\n[store]"), "bogus"),
         (good.replace("[store]", "sessions = \"four\"\n[store]"), "hsm.sessions"),
+        (good.replace("[store]", "crypto_threads = 0\n[store]"), "hsm.crypto_threads"),
+        (good.replace("[store]", "crypto_threads = 65\n[store]"), "hsm.crypto_threads"),
         (
             good.replace(&pin_line, "pin_file = \"/nonexistent/pin\""),
             "hsm.pin_file",

@@ -605,18 +605,27 @@ fn concurrent_use_of_a_small_pool() {
             let key = key.clone();
             std::thread::spawn(move || {
                 let r = key_ref("shared", KeyKind::Aes256, &key);
+                let mut ivs = Vec::new();
                 for i in 0..100 {
                     let aad = format!("{t}/{i}");
                     let blob = hsm.encrypt(&r, aad.as_bytes(), aad.as_bytes()).unwrap();
                     let plain = hsm.decrypt(&r, &blob, aad.as_bytes()).unwrap();
                     assert_eq!(plain.as_slice(), aad.as_bytes());
+                    ivs.push(blob[..12].to_vec());
                 }
+                ivs
             })
         })
         .collect();
+    // 600 IVs from concurrent callers span two of the HSM's 340-IV random draws: each
+    // IV is handed out once, so none repeats under the shared key.
+    let mut ivs = std::collections::HashSet::new();
     for t in threads {
-        t.join().unwrap();
+        for iv in t.join().unwrap() {
+            assert!(ivs.insert(iv.clone()), "IV {iv:02x?} was used twice");
+        }
     }
+    assert_eq!(ivs.len(), 600);
     assert_eq!(hsm.cached_keys(), 1);
     let random = hsm.random(48).unwrap();
     assert_eq!(random.len(), 48);

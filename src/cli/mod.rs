@@ -151,25 +151,23 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// Runs a parsed command line on a tokio runtime sized for it.
+/// Runs a parsed command line on a single-threaded tokio runtime.
 pub fn execute(cli: Cli) -> Result<Outcome, CliError> {
     let ctx = Context {
         socket: cli.socket,
         output: cli.output,
     };
-    let runtime = match &cli.command {
-        Command::Bench(bench) => {
-            // SOFTHSM2_CONF must be in the environment before any thread exists.
-            bench.prepare_environment()?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-        }
-        _ => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
+    if let Command::Bench(bench) = &cli.command {
+        // SOFTHSM2_CONF must be in the environment before any thread exists.
+        bench.prepare_environment()?;
     }
-    .map_err(|e| CliError::Local(format!("cannot start the async runtime: {e}")))?;
+    // One thread for every command, `bench` included: its concurrent calls are tasks on one
+    // thread, which costs the client ≈ 30 % less CPU per call than a multi-threaded runtime
+    // (docs/benchmarks.md) — CPU that, on a small host, keyorchd would otherwise lose.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Local(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(dispatch(cli.command, &ctx))
 }
 

@@ -90,6 +90,8 @@ struct Plan {
     limits: Limits,
     /// Time between two health checks of the CONNECTED keystores.
     health_interval: Duration,
+    /// Threads of the crypto lane (`hsm.crypto_threads`).
+    crypto_threads: usize,
     policy: Policy,
     state_dir: Option<PathBuf>,
     /// The AWS KMS-compatible endpoint, when configured.
@@ -181,6 +183,7 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
             tcp: None,
             limits: Limits::default(),
             health_interval: config::DEFAULT_HEALTH_INTERVAL,
+            crypto_threads: config::DEFAULT_CRYPTO_THREADS,
             policy,
             state_dir: Some(dir),
             aws,
@@ -240,6 +243,7 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
         tcp,
         limits: cfg.limits(),
         health_interval: cfg.health_interval(),
+        crypto_threads: cfg.hsm.crypto_threads,
         policy,
         state_dir: None,
         aws,
@@ -273,7 +277,7 @@ fn run(args: Args) -> Result<(), StartError> {
     let hsm = Hsm::open(plan.hsm)?;
     let (label, serial) = hsm.token_info();
     tracing::info!(token = %label, serial = %serial, "HSM token open");
-    let services = Services::start(store, hsm)?;
+    let services = Services::start(store, hsm, plan.crypto_threads)?;
     services.set_policy(plan.policy);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

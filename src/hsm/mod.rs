@@ -269,6 +269,8 @@ pub(crate) struct Inner {
     token_serial: String,
     /// Whether C_WrapKey does RSA-OAEP with SHA-256, probed at open.
     oaep_sha256: bool,
+    /// GCM IVs from the token's RNG, drawn in blocks.
+    ivs: ops::IvSource,
 }
 
 impl Hsm {
@@ -299,6 +301,7 @@ impl Hsm {
                 token_label: token.label,
                 token_serial: token.serial,
                 oaep_sha256,
+                ivs: ops::IvSource::default(),
             }),
         })
     }

@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 use super::keys::key_ref;
 use super::{require_id, Inner, ServiceError, Services};
 use crate::domain::{
-    check_payload, check_use, Action, CryptoOp, DomainError, Key, PayloadKind, Principal,
-    SigningAlgorithm,
+    check_payload, check_use, Action, AuditEntry, CryptoOp, DomainError, Key, PayloadKind,
+    Principal, SigningAlgorithm,
 };
 use crate::hsm::{HsmError, SignAlg};
 
@@ -50,16 +50,22 @@ fn pem(der: &[u8]) -> String {
     out
 }
 
+/// A refused use of a key that must still be audited. On the crypto lane the audit write
+/// (a flushed store commit) is left to the blocking pool, so denials never hold up the lane.
+struct Denial {
+    entry: AuditEntry,
+    error: ServiceError,
+}
+
 impl Inner {
-    /// The key, if it may serve `op` right now.
-    /// The key, if `principal` may use it for `op` and it may serve `op` right now. A
-    /// denial is audited here, in the same blocking call (no extra hop on the hot path).
-    fn usable_key(
+    /// The key, if `principal` may use it for `op` and it may serve `op` right now; a
+    /// denial comes back unaudited, as [`Denial`].
+    fn usable_key_or_denial(
         &self,
         principal: &Principal,
         key_id: &str,
         op: CryptoOp,
-    ) -> Result<Arc<Key>, ServiceError> {
+    ) -> Result<Result<Arc<Key>, Denial>, ServiceError> {
         require_id("key_id", key_id)?;
         let entry = self.key_for_use(key_id)?;
         let action = action_of(op);
@@ -69,22 +75,64 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .permits(principal, Some(&entry.key.vault_id), action);
         if !permitted {
-            let entry_audit = Services::audit_entry(
-                principal,
-                action,
-                key_id,
-                Some(&entry.key.vault_id),
-                "denied",
-            );
-            self.append_audit(entry_audit)?;
-            return Err(ServiceError::denied(
-                principal,
-                action,
-                Some(&entry.key.vault_id),
-            ));
+            let vault = Some(entry.key.vault_id.as_str());
+            return Ok(Err(Denial {
+                entry: Services::audit_entry(principal, action, key_id, vault, "denied"),
+                error: ServiceError::denied(principal, action, vault),
+            }));
         }
         check_use(&entry.key, op, &entry.states)?;
-        Ok(entry.key)
+        Ok(Ok(entry.key))
+    }
+
+    /// Like [`Inner::usable_key_or_denial`], auditing a denial here (on the blocking pool).
+    fn usable_key(
+        &self,
+        principal: &Principal,
+        key_id: &str,
+        op: CryptoOp,
+    ) -> Result<Arc<Key>, ServiceError> {
+        match self.usable_key_or_denial(principal, key_id, op)? {
+            Ok(key) => Ok(key),
+            Err(denial) => Err(self.refuse(denial)),
+        }
+    }
+
+    /// Audits a denial and gives back its error (or the audit failure, if the write fails).
+    fn refuse(&self, denial: Denial) -> ServiceError {
+        match self.append_audit(denial.entry) {
+            Ok(_) => denial.error,
+            Err(e) => e,
+        }
+    }
+}
+
+impl Services {
+    /// Runs `f` with the key on the crypto lane, once `principal` may use it for `op`.
+    async fn with_usable_key<T, F>(
+        &self,
+        principal: &Principal,
+        key_id: String,
+        op: CryptoOp,
+        f: F,
+    ) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, &Key) -> Result<T, ServiceError> + Send + 'static,
+    {
+        let principal = principal.clone();
+        let outcome = self
+            .on_lane(move |inner| {
+                Ok(match inner.usable_key_or_denial(&principal, &key_id, op)? {
+                    Ok(key) => Ok(f(inner, &key)?),
+                    Err(denial) => Err(denial),
+                })
+            })
+            .await?;
+        match outcome {
+            Ok(value) => Ok(value),
+            Err(denial) => Err(self.blocking(move |inner| Ok(inner.refuse(denial))).await?),
+        }
     }
 }
 
@@ -121,10 +169,8 @@ impl Services {
         let plaintext = Zeroizing::new(plaintext);
         check_payload("plaintext", PayloadKind::Plaintext, &plaintext)?;
         check_payload("aad", PayloadKind::Aad, &aad)?;
-        let principal = principal.clone();
-        self.blocking(move |inner| {
-            let key = inner.usable_key(&principal, &key_id, CryptoOp::Encrypt)?;
-            Ok(inner.hsm.encrypt(&key_ref(&key)?, &plaintext, &aad)?)
+        self.with_usable_key(principal, key_id, CryptoOp::Encrypt, move |inner, key| {
+            Ok(inner.hsm.encrypt(&key_ref(key)?, &plaintext, &aad)?)
         })
         .await
     }
@@ -138,13 +184,12 @@ impl Services {
     ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         check_payload("ciphertext", PayloadKind::Ciphertext, &ciphertext)?;
         check_payload("aad", PayloadKind::Aad, &aad)?;
-        let principal = principal.clone();
-        self.blocking(move |inner| {
-            let key = inner.usable_key(&principal, &key_id, CryptoOp::Decrypt)?;
+        let id = key_id.clone();
+        self.with_usable_key(principal, key_id, CryptoOp::Decrypt, move |inner, key| {
             inner
                 .hsm
-                .decrypt(&key_ref(&key)?, &ciphertext, &aad)
-                .map_err(ciphertext_error(&key_id))
+                .decrypt(&key_ref(key)?, &ciphertext, &aad)
+                .map_err(ciphertext_error(&id))
         })
         .await
     }
@@ -168,16 +213,19 @@ impl Services {
             }
         };
         check_payload("aad", PayloadKind::Aad, &aad)?;
-        let principal = principal.clone();
-        self.blocking(move |inner| {
-            let key = inner.usable_key(&principal, &key_id, CryptoOp::GenerateDataKey)?;
-            let plaintext = inner.hsm.random(len)?;
-            let ciphertext = inner.hsm.encrypt(&key_ref(&key)?, &plaintext, &aad)?;
-            Ok(DataKey {
-                plaintext,
-                ciphertext,
-            })
-        })
+        self.with_usable_key(
+            principal,
+            key_id,
+            CryptoOp::GenerateDataKey,
+            move |inner, key| {
+                let plaintext = inner.hsm.random(len)?;
+                let ciphertext = inner.hsm.encrypt(&key_ref(key)?, &plaintext, &aad)?;
+                Ok(DataKey {
+                    plaintext,
+                    ciphertext,
+                })
+            },
+        )
         .await
     }
 
@@ -226,11 +274,12 @@ impl Services {
         message: Vec<u8>,
     ) -> Result<Vec<u8>, ServiceError> {
         check_payload("message", PayloadKind::Message, &message)?;
-        let principal = principal.clone();
-        self.blocking(move |inner| {
-            let key = inner.usable_key(&principal, &key_id, CryptoOp::GenerateMac)?;
-            Ok(inner.hsm.hmac(&key_ref(&key)?, &message)?)
-        })
+        self.with_usable_key(
+            principal,
+            key_id,
+            CryptoOp::GenerateMac,
+            move |inner, key| Ok(inner.hsm.hmac(&key_ref(key)?, &message)?),
+        )
         .await
     }
 
@@ -243,10 +292,8 @@ impl Services {
     ) -> Result<bool, ServiceError> {
         check_payload("message", PayloadKind::Message, &message)?;
         check_payload("mac", PayloadKind::Signature, &mac)?;
-        let principal = principal.clone();
-        self.blocking(move |inner| {
-            let key = inner.usable_key(&principal, &key_id, CryptoOp::VerifyMac)?;
-            Ok(inner.hsm.verify_hmac(&key_ref(&key)?, &message, &mac)?)
+        self.with_usable_key(principal, key_id, CryptoOp::VerifyMac, move |inner, key| {
+            Ok(inner.hsm.verify_hmac(&key_ref(key)?, &message, &mac)?)
         })
         .await
     }

@@ -1,11 +1,13 @@
 //! Use cases: the only layer that combines domain rules, the store and the HSM.
-//! Every blocking call (sled, PKCS#11) runs on tokio's blocking pool, never on a worker.
+//! Every blocking call (sled, PKCS#11) runs off tokio's worker threads: the short symmetric
+//! operations on the crypto lane (`lane`), everything else on tokio's blocking pool.
 
 mod audit;
 mod crypto;
 mod error;
 mod keys;
 mod keystores;
+mod lane;
 mod remote;
 mod startup;
 mod vaults;
@@ -40,6 +42,8 @@ pub struct Listing<T> {
 #[derive(Clone)]
 pub struct Services {
     inner: Arc<Inner>,
+    /// Threads for the short symmetric operations (see `lane`).
+    lane: Arc<lane::Lane>,
 }
 
 struct Inner {
@@ -85,8 +89,9 @@ pub(crate) fn new_id(prefix: &str) -> String {
 
 impl Services {
     /// Checks the store and the master KEK, reconciles interrupted work, and returns
-    /// the running services. See `startup` for the rules.
-    pub fn start(store: Store, hsm: Hsm) -> Result<Services, ServiceError> {
+    /// the running services, with `crypto_threads` threads on the crypto lane. See
+    /// `startup` for the rules.
+    pub fn start(store: Store, hsm: Hsm, crypto_threads: usize) -> Result<Services, ServiceError> {
         let inner = Inner {
             store,
             hsm,
@@ -99,9 +104,25 @@ impl Services {
             usable: Mutex::new(HashMap::new()),
         };
         startup::check_and_reconcile(&inner)?;
+        let lane = lane::Lane::start(crypto_threads)
+            .map_err(|e| ServiceError::Internal(format!("cannot start the crypto lane: {e}")))?;
         Ok(Services {
             inner: Arc::new(inner),
+            lane: Arc::new(lane),
         })
+    }
+
+    /// Runs `f` on the crypto lane (short symmetric operations only: see `lane`).
+    async fn on_lane<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, ServiceError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        self.lane
+            .run(move || f(&inner))
+            .await
+            .map_err(|_| ServiceError::Internal("crypto lane task failed".into()))?
     }
 
     /// Runs `f` on the blocking pool.
