@@ -750,9 +750,24 @@ mod tests {
     }
 
     #[test]
+    fn crypto_threads_default_to_one_and_must_be_1_to_64() {
+        assert_eq!(load(BASE).unwrap().hsm.crypto_threads, 1);
+        let with = |n: &str| BASE.replace("[store]", &format!("crypto_threads={n}\n[store]"));
+        assert_eq!(load(&with("64")).unwrap().hsm.crypto_threads, 64);
+        for bad in ["0", "65"] {
+            let e = load(&with(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("hsm.crypto_threads") && e.contains("1 to 64"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn the_shipped_example_parses_and_its_grants_are_valid() {
         let text = include_str!("../../systemd/keyorchd.toml");
         let c: Config = toml::from_str(text).unwrap();
+        assert_eq!(c.hsm.crypto_threads, DEFAULT_CRYPTO_THREADS);
         c.validate_listen().unwrap();
         c.validate_limits().unwrap();
         assert_eq!(c.limits(), Limits::default());
