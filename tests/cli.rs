@@ -286,6 +286,69 @@ async fn an_unreachable_daemon_is_a_clear_error() {
     );
 }
 
+/// `keyorch bench encrypt`, briefly, against a real daemon: both sides ran at each level, the
+/// ratio is theirs, keyorchd's CPU per call was read (its pid learnt from the socket) and
+/// so was the client's, the table names the columns, and the bench's vault is gone.
+#[tokio::test]
+async fn bench_encrypt_reports_both_sides_and_cpu_per_call_and_cleans_up() {
+    let d = TestDaemon::start().await;
+    let bench = |extra: &[&str]| {
+        let mut cmd = keyorch(&d.socket());
+        cmd.args(extra)
+            .args(["bench", "encrypt", "--state-dir"])
+            .arg(d.state_dir())
+            .args(["--concurrency", "1,2", "--duration", "0.5", "--warmup", "0"]);
+        cmd
+    };
+    let out = run(&mut bench(&["--output", "json"]));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {}:\n{stdout}\n{stderr}",
+        out.status
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(v["operation"], "encrypt", "{v}");
+    let levels = v["levels"].as_array().unwrap_or_else(|| panic!("{v}"));
+    let concurrency: Vec<u64> = levels
+        .iter()
+        .filter_map(|l| l["concurrency"].as_u64())
+        .collect();
+    assert_eq!(concurrency, [1, 2], "{v}");
+    let number = |x: &Value| x.as_f64().filter(|f| f.is_finite() && *f > 0.0);
+    for level in levels {
+        let (ours, raw) = (&level["keyorchd"], &level["raw"]);
+        for side in [ours, raw] {
+            assert!(side["ops"].as_u64().is_some_and(|n| n > 0), "{level}");
+            assert!(number(&side["ops_per_sec"]).is_some(), "{level}");
+        }
+        let ratio = number(&level["ratio"]).unwrap_or_else(|| panic!("ratio in {level}"));
+        let expected = number(&ours["ops_per_sec"]).unwrap() / number(&raw["ops_per_sec"]).unwrap();
+        assert!((ratio - expected).abs() < 1e-9, "{level}");
+        // Both processes did work for every call: more than nothing, less than 50 ms each.
+        for side in ["keyorchd", "client"] {
+            let cpu = number(&level["cpu_per_op_us"][side])
+                .unwrap_or_else(|| panic!("no {side} CPU per call in {level}"));
+            assert!(cpu < 50_000.0, "{side}: {cpu} µs per call in {level}");
+        }
+    }
+    let out = run(&mut bench(&[]));
+    let table = text(&out.stdout);
+    assert!(out.status.success(), "{table}\n{}", text(&out.stderr));
+    let header = table.lines().nth(1).unwrap_or_default();
+    for column in [
+        "keyorchd ops/s",
+        "cpu/op keyorchd",
+        "cpu/op client",
+        "raw ops/s",
+        "ratio",
+    ] {
+        assert!(header.contains(column), "{column}: {table}");
+    }
+    let c = d.clients();
+    assert!(snapshot(&c).await.vaults.is_empty(), "a bench vault stayed");
+}
+
 /// `keyorch bench install` with a tiny count against a real daemon and a second token: the
 /// report has both steps for both sides with positive ratios, the table names its columns,
 /// nothing the bench made stays (vault, keys in the target), and neither PIN is printed.

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
+use super::bench_cpu::{CpuClock, CpuPerOp};
 use super::bench_fixture::Fixture;
 use super::bench_install::BenchInstallArgs;
 use super::bench_raw::RawToken;
@@ -35,7 +36,9 @@ pub enum BenchCommand {
     /// Creates a temporary vault, internal keystore and ACTIVE AES-256 key through the
     /// API, and removes them at the end. The baseline runs AES-256-GCM through cryptoki
     /// in this process on the daemon's token (dev-mode layout in --state-dir), with a
-    /// session-object key and one session per thread.
+    /// session-object key and one session per thread. Also reports the CPU time per call of
+    /// keyorchd (its process found through the socket's peer credentials) and of this
+    /// client over each measured level.
     Encrypt(BenchEncryptArgs),
     /// Install throughput into a pkcs11 keystore: keyorchd vs raw PKCS#11, interleaved.
     ///
@@ -153,6 +156,8 @@ pub(super) fn read_pin(path: &Path, hint: &str) -> Result<SecretString, CliError
 pub struct LevelResult {
     pub concurrency: u32,
     pub keyorchd: Summary,
+    /// CPU per Encrypt of keyorchd and of this client over the measured seconds.
+    pub cpu: CpuPerOp,
     pub raw: Option<Summary>,
 }
 
@@ -204,7 +209,10 @@ async fn encrypt(args: BenchEncryptArgs, ctx: &Context) -> Result<Outcome, CliEr
     let mut fixture = Fixture::default();
     let measured = match create_encrypt_fixture(&mut fixture, &clients, &suffix).await {
         Ok(key_id) => tokio::select! {
-            result = measure(&args, &clients.crypto, &key_id, &payload, &mut raw) => result,
+            result = async {
+                let clock = CpuClock::for_daemon(&ctx.socket).await;
+                measure(&args, &clients.crypto, &key_id, &payload, &clock, &mut raw).await
+            } => result,
             _ = tokio::signal::ctrl_c() => Err(CliError::Local("interrupted".into())),
         },
         Err(e) => Err(e),
@@ -266,14 +274,16 @@ async fn measure(
     crypto: &CryptoServiceClient<Channel>,
     key_id: &str,
     payload: &Arc<Vec<u8>>,
+    clock: &CpuClock,
     raw: &mut Option<RawToken>,
 ) -> Result<Vec<LevelResult>, CliError> {
     let mut levels = Vec::with_capacity(args.concurrency.len());
     for &concurrency in &args.concurrency {
-        let keyorchd = grpc_level(
+        let (keyorchd, cpu) = grpc_level(
             crypto,
             key_id,
             payload,
+            clock,
             concurrency as usize,
             args.warmup,
             args.duration,
@@ -297,6 +307,7 @@ async fn measure(
         let level = LevelResult {
             concurrency,
             keyorchd,
+            cpu,
             raw: raw_summary,
         };
         eprintln!(
@@ -313,15 +324,16 @@ async fn measure(
 }
 
 /// `tasks` tokio tasks sharing one channel, each calling Encrypt back to back: `warmup`
-/// unmeasured, then `duration` measured.
+/// unmeasured, then `duration` measured, with both sides' CPU read at its start and end.
 async fn grpc_level(
     crypto: &CryptoServiceClient<Channel>,
     key_id: &str,
     payload: &Arc<Vec<u8>>,
+    clock: &CpuClock,
     tasks: usize,
     warmup: Duration,
     duration: Duration,
-) -> Result<Summary, CliError> {
+) -> Result<(Summary, CpuPerOp), CliError> {
     let measure_from = Instant::now() + warmup;
     let measure_until = measure_from + duration;
     let mut set = tokio::task::JoinSet::new();
@@ -356,13 +368,23 @@ async fn grpc_level(
             })
         });
     }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_from = clock.sample();
+    tokio::time::sleep_until(measure_until.into()).await;
+    let cpu_until = clock.sample();
     let mut samples = Vec::with_capacity(tasks);
     while let Some(joined) = set.join_next().await {
         let sample =
             joined.map_err(|e| CliError::Local(format!("a bench task did not finish: {e}")))??;
         samples.push(sample);
     }
-    Ok(Summary::from_workers(samples))
+    let summary = Summary::from_workers(samples);
+    Ok((summary, cpu_from.per_op(&cpu_until, summary.ops)))
+}
+
+/// CPU per call in µs, or `-` when it could not be read.
+fn cpu_cell(cpu: Option<Duration>) -> String {
+    cpu.map_or_else(|| "-".to_string(), |d| format!("{:.1} µs", micros(d)))
 }
 
 pub(super) fn optional_cell(raw: Option<Summary>, f: impl Fn(Summary) -> String) -> String {
@@ -381,6 +403,8 @@ pub fn render_report(
                 "keyorchd ops/s",
                 "p50",
                 "p99",
+                "cpu/op keyorchd",
+                "cpu/op client",
                 "raw ops/s",
                 "p50",
                 "p99",
@@ -392,6 +416,8 @@ pub fn render_report(
                     format!("{:.0}", l.keyorchd.ops_per_sec),
                     millis(l.keyorchd.p50),
                     millis(l.keyorchd.p99),
+                    cpu_cell(l.cpu.daemon),
+                    cpu_cell(l.cpu.client),
                     optional_cell(l.raw, |r| format!("{:.0}", r.ops_per_sec)),
                     optional_cell(l.raw, |r| millis(r.p50)),
                     optional_cell(l.raw, |r| millis(r.p99)),
@@ -423,6 +449,10 @@ pub fn render_report(
                     json!({
                         "concurrency": l.concurrency,
                         "keyorchd": side(l.keyorchd),
+                        "cpu_per_op_us": {
+                            "keyorchd": l.cpu.daemon.map(micros),
+                            "client": l.cpu.client.map(micros),
+                        },
                         "raw": l.raw.map_or(Value::Null, side),
                         "ratio": l.ratio(),
                     })
@@ -525,20 +555,31 @@ mod tests {
             LevelResult {
                 concurrency: 1,
                 keyorchd: summary(1000.0, 900),
+                cpu: CpuPerOp {
+                    daemon: Some(Duration::from_nanos(54_250)),
+                    client: Some(Duration::from_micros(21)),
+                },
                 raw: Some(summary(40000.0, 25)),
             },
             LevelResult {
                 concurrency: 4,
                 keyorchd: summary(2500.0, 1500),
+                cpu: CpuPerOp {
+                    daemon: None,
+                    client: Some(Duration::from_micros(19)),
+                },
                 raw: None,
             },
         ];
         assert_eq!(
             render_report(OutputFormat::Table, &args, &levels),
             "encrypt, 4096 B payload, 1 s warmup + 5 s per level\n\
-             level  keyorchd ops/s  p50       p99       raw ops/s  p50       p99       ratio\n\
-             1      1000            0.900 ms  1.800 ms  40000      0.025 ms  0.050 ms  0.025\n\
-             4      2500            1.500 ms  3.000 ms  -          -         -         -\n"
+             level  keyorchd ops/s  p50       p99       cpu/op keyorchd  cpu/op client  \
+             raw ops/s  p50       p99       ratio\n\
+             1      1000            0.900 ms  1.800 ms  54.2 µs          21.0 µs        \
+             40000      0.025 ms  0.050 ms  0.025\n\
+             4      2500            1.500 ms  3.000 ms  -                19.0 µs        \
+             -          -         -         -\n"
         );
         let v: Value =
             serde_json::from_str(&render_report(OutputFormat::Json, &args, &levels)).expect("json");
@@ -548,5 +589,8 @@ mod tests {
         assert_eq!(v["levels"][0]["raw"]["p50_us"], 25.0);
         assert_eq!(v["levels"][1]["raw"], Value::Null);
         assert_eq!(v["levels"][1]["ratio"], Value::Null);
+        assert_eq!(v["levels"][0]["cpu_per_op_us"]["keyorchd"], 54.25);
+        assert_eq!(v["levels"][0]["cpu_per_op_us"]["client"], 21.0);
+        assert_eq!(v["levels"][1]["cpu_per_op_us"]["keyorchd"], Value::Null);
     }
 }

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod bench_cpu;
 mod bench_fixture;
 mod bench_install;
 mod bench_raw;
