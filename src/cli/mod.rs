@@ -163,7 +163,7 @@ pub fn execute(cli: Cli) -> Result<Outcome, CliError> {
         bench.prepare_environment()?;
     }
     // One thread for every command, `bench` included: its concurrent calls are tasks on one
-    // thread, which costs the client ≈ 30 % less CPU per call than a multi-threaded runtime
+    // thread, which costs the client ≈ 25 % less CPU per call than a multi-threaded runtime
     // (docs/benchmarks.md) — CPU that, on a small host, keyorchd would otherwise lose.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,6 +1,8 @@
 //! Operations with stored keys: AES-GCM encrypt and decrypt, RSA and ECDSA sign and verify,
 //! HMAC-SHA256, random bytes, and key check values, all computed inside the HSM.
 
+use std::sync::Mutex;
+
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
@@ -8,7 +10,6 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
 use sha2::{Digest, Sha256, Sha384};
-use std::sync::Mutex;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 

@@ -4,8 +4,9 @@
 //! Why not `spawn_blocking` for these: under load, each call there woke one of dozens of
 //! pool threads, so every Encrypt paid a thread wake-up and two context switches, and up to
 //! sixteen threads fought over SoftHSM2's locks. With a fixed lane the threads take queued
-//! calls back to back. Measured on two cores (docs/benchmarks.md, "The crypto lane"):
-//! keyorchd's CPU per 4 KiB Encrypt fell from ≈ 69 µs to ≈ 57 µs.
+//! calls back to back. Measured on two cores at concurrency 16 (docs/benchmarks.md, "What
+//! moved it"): keyorchd's CPU per 4 KiB Encrypt fell from ≈ 69 µs to ≈ 56 µs with one lane
+//! thread; a second thread cost ≈ 8 µs per call more in wake-ups, hence the default of one.
 //!
 //! Slow or rare work (key generation, RSA and ECDSA, installs, store writes) stays on the
 //! blocking pool, so it never queues in front of an Encrypt.
