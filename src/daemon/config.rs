@@ -355,6 +355,15 @@ impl Config {
         if h.crypto_threads == 0 || h.crypto_threads > 64 {
             return Err(field("hsm.crypto_threads", "must be 1 to 64"));
         }
+        if h.crypto_threads > h.sessions {
+            return Err(field(
+                "hsm.crypto_threads",
+                format!(
+                    "must be at most hsm.sessions ({}): each lane thread holds a session",
+                    h.sessions
+                ),
+            ));
+        }
         if let Some(conf) = &h.softhsm2_conf {
             if !conf.is_file() {
                 return Err(field(
@@ -750,10 +759,10 @@ mod tests {
     }
 
     #[test]
-    fn crypto_threads_default_to_one_and_must_be_1_to_64() {
+    fn crypto_threads_default_to_one_and_stay_within_1_to_64_and_the_sessions() {
         assert_eq!(load(BASE).unwrap().hsm.crypto_threads, 1);
         let with = |n: &str| BASE.replace("[store]", &format!("crypto_threads={n}\n[store]"));
-        assert_eq!(load(&with("64")).unwrap().hsm.crypto_threads, 64);
+        assert_eq!(load(&with("4")).unwrap().hsm.crypto_threads, 4);
         for bad in ["0", "65"] {
             let e = load(&with(bad)).unwrap_err().to_string();
             assert!(
@@ -761,6 +770,14 @@ mod tests {
                 "{e}"
             );
         }
+        // No more lane threads than sessions (4 by default).
+        let e = load(&with("5")).unwrap_err().to_string();
+        assert!(
+            e.contains("hsm.crypto_threads") && e.contains("hsm.sessions (4)"),
+            "{e}"
+        );
+        let more = BASE.replace("[store]", "sessions=64\ncrypto_threads=64\n[store]");
+        assert_eq!(load(&more).unwrap().hsm.crypto_threads, 64);
     }
 
     #[test]

@@ -368,12 +368,21 @@ fn run(args: Args) -> Result<(), StartError> {
             },
         )
         .await?;
+        if !services.stop_crypto_lane(LANE_STOP_WAIT) {
+            tracing::warn!(
+                wait_secs = LANE_STOP_WAIT.as_secs(),
+                "shutting down: a crypto-lane thread is still inside the HSM; not waiting for it"
+            );
+        }
         tracing::info!("shutting down: flushing the store");
         services.flush()?;
         let _ = std::fs::remove_file(&plan.socket);
         Ok::<(), StartError>(())
     })
 }
+
+/// How long shutdown waits for the crypto lane to finish the calls it holds.
+const LANE_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Watches SIGTERM and SIGINT from now on (registered at once, so that a signal that
 /// arrives while the listeners start is not lost to its default action); the future

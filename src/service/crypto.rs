@@ -121,17 +121,25 @@ impl Services {
         F: FnOnce(&Inner, &Key) -> Result<T, ServiceError> + Send + 'static,
     {
         let principal = principal.clone();
+        let runtime = tokio::runtime::Handle::current();
         let outcome = self
             .on_lane(move |inner| {
                 Ok(match inner.usable_key_or_denial(&principal, &key_id, op)? {
                     Ok(key) => Ok(f(inner, &key)?),
-                    Err(denial) => Err(denial),
+                    // Handed to the blocking pool from here, not by the caller: the denial is
+                    // audited even if the caller is gone before the answer.
+                    Err(denial) => {
+                        let inner = Arc::clone(inner);
+                        Err(runtime.spawn_blocking(move || inner.refuse(denial)))
+                    }
                 })
             })
             .await?;
         match outcome {
             Ok(value) => Ok(value),
-            Err(denial) => Err(self.blocking(move |inner| Ok(inner.refuse(denial))).await?),
+            Err(audit) => Err(audit
+                .await
+                .map_err(|e| ServiceError::Internal(format!("audit task failed: {e}")))?),
         }
     }
 }

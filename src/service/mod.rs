@@ -116,7 +116,7 @@ impl Services {
     async fn on_lane<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner) -> Result<T, ServiceError> + Send + 'static,
+        F: FnOnce(&Arc<Inner>) -> Result<T, ServiceError> + Send + 'static,
     {
         let inner = self.inner.clone();
         self.lane
@@ -149,6 +149,12 @@ impl Services {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Stops the crypto lane once its queued calls are done (at shutdown, after the
+    /// listeners have drained). False if a lane thread was still inside the HSM after `wait`.
+    pub fn stop_crypto_lane(&self, wait: std::time::Duration) -> bool {
+        self.lane.stop(wait)
     }
 
     /// Flushes the store (at shutdown).
