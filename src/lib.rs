@@ -14,6 +14,7 @@ pub mod domain;
 pub mod hsm;
 pub mod paths;
 pub mod proto;
+pub mod secret;
 pub mod service;
 pub mod store;
 pub mod targets;

@@ -19,6 +19,7 @@ use super::error::{HsmError, OpError};
 use super::objects;
 use super::spki::PublicKey;
 use super::{Family, Hsm, Inner, KeyKind, KeyRef, SignAlg};
+use crate::secret::SecretBytes;
 
 /// AES-GCM nonce length (from the HSM's RNG) and tag length.
 const IV_LEN: usize = 12;
@@ -271,7 +272,7 @@ impl Hsm {
         key: &KeyRef<'_>,
         blob: &[u8],
         aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+    ) -> Result<SecretBytes, HsmError> {
         kind_check(key, "decrypt", is_aes(key.kind))?;
         if blob.len() < IV_LEN + TAG_LEN {
             return Err(HsmError::InvalidCiphertext);
@@ -283,7 +284,7 @@ impl Hsm {
             param_iv.copy_from_slice(iv);
             let params = GcmParams::new(&mut param_iv, aad, ((TAG_LEN * 8) as u64).into())?;
             match session.decrypt(&Mechanism::AesGcm(params), object.handle(), sealed) {
-                Ok(plain) => Ok(Zeroizing::new(plain)),
+                Ok(plain) => Ok(SecretBytes::new(plain)),
                 Err(CkError::Pkcs11(
                     RvError::EncryptedDataInvalid
                     | RvError::EncryptedDataLenRange

@@ -12,6 +12,7 @@ use crate::domain::{
     Principal, SigningAlgorithm,
 };
 use crate::hsm::{HsmError, SignAlg};
+use crate::secret::SecretBytes;
 
 pub struct DataKey {
     pub plaintext: Zeroizing<Vec<u8>>,
@@ -174,7 +175,7 @@ impl Services {
         plaintext: Vec<u8>,
         aad: Vec<u8>,
     ) -> Result<Vec<u8>, ServiceError> {
-        let plaintext = Zeroizing::new(plaintext);
+        let plaintext = SecretBytes::new(plaintext);
         check_payload("plaintext", PayloadKind::Plaintext, &plaintext)?;
         check_payload("aad", PayloadKind::Aad, &aad)?;
         self.with_usable_key(principal, key_id, CryptoOp::Encrypt, move |inner, key| {
@@ -189,7 +190,7 @@ impl Services {
         key_id: String,
         ciphertext: Vec<u8>,
         aad: Vec<u8>,
-    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+    ) -> Result<SecretBytes, ServiceError> {
         check_payload("ciphertext", PayloadKind::Ciphertext, &ciphertext)?;
         check_payload("aad", PayloadKind::Aad, &aad)?;
         let id = key_id.clone();
