@@ -12,8 +12,8 @@ use std::ops::Deref;
 
 use zeroize::Zeroize;
 
-/// Bytes wiped (contents and spare capacity) when dropped. `Debug` shows the length only.
-#[derive(Default, PartialEq, Eq)]
+/// Bytes wiped (contents and spare capacity) when dropped. `Debug` shows the length only;
+/// there is no `PartialEq` (compare secrets in constant time, with `subtle`, if ever needed).
 pub struct SecretBytes(Vec<u8>);
 
 impl SecretBytes {
