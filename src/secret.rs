@@ -38,22 +38,10 @@ impl Drop for SecretBytes {
     }
 }
 
-impl From<Vec<u8>> for SecretBytes {
-    fn from(bytes: Vec<u8>) -> SecretBytes {
-        SecretBytes(bytes)
-    }
-}
-
 impl Deref for SecretBytes {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl AsRef<[u8]> for SecretBytes {
-    fn as_ref(&self) -> &[u8] {
         &self.0
     }
 }
