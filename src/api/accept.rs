@@ -15,6 +15,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use super::authority::AuthorityFix;
+
 /// A TLS handshake that does not finish within this is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after an accept error (e.g. EMFILE) before accepting again.
@@ -98,8 +100,9 @@ async fn permit(
     }
 }
 
-/// Connections of the Unix socket, at most `max` open at once.
-pub fn unix(listener: UnixListener, max: usize) -> Incoming<Conn<UnixStream>> {
+/// Connections of the Unix socket, at most `max` open at once, each with its HTTP/2
+/// `:authority` repaired for h2 where the client sent a socket path (see `authority`).
+pub fn unix(listener: UnixListener, max: usize) -> Incoming<AuthorityFix<Conn<UnixStream>>> {
     let (tx, rx) = mpsc::channel(1);
     let permits = Arc::new(Semaphore::new(max));
     tokio::spawn(async move {
@@ -114,10 +117,10 @@ pub fn unix(listener: UnixListener, max: usize) -> Incoming<Conn<UnixStream>> {
             };
             match accepted {
                 Ok((io, _)) => {
-                    let conn = Conn {
+                    let conn = AuthorityFix::new(Conn {
                         io,
                         _permit: permit,
-                    };
+                    });
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
                     }

@@ -3,6 +3,7 @@
 
 mod accept;
 mod audit;
+mod authority;
 pub mod aws;
 mod convert;
 mod crypto;
