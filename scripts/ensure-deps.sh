@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what keyorch needs on a Debian machine, if it is missing: SoftHSM2 (the HSM the
 # daemon owns), OpenSC (pkcs11-tool, used by the tests), OpenSSL (the tests verify
-# signatures with it) and Python 3 with venv (the tests install the LocalStack AWS KMS
-# emulator, the aws CLI and boto3 from PyPI into venvs under target/). Checks that the
+# signatures with it), Python 3 with venv (the tests install the LocalStack AWS KMS
+# emulator, the aws CLI, boto3 and grpcio from PyPI into venvs under target/) and Node.js
+# with npm (the tests install grpc-js from npm under target/). Checks that the
 # Rust toolchain is there. Idempotent: when everything is present it only checks, and
 # returns at once.
 set -euo pipefail
@@ -22,6 +23,9 @@ if ! command -v python3 >/dev/null 2>&1; then
 elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     missing+=(python3-venv)
 fi
+# The gRPC interop tests (tests/grpc_interop.rs) install grpc-js from npm into target/.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "ensure-deps: installing ${missing[*]}"
@@ -60,4 +64,4 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     echo "ensure-deps: systemd-analyze not found (Debian package systemd): scripts/test.sh will not rate systemd/keyorchd.service"
 fi
 
-echo "ensure-deps: softhsm2, opensc, openssl and cargo are present"
+echo "ensure-deps: softhsm2, opensc, openssl, python3, node, npm and cargo are present"

@@ -10,15 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::tls::{ca, leaf};
 use common::*;
 use hyper_util::rt::TokioIo;
 use keyorch::client::Clients;
 use keyorch::proto::v1::{GetVaultRequest, KeyAlgorithm};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SerialNumber,
-};
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
@@ -765,53 +762,6 @@ fn wait_notification(sock: &UnixDatagram, seen: &mut Vec<String>, want: &str, co
 // ---------------------------------------------------------------------------------------
 // Mutual TLS
 // ---------------------------------------------------------------------------------------
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-/// (certificate PEM, key PEM) issued by `ca`.
-fn leaf(ca: &Ca, cn: &str, org: &str, server: bool, serial: u64) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let sans = if server {
-        vec!["localhost".to_string(), "127.0.0.1".to_string()]
-    } else {
-        vec![]
-    };
-    let mut params = CertificateParams::new(sans).unwrap();
-    // Encoded order O, CN: the RFC 4514 string is "CN=…,O=…".
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, org);
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.serial_number = Some(SerialNumber::from(serial));
-    params.extended_key_usages = vec![if server {
-        ExtendedKeyUsagePurpose::ServerAuth
-    } else {
-        ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
 
 /// A gRPC channel over TLS to `addr`, trusting `ca_pem`, with an optional client identity.
 async fn tls_channel(

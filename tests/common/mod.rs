@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -245,10 +246,16 @@ impl TestDaemon {
     /// to the file (more sections, e.g. `"[health]\ninterval_secs = 1\n"`). Later restarts
     /// keep this file. Take `clients()` again afterwards.
     pub async fn restart_with_config(&mut self, extra: &str) {
+        self.restart_with_config_listening("", extra).await;
+    }
+
+    /// Like `restart_with_config`, with `listen` lines added to the `[listen]` section (e.g.
+    /// `tcp`, `tls_cert`, `tls_key`, `client_ca` for the mutual-TLS listener).
+    pub async fn restart_with_config_listening(&mut self, listen: &str, extra: &str) {
         let s = self.state_dir();
         let text = format!(
             "[hsm]\nmodule = {module:?}\ntoken_label = {DEV_TOKEN_LABEL:?}\npin_file = {pin:?}\n\
-             softhsm2_conf = {conf:?}\n\n[store]\npath = {db:?}\n\n[listen]\nsocket = {sock:?}\n\n\
+             softhsm2_conf = {conf:?}\n\n[store]\npath = {db:?}\n\n[listen]\nsocket = {sock:?}\n{listen}\n\n\
              [[access.grant]]\nuid = {uid}\nvault = \"*\"\n\
              roles = [\"admin\", \"operator\", \"user\", \"auditor\"]\n\n{extra}\n",
             module = SOFTHSM_MODULE,
