@@ -3,19 +3,21 @@
 
 mod accept;
 mod audit;
-mod authority;
+pub(crate) mod authority;
 pub mod aws;
-mod convert;
+pub(crate) mod convert;
 mod crypto;
 mod gate;
 mod guard;
+mod http1;
 pub mod identity;
 mod keys;
-mod keystores;
+pub(crate) mod keystores;
 pub mod routes;
 pub mod status;
 pub mod tls;
 mod vaults;
+pub mod xks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -97,6 +99,11 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("xks.listen: cannot listen on {addr}: {source}")]
+    Xks {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("reflection service: {0}")]
     Reflection(String),
     #[error("gRPC server: {0}")]
@@ -109,6 +116,7 @@ pub struct Listeners {
     pub unix: UnixListener,
     pub tcp: Option<TlsListener>,
     pub aws: Option<aws::AwsListener>,
+    pub xks: Option<xks::XksListener>,
 }
 
 /// A bound TCP listener and its TLS policy.
@@ -235,6 +243,12 @@ pub async fn serve(
             None => Ok(()),
         }
     };
+    let xks = async {
+        match listeners.xks {
+            Some(x) => xks::serve(x, services.clone(), limits, stop_rx.clone()).await,
+            None => Ok(()),
+        }
+    };
     let signal = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -243,6 +257,6 @@ pub async fn serve(
     ready();
     let tcp = async { tcp.await.map_err(ServeError::from) };
     let unix = async { unix.await.map_err(ServeError::from) };
-    tokio::try_join!(unix, tcp, aws, signal)?;
+    tokio::try_join!(unix, tcp, aws, xks, signal)?;
     Ok(())
 }

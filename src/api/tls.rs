@@ -120,6 +120,24 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// The XKS proxy's HTTPS listener with mutual TLS: the TCP listener's client verification
+/// (certificates chained to `client_ca`), over HTTP/1.1.
+pub fn https_mtls_server_config(
+    cert_chain: &[u8],
+    key: &[u8],
+    client_ca: &[u8],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let config = server_config(&TlsMaterial {
+        cert_chain: cert_chain.to_vec(),
+        key: Zeroizing::new(key.to_vec()),
+        client_ca: client_ca.to_vec(),
+        client_crl: None,
+    })?;
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The rustls configuration of the AWS endpoint's HTTPS listener: the same versions and
 /// suites, HTTP/1.1, and no client certificate (its callers prove themselves with SigV4).
 pub fn https_server_config(cert_chain: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>, TlsError> {

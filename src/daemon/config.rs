@@ -33,6 +33,8 @@ pub struct Config {
     pub access: AccessSection,
     /// The AWS KMS-compatible endpoint (off when absent; see `super::aws`).
     pub aws: Option<AwsSection>,
+    /// The XKS proxy (off when absent; see `super::xks`).
+    pub xks: Option<super::xks::XksSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -387,6 +389,9 @@ impl Config {
             return Err(field("health.interval_secs", "must be 1 to 3600"));
         }
         super::access::check_entries(&self.access.grant)?;
+        if let Some(xks) = &self.xks {
+            super::xks::check_section(xks)?;
+        }
         if let Some(aws) = &self.aws {
             super::aws::check_section(aws)?;
         }

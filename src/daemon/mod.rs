@@ -8,6 +8,7 @@ pub mod dev;
 pub mod hardening;
 pub mod logging;
 pub mod reload;
+pub mod xks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,11 @@ pub struct Args {
     /// keyorch); with --config it overrides [aws] listen (the [aws] section is required).
     #[arg(long, value_name = "ADDR:PORT")]
     pub aws_listen: Option<SocketAddr>,
+    /// Serve the AWS XKS proxy API (external key store) on this address. With --dev one
+    /// endpoint, /keyorch/kms/xks/v1, and its SigV4 credential are written to
+    /// STATE_DIR/xks-credentials; with --config it overrides [xks] listen.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub xks_listen: Option<SocketAddr>,
     /// Internal: initialise the dev token in a child process.
     #[arg(long, hide = true, requires = "state_dir")]
     pub provision_dev_token: bool,
@@ -96,6 +102,8 @@ struct Plan {
     state_dir: Option<PathBuf>,
     /// The AWS KMS-compatible endpoint, when configured.
     aws: Option<crate::api::aws::Settings>,
+    /// The XKS proxy, when configured.
+    xks: Option<crate::api::xks::Settings>,
     reloader: ReloadPlan,
 }
 
@@ -175,6 +183,21 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
             }
             None => None,
         };
+        let xks = match args.xks_listen {
+            Some(addr) => {
+                let settings = xks::dev_settings(&dir, addr)?;
+                for e in &settings.endpoints {
+                    for c in &e.credentials {
+                        access::grant_all(
+                            &mut policy,
+                            crate::domain::Subject::AwsAccessKey(c.access_key_id.clone()),
+                        );
+                    }
+                }
+                Some(settings)
+            }
+            None => None,
+        };
         return Ok(Plan {
             hsm: layout.hsm_config()?,
             db: layout.db,
@@ -187,6 +210,7 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
             policy,
             state_dir: Some(dir),
             aws,
+            xks,
             reloader: ReloadPlan {
                 path: None,
                 level_override: args.log_level.clone(),
@@ -226,6 +250,15 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
         }
         (None, None) => None,
     };
+    let xks = match (&cfg.xks, args.xks_listen) {
+        (Some(section), listen) => Some(xks::settings(section, listen)?),
+        (None, Some(_)) => {
+            return Err(StartError::Usage(
+                "--xks-listen needs an [xks] section in the config (its endpoints and credentials; see docs/configuration.md)".into(),
+            ))
+        }
+        (None, None) => None,
+    };
     if let Some(conf) = &cfg.hsm.softhsm2_conf {
         std::env::set_var("SOFTHSM2_CONF", conf);
     }
@@ -247,6 +280,7 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
         policy,
         state_dir: None,
         aws,
+        xks,
         reloader: ReloadPlan {
             path: Some(path.clone()),
             level_override: args.log_level.clone(),
@@ -302,6 +336,14 @@ fn run(args: Args) -> Result<(), StartError> {
             Some(a) => Some(a.url()?),
             None => None,
         };
+        let xks = match plan.xks {
+            Some(settings) => Some(crate::api::xks::bind(settings).await?),
+            None => None,
+        };
+        let xks_url = match &xks {
+            Some(x) => Some(x.url()?),
+            None => None,
+        };
         let refresher = services.clone();
         let health_interval = plan.health_interval;
         tokio::spawn(async move {
@@ -332,7 +374,12 @@ fn run(args: Args) -> Result<(), StartError> {
                 }
             });
         }
-        let listeners = crate::api::Listeners { unix, tcp, aws };
+        let listeners = crate::api::Listeners {
+            unix,
+            tcp,
+            aws,
+            xks,
+        };
         crate::api::serve(
             services.clone(),
             listeners,
@@ -350,6 +397,10 @@ fn run(args: Args) -> Result<(), StartError> {
                 if let Some(url) = &aws_url {
                     tracing::info!(%url, "keyorchd serving the AWS KMS-compatible endpoint");
                     println!("  aws kms endpoint: {url}");
+                }
+                if let Some(url) = &xks_url {
+                    tracing::info!(%url, "keyorchd serving the XKS proxy API");
+                    println!("  xks proxy: {url}");
                 }
                 if let Some(dir) = &state_dir {
                     println!("  state folder: {}", dir.display());

@@ -12,6 +12,7 @@ mod serde_bytes;
 mod signing;
 mod usage;
 mod vault;
+pub mod xks;
 
 pub use access::{Action, Policy, Principal, Requirement, Role, Subject, ANY_VAULT};
 pub use audit::{verify_chain, AuditEntry, AuditEvent, ChainBreak, GENESIS_HASH};

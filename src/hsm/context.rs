@@ -81,6 +81,9 @@ pub(crate) struct FoundToken {
     pub slot: Slot,
     pub label: String,
     pub serial: String,
+    /// CK_TOKEN_INFO's manufacturerID and model, trimmed.
+    pub manufacturer: String,
+    pub model: String,
 }
 
 /// Finds the one initialised token that matches `selector`. Slot numbers are never used:
@@ -104,6 +107,8 @@ pub(crate) fn find_token(ctx: &Pkcs11, selector: &TokenSelector) -> Result<Found
                 slot,
                 label,
                 serial,
+                manufacturer: info.manufacturer_id().trim().to_string(),
+                model: info.model().trim().to_string(),
             });
         }
     }

@@ -267,6 +267,8 @@ pub(crate) struct Inner {
     kek_creation: Mutex<()>,
     token_label: String,
     token_serial: String,
+    token_manufacturer: String,
+    token_model: String,
     /// Whether C_WrapKey does RSA-OAEP with SHA-256, probed at open.
     oaep_sha256: bool,
     /// GCM IVs from the token's RNG, drawn in blocks.
@@ -300,10 +302,20 @@ impl Hsm {
                 kek_creation: Mutex::new(()),
                 token_label: token.label,
                 token_serial: token.serial,
+                token_manufacturer: token.manufacturer,
+                token_model: token.model,
                 oaep_sha256,
                 ivs: ops::IvSource::default(),
             }),
         })
+    }
+
+    /// The token's manufacturer and model (CK_TOKEN_INFO), for health reports.
+    pub fn token_make(&self) -> (String, String) {
+        (
+            self.inner.token_manufacturer.clone(),
+            self.inner.token_model.clone(),
+        )
     }
 
     /// Token label and serial, for logs.

@@ -22,7 +22,7 @@ use crate::hsm::Hsm;
 use crate::store::{Store, Table};
 
 pub use audit::{EventFilter, Resolved, Scope};
-pub use crypto::{DataKey, PublicKey};
+pub use crypto::{DataKey, PublicKey, XksCiphertext, XksKey, XksSealed};
 pub use error::ServiceError;
 pub use keys::{CreateKey, KeyFilter, KeyStatus, TargetStatus, UpdateKey};
 pub use keystores::{
@@ -36,6 +36,15 @@ pub use remote::FAILPOINT_ENV;
 pub struct Listing<T> {
     pub items: Vec<T>,
     pub next_page_token: String,
+}
+
+/// Who keyorchd's token is, as CK_TOKEN_INFO says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HsmIdentity {
+    pub label: String,
+    pub serial: String,
+    pub manufacturer: String,
+    pub model: String,
 }
 
 /// The use cases, cheap to clone.
@@ -63,6 +72,8 @@ struct Inner {
     generation: AtomicU64,
     /// Decoded key records and their keystores' states for the crypto hot path.
     usable: Mutex<HashMap<String, UsableEntry>>,
+    /// The XKS health check's own AES-256 key, wrapped under the master KEK (made once).
+    self_test_key: std::sync::OnceLock<Vec<u8>>,
 }
 
 /// A decoded key and its targets' connection states, valid for one store generation.
@@ -102,6 +113,7 @@ impl Services {
             audit_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
             usable: Mutex::new(HashMap::new()),
+            self_test_key: std::sync::OnceLock::new(),
         };
         startup::check_and_reconcile(&inner)?;
         let lane = lane::Lane::start(crypto_threads)
@@ -163,6 +175,18 @@ impl Services {
     }
 
     /// Whether the HSM answers (for the gRPC health service).
+    /// keyorchd's token: label, serial, manufacturer and model.
+    pub fn hsm_identity(&self) -> HsmIdentity {
+        let (label, serial) = self.inner.hsm.token_info();
+        let (manufacturer, model) = self.inner.hsm.token_make();
+        HsmIdentity {
+            label,
+            serial,
+            manufacturer,
+            model,
+        }
+    }
+
     pub async fn hsm_healthy(&self) -> bool {
         self.blocking(|inner| Ok(inner.hsm.health().is_ok()))
             .await

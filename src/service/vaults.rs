@@ -33,6 +33,20 @@ impl Services {
         self.blocking(move |inner| inner.vault(&id)).await
     }
 
+    /// The vault with this name (through the name index) or, failing that, this id.
+    /// Names and ids share no rule that keeps them apart ("vault-1" is a valid name), so
+    /// the name wins: it is what an operator writes in a config file.
+    pub async fn find_vault(&self, name_or_id: String) -> Result<Option<Vault>, ServiceError> {
+        self.blocking(move |inner| {
+            let id = inner
+                .store
+                .name_owner(Table::Vaults, "", &name_or_id)?
+                .unwrap_or(name_or_id);
+            Ok(inner.store.get(Table::Vaults, &id)?)
+        })
+        .await
+    }
+
     pub async fn list_vaults(&self, page: Page) -> Result<Listing<Vault>, ServiceError> {
         self.blocking(move |inner| {
             let (items, more) = inner.store.list(

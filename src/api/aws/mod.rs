@@ -11,7 +11,6 @@ pub mod sigv4;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +19,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::ServerConfig;
@@ -28,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
 use super::guard::Call;
+use super::http1;
 use super::{Limits, ServeError};
 use crate::domain::{Action, Principal, Vault};
 use crate::service::{Scope, ServiceError, Services};
@@ -100,17 +99,12 @@ pub async fn bind(settings: Settings) -> Result<AwsListener, ServeError> {
     })
 }
 
-/// A TLS handshake must finish within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Request headers must arrive within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Serves until `stop` turns true, then lets every open connection finish its request.
 pub async fn serve(
     listener: AwsListener,
     services: Services,
     limits: &Limits,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let AwsListener {
         listener,
@@ -130,76 +124,25 @@ pub async fn serve(
         timeout: limits.request_timeout,
         vaults: Mutex::new(HashMap::new()),
     });
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            _ = stopped(&mut stop) => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = stopped(&mut stop) => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("AWS endpoint: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        while connections.try_join_next().is_some() {}
-        let endpoint = endpoint.clone();
-        let tls = tls.clone();
-        let stop = stop.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => connection(TokioIo::new(s), endpoint, stop).await,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, "AWS endpoint: TLS handshake failed: {e}")
-                        }
-                        Err(_) => tracing::debug!(%peer, "AWS endpoint: TLS handshake timed out"),
-                    }
-                }
-                None => connection(TokioIo::new(stream), endpoint, stop).await,
-            }
-        });
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+    let tls = tls.map(|acceptor| http1::Tls {
+        acceptor,
+        check: None,
+    });
+    http1::serve(
+        "AWS endpoint",
+        listener,
+        tls,
+        endpoint,
+        limits.max_connections,
+        stop,
+    )
+    .await;
     Ok(())
 }
 
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-async fn connection<I>(io: I, endpoint: Arc<Endpoint>, mut stop: tokio::sync::watch::Receiver<bool>)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req| {
-        let endpoint = endpoint.clone();
-        async move { Ok::<_, Infallible>(endpoint.handle(req).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(io, service);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => if let Err(e) = r { tracing::debug!("AWS endpoint connection: {e}") },
-        _ = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
+impl http1::Handler for Endpoint {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        Endpoint::handle(self, req).await
     }
 }
 
@@ -375,7 +318,8 @@ impl Endpoint {
         };
         let query = parts.uri.query().unwrap_or("");
         let auth = sigv4::parse(&parts.headers, query).map_err(map)?;
-        auth.check_scope(&self.regions, now_secs()).map_err(map)?;
+        auth.check_scope(sigv4::SERVICE, &self.regions, now_secs())
+            .map_err(map)?;
         if parts.headers.contains_key("x-amz-security-token") {
             return Err(map(SigError::SessionToken));
         }

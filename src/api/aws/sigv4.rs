@@ -13,6 +13,8 @@ use zeroize::Zeroizing;
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// The service name in the credential scope.
 pub const SERVICE: &str = "kms";
+/// The service name of the XKS proxy API's signatures.
+pub const XKS_SERVICE: &str = "kms-xks-proxy";
 /// Largest difference between the request's X-Amz-Date and the server's clock (AWS's).
 pub const MAX_SKEW_SECS: i64 = 5 * 60;
 
@@ -169,9 +171,9 @@ pub fn parse(headers: &HeaderMap, query: &str) -> Result<Authorization, SigError
     );
     let parts: Vec<&str> = credential.split('/').collect();
     let [akid, date, region, service, terminator] = parts.as_slice() else {
-        return Err(incomplete(format!(
-            "Credential must have the form ACCESS_KEY_ID/YYYYMMDD/region/{SERVICE}/aws4_request"
-        )));
+        return Err(incomplete(
+            "Credential must have the form ACCESS_KEY_ID/YYYYMMDD/region/SERVICE/aws4_request",
+        ));
     };
     if akid.is_empty() {
         return Err(incomplete("Credential has an empty access key id"));
@@ -257,11 +259,12 @@ pub fn parse(headers: &HeaderMap, query: &str) -> Result<Authorization, SigError
 }
 
 impl Authorization {
-    /// Service, region, scope date and clock skew (`now` in seconds since the epoch).
-    pub fn check_scope(&self, regions: &Regions, now: i64) -> Result<(), SigError> {
-        if self.service != SERVICE {
+    /// Service (`kms` for the AWS endpoint, `kms-xks-proxy` for the XKS proxy), region,
+    /// scope date and clock skew (`now` in seconds since the epoch).
+    pub fn check_scope(&self, service: &str, regions: &Regions, now: i64) -> Result<(), SigError> {
+        if self.service != service {
             return Err(invalid(format!(
-                "Credential should be scoped to correct service: '{SERVICE}'."
+                "Credential should be scoped to correct service: '{service}'."
             )));
         }
         if !regions.admits(&self.region) {
@@ -579,7 +582,7 @@ mod tests {
         now: i64,
     ) -> Result<Authorization, SigError> {
         let auth = parse(req.headers(), "")?;
-        auth.check_scope(&Regions::Only(vec!["us-east-1".into()]), now)?;
+        auth.check_scope(SERVICE, &Regions::Only(vec!["us-east-1".into()]), now)?;
         auth.verify(
             &SecretString::from(secret.to_string()),
             &Received {
@@ -669,11 +672,11 @@ mod tests {
             Err(SigError::Invalid(m)) if m.contains("valid region")
         ));
         let auth = parse(req.headers(), "").unwrap();
-        auth.check_scope(&Regions::Any, secs).unwrap();
+        auth.check_scope(SERVICE, &Regions::Any, secs).unwrap();
         let mut other_service = auth.clone();
         other_service.service = "s3".into();
         assert!(matches!(
-            other_service.check_scope(&Regions::Any, secs),
+            other_service.check_scope(SERVICE, &Regions::Any, secs),
             Err(SigError::Invalid(m)) if m.contains("'kms'")
         ));
         assert!(!Regions::Any.admits("US-EAST-1"));
