@@ -32,6 +32,8 @@ struct Signer {
     service: String,
     method: &'static str,
     extra_headers: Vec<String>,
+    /// curl's TLS options (--cacert, --cert, --key) for an https base.
+    tls: Vec<String>,
 }
 
 struct Answer {
@@ -82,6 +84,7 @@ impl Signer {
             service: "kms-xks-proxy".into(),
             method: "POST",
             extra_headers: Vec::new(),
+            tls: Vec::new(),
         }
     }
 
@@ -90,6 +93,12 @@ impl Signer {
     }
 
     fn raw(&self, target: &str, body: &str) -> Answer {
+        self.attempt(target, body)
+            .unwrap_or_else(|e| panic!("curl: {e}"))
+    }
+
+    /// The request, or curl's error when no HTTP answer came (e.g. a refused handshake).
+    fn attempt(&self, target: &str, body: &str) -> Result<Answer, String> {
         let mut cmd = Command::new("curl");
         cmd.args(["--silent", "--show-error", "-X", self.method])
             .arg(format!("{}/{target}", self.base))
@@ -103,18 +112,21 @@ impl Signer {
         for h in &self.extra_headers {
             cmd.args(["-H", h]);
         }
+        cmd.args(&self.tls);
         let out = cmd.output().expect("run curl");
-        assert!(
-            out.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            return Err(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         let text = String::from_utf8(out.stdout).unwrap();
         let (body, status) = text.rsplit_once('\n').unwrap();
-        Answer {
+        Ok(Answer {
             status: status.trim().parse().unwrap(),
             body: serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
-        }
+        })
     }
 }
 
@@ -554,6 +566,7 @@ async fn configured_endpoints_credentials_roles_and_key_ids() {
         service: "kms-xks-proxy".into(),
         method: "POST",
         extra_headers: Vec::new(),
+        tls: Vec::new(),
     };
     let s1a = signer("/p1/kms/xks/v1", a, &sa);
     let s1b = signer("/p1/kms/xks/v1", b, &sb);
@@ -602,4 +615,114 @@ async fn configured_endpoints_credentials_roles_and_key_ids() {
             "a secret access key is in the logs"
         );
     }
+}
+
+/// HTTPS with mutual TLS, as AWS KMS connects to a proxy: the client certificate must chain
+/// to `client_ca` and carry `client_common_name`; otherwise no request is read at all.
+#[tokio::test]
+async fn mutual_tls_with_the_client_common_name() {
+    let mut d = TestDaemon::start().await;
+    let mut c = d.clients();
+    let fx = Fixture::new(&mut c).await;
+    let key = fx.key(&mut c, "xks-1", KeyAlgorithm::Aes, 256, true).await;
+    let dir = d.root().to_path_buf();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        p.display().to_string()
+    };
+    let server_ca = common::tls::ca("xks server ca");
+    let (cert, key_pem) = common::tls::leaf(&server_ca, "localhost", "keyorch", true, 1);
+    let client_ca = common::tls::ca("xks client ca");
+    let kms_cn = "kms.us-east-2.amazonaws.com";
+    let (kms, kms_key) = common::tls::leaf(&client_ca, kms_cn, "AWS", false, 2);
+    let (other, other_key) = common::tls::leaf(&client_ca, "intruder", "AWS", false, 3);
+    let stranger_ca = common::tls::ca("another ca");
+    let (stranger, stranger_key) = common::tls::leaf(&stranger_ca, kms_cn, "AWS", false, 4);
+    let server_ca_file = write("server-ca.pem", &server_ca.pem);
+    let cert_file = write("server.pem", &cert);
+    let key_file = write("server.key", &key_pem);
+    let client_ca_file = write("client-ca.pem", &client_ca.pem);
+    let kms = (write("kms.pem", &kms), write("kms.key", &kms_key));
+    let other = (write("other.pem", &other), write("other.key", &other_key));
+    let stranger = (
+        write("stranger.pem", &stranger),
+        write("stranger.key", &stranger_key),
+    );
+    let id = "MTLSMTLSMTLSMTLSMTLSMTLS";
+    let secret = "VU6W2byoiBrhDqNGbx703oL0syCAmhlQgwNUT1234567";
+    let secret_file = write("xks-secret", secret);
+    let port = free_port();
+    d.restart_with_config(&format!(
+        "[xks]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = {cert_file:?}\ntls_key = {key_file:?}\n\
+         client_ca = {client_ca_file:?}\nclient_common_name = \"{kms_cn}\"\n\
+         [[xks.endpoint]]\nuri_path = \"/tls/kms/xks/v1\"\n\
+         [[xks.endpoint.credential]]\naccess_key_id = \"{id}\"\nsecret_file = {secret_file:?}\n\
+         [[access.grant]]\naws_access_key_id = \"{id}\"\nvault = \"*\"\nroles = [\"user\", \"auditor\"]\n",
+    ))
+    .await;
+    let with = |(cert, key): &(String, String)| Signer {
+        base: format!("https://127.0.0.1:{port}/tls/kms/xks/v1"),
+        id: id.into(),
+        secret: secret.into(),
+        service: "kms-xks-proxy".into(),
+        method: "POST",
+        extra_headers: Vec::new(),
+        tls: vec![
+            "--cacert".into(),
+            server_ca_file.clone(),
+            "--cert".into(),
+            cert.clone(),
+            "--key".into(),
+            key.clone(),
+        ],
+    };
+    let health =
+        json!({"requestMetadata": {"kmsOperation": "KmsHealthCheck", "kmsRequestId": "r"}});
+    let s = with(&kms);
+    assert_eq!(
+        s.post("health", &health).ok()["ekmFleetDetails"][0]["healthStatus"],
+        "ACTIVE"
+    );
+    let e = s.post(
+        &format!("keys/{}/encrypt", key.id),
+        &encrypt_body(b"over mtls", Some(b"aad"), true),
+    );
+    e.ok();
+    let p = s.post(
+        &format!("keys/{}/decrypt", key.id),
+        &decrypt_body(&e, Some(b"aad")),
+    );
+    assert_eq!(p.field("plaintext"), b"over mtls");
+    // Signatures are still checked behind mutual TLS.
+    let mut bad = with(&kms);
+    bad.secret = format!("Invalid{secret}");
+    bad.post("health", &health)
+        .error(401, "AuthenticationFailedException");
+
+    // The wrong common name, a certificate of another CA, no certificate, plain HTTP: no
+    // HTTP answer at all.
+    let refused = |s: &Signer, what: &str| {
+        let r = s.attempt("health", &health.to_string());
+        assert!(r.is_err(), "{what}: answered {:?}", r.map(|a| a.body));
+    };
+    refused(&with(&other), "common name intruder");
+    refused(&with(&stranger), "another CA");
+    let mut none = with(&kms);
+    none.tls.truncate(2);
+    refused(&none, "no client certificate");
+    let mut plain = with(&kms);
+    plain.base = plain.base.replace("https://", "http://");
+    plain.tls.clear();
+    refused(&plain, "plain HTTP");
+    let logs = d.logs();
+    assert!(
+        logs.contains("client certificate refused"),
+        "the CN refusal is logged"
+    );
+    assert!(
+        !logs.contains(secret),
+        "the secret access key is in the logs"
+    );
 }
