@@ -349,6 +349,83 @@ async fn bench_encrypt_reports_both_sides_and_cpu_per_call_and_cleans_up() {
     assert!(snapshot(&c).await.vaults.is_empty(), "a bench vault stayed");
 }
 
+/// `keyorch bench xks`, briefly, against a real daemon serving the XKS proxy: both sides ran
+/// at each level with the ratio theirs, the open-loop run served requests at about the
+/// asked rate, the secret access key is printed nowhere, and the bench's vault is gone.
+#[tokio::test]
+async fn bench_xks_reports_both_sides_and_the_open_loop_run_and_cleans_up() {
+    let port = common::aws::free_port();
+    let d = TestDaemon::start_with_args(&["--xks-listen", &format!("127.0.0.1:{port}")]).await;
+    d.wait_for_stdout_line("  xks proxy: http://127.0.0.1:")
+        .await;
+    let out = run(keyorch(&d.socket())
+        .args(["--output", "json", "bench", "xks", "--state-dir"])
+        .arg(d.state_dir())
+        .args(["--proxy", &format!("127.0.0.1:{port}")])
+        .args(["--concurrency", "1,2", "--duration", "0.5", "--warmup", "0"])
+        .args(["--rate", "100"]));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {}:\n{stdout}\n{stderr}",
+        out.status
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(v["operation"], "xks-encrypt-cdiv", "{v}");
+    let number = |x: &Value| x.as_f64().filter(|f| f.is_finite() && *f > 0.0);
+    let levels = v["levels"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(levels.len(), 2, "{v}");
+    for level in levels {
+        let (ours, raw) = (&level["keyorchd"], &level["raw"]);
+        for side in [ours, raw] {
+            assert!(side["ops"].as_u64().is_some_and(|n| n > 0), "{level}");
+        }
+        let ratio = number(&level["ratio"]).unwrap_or_else(|| panic!("ratio in {level}"));
+        let expected = number(&ours["ops_per_sec"]).unwrap() / number(&raw["ops_per_sec"]).unwrap();
+        assert!((ratio - expected).abs() < 1e-9, "{level}");
+        assert!(
+            number(&level["cpu_per_op_us"]["keyorchd"]).is_some(),
+            "{level}"
+        );
+    }
+    let open = &v["open_loop"];
+    assert_eq!(open["rate"], 100, "{v}");
+    // 100 req/s for 0.5 s: 50 requests, all served.
+    assert_eq!(open["served"]["ops"], 50, "{v}");
+    let secret = std::fs::read_to_string(d.state_dir().join("xks-credentials")).unwrap();
+    let secret = secret
+        .lines()
+        .find_map(|l| l.strip_prefix("secret_access_key = "))
+        .unwrap()
+        .to_string();
+    assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
+    assert!(
+        !d.logs().contains(&secret),
+        "the secret access key is in the logs"
+    );
+    let c = d.clients();
+    assert!(snapshot(&c).await.vaults.is_empty(), "a bench vault stayed");
+
+    // A wrong credential fails before any level, saying what the proxy answered.
+    let creds = d.root().join("wrong-xks-credentials");
+    std::fs::write(
+        &creds,
+        "uri_path = /keyorch/kms/xks/v1\naccess_key_id = AAAAAAAAAAAAAAAAAAAAAAAAAA\nsecret_access_key = c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2U=\n",
+    )
+    .unwrap();
+    let out = run(keyorch(&d.socket())
+        .args(["bench", "xks", "--no-raw", "--credentials"])
+        .arg(&creds)
+        .args(["--proxy", &format!("127.0.0.1:{port}"), "--duration", "0.2"]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("AuthenticationFailedException"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(snapshot(&c).await.vaults.is_empty(), "a bench vault stayed");
+}
+
 /// `keyorch bench install` with a tiny count against a real daemon and a second token: the
 /// report has both steps for both sides with positive ratios, the table names its columns,
 /// nothing the bench made stays (vault, keys in the target), and neither PIN is printed.

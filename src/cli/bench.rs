@@ -54,6 +54,18 @@ pub enum BenchCommand {
     /// goes first alternates. ops/s counts the timed calls' own time only; ratios are ops/s
     /// keyorchd ÷ raw and raw p50 ÷ keyorchd p50 (1 is parity).
     Install(BenchInstallArgs),
+    /// XKS proxy Encrypt (with a ciphertext integrity value) req/s and p50/p99: keyorchd's
+    /// proxy vs raw AES-256-GCM in process, per concurrency level; optionally an open-loop
+    /// run at a fixed rate (--rate).
+    ///
+    /// Needs keyorchd serving the XKS proxy API (`keyorchd --dev --xks-listen ADDR`, which
+    /// writes DIR/xks-credentials). Creates a temporary vault, internal keystore and ACTIVE
+    /// AES-256 key through the API, and removes them at the end. Each connection is a
+    /// keep-alive HTTP/1.1 connection with one request in flight; every request is signed
+    /// with SigV4 (service kms-xks-proxy) by the aws-sigv4 crate, and the first answer's
+    /// integrity value is checked as KMS checks it. The baseline is the one of `bench
+    /// encrypt` with the same plaintext size.
+    Xks(super::bench_xks::BenchXksArgs),
 }
 
 pub(super) fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -64,7 +76,7 @@ pub(super) fn parse_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn parse_warmup_secs(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_warmup_secs(s: &str) -> Result<Duration, String> {
     if s.parse::<f64>().is_ok_and(|v| v == 0.0) {
         return Ok(Duration::ZERO);
     }
@@ -120,6 +132,7 @@ impl BenchCommand {
         let (no_raw, state_dir) = match self {
             BenchCommand::Encrypt(args) => (args.no_raw, &args.state_dir),
             BenchCommand::Install(args) => (args.no_raw, &args.state_dir),
+            BenchCommand::Xks(args) => (args.no_raw, &args.state_dir),
         };
         if no_raw {
             return Ok(());
@@ -136,6 +149,7 @@ pub async fn run(cmd: BenchCommand, ctx: &Context) -> Result<Outcome, CliError> 
     match cmd {
         BenchCommand::Encrypt(args) => encrypt(args, ctx).await,
         BenchCommand::Install(args) => super::bench_install::install(args, ctx).await,
+        BenchCommand::Xks(args) => super::bench_xks::xks(args, ctx).await,
     }
 }
 

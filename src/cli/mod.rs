@@ -9,6 +9,7 @@ mod bench_install;
 mod bench_raw;
 mod bench_raw_install;
 mod bench_stats;
+mod bench_xks;
 mod crypto;
 mod error;
 mod health;
