@@ -11,6 +11,8 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hsm;
 pub mod paths;
 pub mod proto;

@@ -140,7 +140,7 @@ impl Rewriter {
     }
 
     /// Takes up to `max` bytes of output.
-    fn take(&mut self, max: usize) -> &[u8] {
+    pub(crate) fn take(&mut self, max: usize) -> &[u8] {
         let start = self.out_pos;
         let n = max.min(self.output.len() - start);
         self.out_pos += n;

@@ -19,7 +19,7 @@ fn created(k: &Keystore) -> Option<(String, String)> {
     Some((k.id.clone(), k.vault_id.clone()))
 }
 
-fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeystore, Status> {
+pub(crate) fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeystore, Status> {
     use pb::create_keystore_request::{Config, Credentials};
     let t: pb::KeystoreType = required_enum("type", r.r#type)?;
     let keystore_type = convert::keystore_type(t);

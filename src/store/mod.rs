@@ -1,7 +1,7 @@
 //! Durable state in sled: one tree per resource, a name index tree and a meta tree
 //! holding the schema version. Records are generic serde values; the service owns types.
 
-mod codec;
+pub(crate) mod codec;
 mod error;
 
 use std::path::Path;
