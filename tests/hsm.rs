@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -27,7 +27,15 @@ const SO_PIN: &str = "so-pin-9375";
 /// One token per test that needs its own; SoftHSM does not see tokens initialised after
 /// C_Initialize, so all are made before the first `Hsm::open`.
 const TOKENS: &[&str] = &[
-    "kek", "fresh", "ops", "pin", "recover", "cache", "perf", "tamper",
+    "kek",
+    "fresh",
+    "ops",
+    "pin",
+    "recover",
+    "cache",
+    "perf",
+    "tamper",
+    "underload",
 ];
 
 struct Fixture {
@@ -590,6 +598,81 @@ fn cache_is_bounded_and_destroys_what_it_evicts() {
         b"data"
     );
     assert_eq!(uncached.cached_keys(), 0);
+}
+
+/// Issue 16's fault on keyorchd's own HSM: the login lost underneath the pool while four
+/// threads encrypt and decrypt without pause, five times. The pool recovers without a
+/// reopen: at most the calls in flight at each loss fail (four per event), every call
+/// after the last one succeeds, and no ciphertext made before a loss stops decrypting.
+#[test]
+fn the_pool_recovers_from_lost_logins_under_load() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let hsm = open("underload");
+    hsm.master_kek(true).unwrap();
+    let aes = hsm.generate(KeyKind::Aes256).unwrap();
+    let before = hsm
+        .encrypt(&key_ref("k", KeyKind::Aes256, &aes), b"made before", b"")
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    const THREADS: u64 = 4;
+    const EVENTS: u64 = 5;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (hsm, aes) = (hsm.clone(), aes.clone());
+            let (stop, calls, failures) = (stop.clone(), calls.clone(), failures.clone());
+            std::thread::spawn(move || {
+                let r = key_ref("k", KeyKind::Aes256, &aes);
+                let mut errors = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let aad = format!("{t}");
+                    let outcome = hsm
+                        .encrypt(&r, b"under load", aad.as_bytes())
+                        .and_then(|blob| hsm.decrypt(&r, &blob, aad.as_bytes()));
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    match outcome {
+                        Ok(p) => assert_eq!(p.as_slice(), b"under load"),
+                        Err(e) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            errors.push(e.to_string());
+                        }
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    for _ in 0..EVENTS {
+        std::thread::sleep(Duration::from_millis(40));
+        side_session("underload").logout().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(40));
+    stop.store(true, Ordering::Relaxed);
+    let errors: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let (calls, failed) = (
+        calls.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed),
+    );
+    assert!(calls > 100, "only {calls} calls in 240 ms");
+    assert!(
+        failed <= THREADS * EVENTS,
+        "{failed} of {calls} calls failed over {EVENTS} lost logins; the first: {:?}",
+        &errors[..errors.len().min(8)]
+    );
+    // Recovered for good: every call from here on succeeds, old ciphertext included.
+    let r = key_ref("k", KeyKind::Aes256, &aes);
+    for _ in 0..50 {
+        let blob = hsm.encrypt(&r, b"after", b"").unwrap();
+        assert_eq!(hsm.decrypt(&r, &blob, b"").unwrap().as_slice(), b"after");
+    }
+    assert_eq!(
+        hsm.decrypt(&r, &before, b"").unwrap().as_slice(),
+        b"made before"
+    );
+    eprintln!("lost logins under load: {failed} of {calls} calls failed ({errors:?})");
 }
 
 #[test]

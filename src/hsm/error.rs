@@ -57,6 +57,9 @@ pub enum HsmError {
 pub(crate) enum OpError {
     Ck(CkError),
     Hsm(HsmError),
+    /// The sessions were reset while the call ran: the object handles it used may have
+    /// died and been given to other objects, so its outcome is not trusted (a lost session).
+    Stale,
 }
 
 impl From<CkError> for OpError {
@@ -82,7 +85,7 @@ impl OpError {
 
     /// True when sessions or session objects are gone and reopening them may help.
     pub(crate) fn is_session_loss(&self) -> bool {
-        self.rv().is_some_and(is_session_loss)
+        matches!(self, OpError::Stale) || self.rv().is_some_and(is_session_loss)
     }
 
     /// Classifies the error. `after_retry` marks a session loss that survived a reopen.
@@ -90,6 +93,10 @@ impl OpError {
         match self {
             OpError::Hsm(e) => e,
             OpError::Ck(e) => classify(e, after_retry),
+            OpError::Stale => HsmError::Device {
+                op: "the session pool",
+                rv: "the sessions were reset during the call, twice".into(),
+            },
         }
     }
 }

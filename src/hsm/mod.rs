@@ -341,7 +341,8 @@ impl Hsm {
 impl Inner {
     /// Runs `op` on a pooled session. If the session or its objects turn out to be lost (see
     /// [`error::is_session_loss`]), throws away all sessions and cached objects, logs in again,
-    /// and runs `op` once more on a fresh session.
+    /// and runs `op` once more on a fresh session. A session on which a PKCS#11 call failed is
+    /// closed rather than returned to the pool.
     pub(crate) fn run<T>(
         &self,
         mut op: impl FnMut(&Inner, &PooledSession<'_>) -> Result<T, OpError>,
@@ -351,8 +352,20 @@ impl Inner {
             let (result, generation) = match self.pool.acquire() {
                 Ok(mut session) => {
                     let generation = session.generation();
-                    let result = op(self, &session);
-                    if result.as_ref().is_err_and(OpError::is_session_loss) {
+                    let mut result = op(self, &session);
+                    // Object handles die with their generation, and PKCS#11 does not promise
+                    // that a dead handle never names a new object: a call that ran while the
+                    // sessions were reset may have used a handle that names another object by
+                    // then. Whatever it answered (a "bad blob" from unwrapping under a stale
+                    // KEK handle included), it runs again on the new generation.
+                    if self.pool.generation() != generation {
+                        result = Err(OpError::Stale);
+                    }
+                    // A session whose call failed may be left with an operation active
+                    // (SoftHSM2 leaves C_EncryptInit's state behind when C_Encrypt fails on a
+                    // lost login): it is closed, never lent out again. Errors are rare, and a
+                    // session is cheap to open; a poisoned one failed every later call on it.
+                    if matches!(result, Err(OpError::Ck(_) | OpError::Stale)) {
                         session.discard();
                     }
                     (result, generation)
