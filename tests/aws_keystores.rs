@@ -837,3 +837,159 @@ async fn a_crash_in_the_middle_of_an_aws_install_is_settled_at_start_up() {
     let k = ok(c.keys.activate_key(key_id(&pending.id))).await;
     assert_eq!(instance(&k, &aid).state, InstanceState::Installed as i32);
 }
+
+/// Issue 16's faults between keyorchd and AWS: a loopback proxy (tests/common/fault_proxy.rs)
+/// in front of LocalStack drops connections, answers 503 or 500 itself, or holds every
+/// request longer than the 10 s call deadline. For each: TestKeystoreConnection names the
+/// documented code, an InstallKey fails with it within the deadline and leaves the instance
+/// neither INSTALLED nor pending, a reconnect is FAILED with the code, and nothing already
+/// installed is lost; once the fault is gone, disconnect + connect recovers and the same
+/// install completes, with the material intact in AWS.
+#[tokio::test]
+async fn faults_between_keyorchd_and_aws_are_classified_bounded_and_recovered() {
+    use common::fault_proxy::{Fault, FaultProxy};
+    // The SDK's own deadline (10 s, retries included) plus keyorchd's and the test's work.
+    const BOUND: Duration = Duration::from_secs(16);
+    let ls = LocalStack::start();
+    let upstream: std::net::SocketAddr =
+        ls.endpoint().trim_start_matches("http://").parse().unwrap();
+    let proxy = FaultProxy::start(upstream);
+    let d = TestDaemon::start().await;
+    let mut c = d.clients();
+    let vault = create_vault(&mut c, "v").await;
+    let internal = create_keystore(&mut c, &vault.id, "own", true).await;
+    let aws = ok(c.keystores.create_keystore(aws_keystore_req(
+        &vault.id,
+        "aws",
+        &proxy.endpoint(),
+        SECRET,
+        true,
+    )))
+    .await;
+    assert_connection(&aws, ConnectionState::Connected);
+    let first = create_key(
+        &mut c,
+        &vault.id,
+        "installed-before",
+        KeyAlgorithm::Aes,
+        256,
+        &[&internal.id, &aws.id],
+        true,
+    )
+    .await;
+    assert_eq!(
+        instance(&first, &aws.id).state,
+        InstanceState::Installed as i32
+    );
+
+    let cases = [
+        (Fault::Drop, ConnectionErrorCode::NetworkErrors),
+        (Fault::Status(503), ConnectionErrorCode::InternalError),
+        (Fault::Status(500), ConnectionErrorCode::InternalError),
+        (
+            Fault::Delay(Duration::from_secs(12)),
+            ConnectionErrorCode::TimedOut,
+        ),
+    ];
+    for (i, (fault, code)) in cases.into_iter().enumerate() {
+        let key = create_key(
+            &mut c,
+            &vault.id,
+            &format!("k{i}"),
+            KeyAlgorithm::Aes,
+            256,
+            &[&internal.id],
+            true,
+        )
+        .await;
+        let faulted = proxy.faulted();
+        proxy.set(fault);
+
+        let started = Instant::now();
+        let t = test_stored(&mut c, &aws.id).await;
+        assert!(!t.ok, "{fault:?}: {t:?}");
+        assert_eq!(t.error_code, code as i32, "{fault:?}: {t:?}");
+        assert!(
+            started.elapsed() < BOUND,
+            "{fault:?}: test took {:?}",
+            started.elapsed()
+        );
+        assert!(!t.message.contains(SECRET));
+
+        // An install that fails makes one more call, to remove what it may have left in
+        // AWS: against an endpoint that never answers, that is two call deadlines.
+        let bound = match fault {
+            Fault::Delay(_) => BOUND + Duration::from_secs(10),
+            _ => BOUND,
+        };
+        let started = Instant::now();
+        let s = fails(c.keys.install_key(InstallKeyRequest {
+            id: key.id.clone(),
+            keystore_id: aws.id.clone(),
+        }))
+        .await;
+        assert!(
+            started.elapsed() < bound,
+            "{fault:?}: install took {:?}",
+            started.elapsed()
+        );
+        assert!(!s.message().contains(SECRET), "{s:?}");
+        eprintln!("{fault:?}: InstallKey: {}", describe(&s));
+        let after = get_key(&mut c, &key.id).await;
+        let state = after
+            .instances
+            .iter()
+            .find(|i| i.keystore_id == aws.id)
+            .map(|i| i.state);
+        assert!(
+            !matches!(
+                state.and_then(|s| InstanceState::try_from(s).ok()),
+                Some(
+                    InstanceState::Installed
+                        | InstanceState::Installing
+                        | InstanceState::Uninstalling
+                )
+            ),
+            "{fault:?}: the failed install left {state:?}: {after:?}"
+        );
+        // The key installed before is still recorded as installed.
+        assert_eq!(
+            instance(&get_key(&mut c, &first.id).await, &aws.id).state,
+            InstanceState::Installed as i32,
+            "{fault:?}"
+        );
+
+        disconnect(&mut c, &aws.id).await;
+        let started = Instant::now();
+        let failed = connect(&mut c, &aws.id).await;
+        assert_failed_with(&failed, code);
+        assert!(
+            started.elapsed() < BOUND,
+            "{fault:?}: connect took {:?}",
+            started.elapsed()
+        );
+        assert!(proxy.faulted() > faulted, "{fault:?} was never applied");
+
+        // The fault gone: disconnect + connect, and the same install completes.
+        proxy.set(Fault::None);
+        disconnect(&mut c, &aws.id).await;
+        assert_connection(&connect(&mut c, &aws.id).await, ConnectionState::Connected);
+        let done = ok(c.keys.install_key(InstallKeyRequest {
+            id: key.id.clone(),
+            keystore_id: aws.id.clone(),
+        }))
+        .await;
+        assert_eq!(
+            instance(&done, &aws.id).state,
+            InstanceState::Installed as i32,
+            "{fault:?}: {done:?}"
+        );
+        let s = status_in(&mut c, &key.id, &aws.id).await;
+        assert_status_is(&s, TargetKeyStatus::Active, SyncStatus::Ok);
+    }
+    let logs = d.logs();
+    assert!(
+        !logs.contains(SECRET),
+        "the secret access key is in the logs"
+    );
+}

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod fault_proxy;
 pub mod tls;
 
 use std::collections::HashMap;
