@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use common::*;
 use keyorch::proto::v1::{KeyAlgorithm, KeyState};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 /// `keyorch` with a clean environment, talking to `socket`.
 fn keyorch(socket: &Path) -> Command {
@@ -424,6 +424,48 @@ async fn bench_xks_reports_both_sides_and_the_open_loop_run_and_cleans_up() {
         text(&out.stderr)
     );
     assert!(snapshot(&c).await.vaults.is_empty(), "a bench vault stayed");
+}
+
+/// `keyorch bench soak`, briefly: every operation of the mix ran, none failed, keyorchd's
+/// memory was read, and the bench's vault and its keys are gone.
+#[tokio::test]
+async fn bench_soak_runs_the_mix_without_errors_and_cleans_up() {
+    let d = TestDaemon::start().await;
+    let out = run(keyorch(&d.socket()).args([
+        "--output",
+        "json",
+        "bench",
+        "soak",
+        "--duration",
+        "2",
+        "--clients",
+        "2",
+        "--keys",
+        "2",
+    ]));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {}:\n{stdout}\n{stderr}",
+        out.status
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(v["errors"], json!([]), "{v}");
+    let ops = v["operations"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(ops.len(), 8, "{v}");
+    for op in ops {
+        assert!(op["count"].as_u64().is_some_and(|n| n > 0), "{op}");
+    }
+    assert!(
+        v["rss_mib"]["start"].as_f64().is_some_and(|m| m > 1.0),
+        "{v}"
+    );
+    let c = d.clients();
+    let s = snapshot(&c).await;
+    assert!(
+        s.vaults.is_empty() && s.keys.is_empty(),
+        "the soak left {s:?}"
+    );
 }
 
 /// `keyorch bench install` with a tiny count against a real daemon and a second token: the

@@ -21,6 +21,11 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// The vault, once created.
+    pub fn vault_id(&self) -> Option<&str> {
+        self.vault_id.as_deref()
+    }
+
     /// Creates the vault; returns its id.
     pub async fn vault(
         &mut self,
