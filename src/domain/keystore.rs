@@ -1155,6 +1155,140 @@ mod tests {
         assert!(e.message.contains("210987654321") && e.message.contains("123456789012"));
     }
 
+    fn xks(endpoint: &str, path: &str) -> KeystoreConfig {
+        KeystoreConfig::Xks {
+            uri_endpoint: endpoint.into(),
+            uri_path: path.into(),
+            ca_cert_pem: None,
+            client_cert_pem: None,
+            access_key_id: "ABCDEFGHIJKLMNOPQRST".into(),
+        }
+    }
+
+    #[test]
+    fn xks_configuration_rules() {
+        for ok in [
+            xks("https://xks.example.com", "/kms/xks/v1"),
+            xks("https://xks.example.com:8443", "/keyorch/kms/xks/v1"),
+            xks("https://10.0.0.1", "/kms/xks/v1"),
+            xks("https://[2001:db8::1]:443", "/kms/xks/v1"),
+            xks("http://127.0.0.1:4600", "/keyorch/kms/xks/v1"),
+            xks("http://localhost:4600", "/keyorch/kms/xks/v1"),
+            xks("http://[::1]:4600", "/keyorch/kms/xks/v1"),
+        ] {
+            assert!(ok.validate().is_ok(), "{ok:?}");
+            assert!(ok.needs_credentials());
+            assert_eq!(ok.keystore_type(), KeystoreType::Xks);
+            // Keys in xks keystores are not built: every key spec is refused.
+            assert!(ok
+                .accepts(KeySpec::Aes256)
+                .unwrap_err()
+                .contains("not built yet"));
+        }
+        let long_host = format!("https://{}.com", "a".repeat(125));
+        for (bad, field) in [
+            (xks("", "/kms/xks/v1"), "xks.uri_endpoint"),
+            (xks("xks.example.com", "/kms/xks/v1"), "xks.uri_endpoint"),
+            (
+                xks("http://xks.example.com", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (
+                xks("https://xks.example.com/", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (
+                xks("https://xks.example.com?a=b", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (
+                xks("https://xks.example.com:", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (
+                xks("https://xks.example.com:65536", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (
+                xks("https://-x.example.com", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (xks("https://[zz::1]", "/kms/xks/v1"), "xks.uri_endpoint"),
+            (xks(&long_host, "/kms/xks/v1"), "xks.uri_endpoint"),
+            (xks("https://xks.example.com", ""), "xks.uri_path"),
+            (
+                xks("https://xks.example.com", "/kms/xks/v2"),
+                "xks.uri_path",
+            ),
+        ] {
+            assert_eq!(field_of(bad.validate().unwrap_err()), field, "{bad:?}");
+        }
+        let mut no_tls = xks("http://127.0.0.1:1", "/kms/xks/v1");
+        if let KeystoreConfig::Xks { ca_cert_pem, .. } = &mut no_tls {
+            *ca_cert_pem = Some("x".into());
+        }
+        assert_eq!(field_of(no_tls.validate().unwrap_err()), "xks.ca_cert_pem");
+        for bad in [
+            "",
+            "ABCDEFGHIJKLMNOPQRS",
+            "abcdefghijklmnopqrst",
+            "ABCDEFGHIJKLMNOPQRS8",
+        ] {
+            assert!(validate_xks_access_key_id("f", bad).is_err(), "{bad}");
+        }
+        let secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2U=";
+        assert!(validate_xks_secret("s", secret).is_ok());
+        for bad in [
+            &secret[..42],
+            &format!("{secret}{secret}"),
+            &format!("{}!", &secret[..44]),
+        ] {
+            let e = validate_xks_secret("s", bad).unwrap_err().to_string();
+            assert!(!e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn xks_identity_locks_after_the_first_connect() {
+        let mut ks = keystore(ConnectionState::Disconnected);
+        ks.config = xks("https://a.example.com", "/kms/xks/v1");
+        // Before any connect the proxy may still be corrected.
+        ks.update_config(xks("https://b.example.com", "/p/kms/xks/v1"), 1)
+            .unwrap();
+        ks.begin_connect(2).unwrap();
+        ks.finish_connect(Ok(()), 3);
+        // Locked in every state, also once DISCONNECTED again.
+        let e = ks.update_config(xks("https://c.example.com", "/p/kms/xks/v1"), 4);
+        assert_eq!(field_of(e.unwrap_err()), "xks.uri_endpoint");
+        ks.begin_disconnect(5).unwrap();
+        ks.finish_disconnect(6);
+        let e = ks.update_config(xks("https://b.example.com", "/q/kms/xks/v1"), 7);
+        assert_eq!(field_of(e.unwrap_err()), "xks.uri_path");
+        // Connection configuration (the CA) only while DISCONNECTED.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["ca".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem();
+        let mut with_ca = xks("https://b.example.com", "/p/kms/xks/v1");
+        if let KeystoreConfig::Xks { ca_cert_pem, .. } = &mut with_ca {
+            *ca_cert_pem = Some(ca);
+        }
+        ks.update_config(with_ca.clone(), 8).unwrap();
+        ks.state = ConnectionState::Connected;
+        assert!(matches!(
+            ks.update_config(xks("https://b.example.com", "/p/kms/xks/v1"), 9),
+            Err(DomainError::KeystoreState { .. })
+        ));
+        // A new access key id (with its secret) in any state.
+        let mut rotated = with_ca;
+        if let KeystoreConfig::Xks { access_key_id, .. } = &mut rotated {
+            *access_key_id = "ZYXWVUTSRQPONMLKJIHG".into();
+        }
+        ks.update_config(rotated, 10).unwrap();
+    }
+
     #[test]
     fn new_keystores_start_disconnected() {
         assert_eq!(
