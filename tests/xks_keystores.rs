@@ -348,6 +348,32 @@ async fn an_xks_keystore_connects_to_another_keyorchd_proxy() {
     );
     assert_eq!(v["has_credentials"], true, "{out}");
     assert!(!out.contains(&p.secret), "{out}");
+    let cli_id = v["id"].as_str().unwrap().to_string();
+    let cli = || {
+        let mut cmd = std::process::Command::new(TestDaemon::cli_binary());
+        cmd.arg("--socket").arg(b.socket());
+        cmd
+    };
+    // A new secret alone keeps the stored access key id (credentials: any state).
+    let out = run_ok(
+        cli()
+            .args(["-o", "json", "keystore", "update", &cli_id])
+            .arg("--secret-access-key-file")
+            .arg(&secret_file),
+    );
+    assert!(!out.contains(&p.secret), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    assert_eq!(
+        v["config"]["xks"]["access_key_id"],
+        p.access_key_id.as_str()
+    );
+    let refused = run(cli().args(["keystore", "update", &cli_id, "--uri-path", "/x/kms/xks/v1"]));
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("xks.uri_path"),
+        "{err}"
+    );
     let help = run_ok(
         std::process::Command::new(TestDaemon::cli_binary()).args(["keystore", "create", "--help"]),
     );

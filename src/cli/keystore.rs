@@ -454,7 +454,8 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
             // --secret-access-key-file are an aws_kms or an xks credential.
             let needs_stored = pkcs11.config(None).is_some()
                 || aws_kms.access_key_id.is_some()
-                || aws_kms.secret_access_key_file.is_some();
+                || aws_kms.secret_access_key_file.is_some()
+                || xks.client_key_file.is_some();
             let stored_config = if needs_stored {
                 client
                     .get_keystore(GetKeystoreRequest { id: id.clone() })
@@ -474,6 +475,15 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
                 || clear_ca_cert
                 || clear_client_cert;
             let (aws_kms_config, aws_kms_credentials, xks_config, xks_credentials) = if is_xks {
+                // A new secret alone keeps the stored access key id.
+                let mut aws_kms = aws_kms.clone();
+                if let (None, Some(_), Some(keystore::Config::Xks(c))) = (
+                    &aws_kms.access_key_id,
+                    &aws_kms.secret_access_key_file,
+                    &stored_config,
+                ) {
+                    aws_kms.access_key_id = Some(c.access_key_id.clone());
+                }
                 (
                     None,
                     None,
