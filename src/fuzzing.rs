@@ -131,6 +131,7 @@ fn secret_of(r: &pb::CreateKeystoreRequest) -> Option<String> {
     match &r.credentials {
         Some(Credentials::Pkcs11Credentials(c)) => Some(c.pin.clone()),
         Some(Credentials::AwsKmsCredentials(c)) => Some(c.secret_access_key.clone()),
+        Some(Credentials::XksCredentials(c)) => Some(c.secret_access_key.clone()),
         None => None,
     }
 }
@@ -158,6 +159,12 @@ fn create_keystore_refusals(r: pb::CreateKeystoreRequest) -> Vec<String> {
         Some(Secret::AwsSecretAccessKey(s)) => {
             validate_aws_secret("aws_kms_credentials.secret_access_key", s.expose_secret())
         }
+        Some(Secret::Xks {
+            secret_access_key, ..
+        }) => crate::domain::validate_xks_secret(
+            "xks_credentials.secret_access_key",
+            secret_access_key.expose_secret(),
+        ),
         None => Ok(()),
     };
     if let Err(e) = checked {

@@ -496,7 +496,6 @@ async fn external_keystore_types_are_not_supported_yet() {
         KeystoreType::GoogleCloudKms,
         KeystoreType::IbmKeyProtect,
         KeystoreType::Kmip,
-        KeystoreType::Xks,
     ] {
         let req = CreateKeystoreRequest {
             vault_id: v.id.clone(),
@@ -510,18 +509,24 @@ async fn external_keystore_types_are_not_supported_yet() {
         let s = fails(c.keystores.create_keystore(req)).await;
         assert_status(&s, Code::Unimplemented, UNSUPPORTED);
     }
-    // aws_kms exists: without its configuration it is a field error, not UNIMPLEMENTED.
-    let s = fails(c.keystores.create_keystore(CreateKeystoreRequest {
-        vault_id: v.id.clone(),
-        name: "external".into(),
-        description: String::new(),
-        r#type: KeystoreType::AwsKms as i32,
-        connect: false,
-        config: None,
-        credentials: None,
-    }))
-    .await;
-    assert_invalid(&s, "aws_kms");
+    // aws_kms and xks exist: without their configuration it is a field error, not
+    // UNIMPLEMENTED.
+    for (t, field) in [
+        (KeystoreType::AwsKms, "aws_kms"),
+        (KeystoreType::Xks, "xks"),
+    ] {
+        let s = fails(c.keystores.create_keystore(CreateKeystoreRequest {
+            vault_id: v.id.clone(),
+            name: "external".into(),
+            description: String::new(),
+            r#type: t as i32,
+            connect: false,
+            config: None,
+            credentials: None,
+        }))
+        .await;
+        assert_invalid(&s, field);
+    }
     assert_unchanged(&before, &snapshot(&c).await, "unsupported types");
 }
 

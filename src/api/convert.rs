@@ -11,7 +11,7 @@ use crate::domain::{
     Vault,
 };
 use crate::proto::v1 as pb;
-use crate::service::{AwsKmsPatch, KeyStatus, Pkcs11Patch, TargetStatus};
+use crate::service::{AwsKmsPatch, KeyStatus, Pkcs11Patch, TargetStatus, XksPatch};
 
 pub fn ts(ms: Millis) -> Option<Timestamp> {
     Some(Timestamp {
@@ -125,6 +125,18 @@ pub fn error_code_pb(c: ConnectionErrorCode) -> pb::ConnectionErrorCode {
         ConnectionErrorCode::ImportKekMissing => pb::ConnectionErrorCode::ImportKekMissing,
         ConnectionErrorCode::InvalidConfiguration => pb::ConnectionErrorCode::InvalidConfiguration,
         ConnectionErrorCode::InternalError => pb::ConnectionErrorCode::InternalError,
+        ConnectionErrorCode::XksProxyAccessDenied => pb::ConnectionErrorCode::XksProxyAccessDenied,
+        ConnectionErrorCode::XksProxyInvalidConfiguration => {
+            pb::ConnectionErrorCode::XksProxyInvalidConfiguration
+        }
+        ConnectionErrorCode::XksProxyInvalidResponse => {
+            pb::ConnectionErrorCode::XksProxyInvalidResponse
+        }
+        ConnectionErrorCode::XksProxyInvalidTlsConfiguration => {
+            pb::ConnectionErrorCode::XksProxyInvalidTlsConfiguration
+        }
+        ConnectionErrorCode::XksProxyNotReachable => pb::ConnectionErrorCode::XksProxyNotReachable,
+        ConnectionErrorCode::XksProxyTimedOut => pb::ConnectionErrorCode::XksProxyTimedOut,
     }
 }
 
@@ -175,6 +187,19 @@ pub fn keystore(k: &Keystore) -> pb::Keystore {
                 endpoint_url: endpoint_url.clone().unwrap_or_default(),
                 access_key_id: access_key_id.clone(),
                 account_id: account_id.clone().unwrap_or_default(),
+            }),
+            KeystoreConfig::Xks {
+                uri_endpoint,
+                uri_path,
+                ca_cert_pem,
+                client_cert_pem,
+                access_key_id,
+            } => pb::keystore::Config::Xks(pb::XksKeystoreConfig {
+                uri_endpoint: uri_endpoint.clone(),
+                uri_path: uri_path.clone(),
+                ca_cert_pem: ca_cert_pem.clone().unwrap_or_default(),
+                client_cert_pem: client_cert_pem.clone().unwrap_or_default(),
+                access_key_id: access_key_id.clone(),
             }),
         }),
     }
@@ -337,6 +362,52 @@ pub fn aws_kms_config(c: &pb::AwsKmsKeystoreConfig) -> Result<KeystoreConfig, St
         endpoint_url: Some(c.endpoint_url.clone()).filter(|u| !u.is_empty()),
         access_key_id: c.access_key_id.clone(),
         account_id: None,
+    })
+}
+
+/// An xks configuration from the API. `access_key_id` is output only: it comes from the
+/// credentials (`credentials_key_id`), and may be sent only equal to it.
+pub fn xks_config(
+    c: &pb::XksKeystoreConfig,
+    credentials_key_id: Option<&str>,
+) -> Result<KeystoreConfig, Status> {
+    if !c.access_key_id.is_empty() && credentials_key_id != Some(c.access_key_id.as_str()) {
+        return Err(invalid(
+            "xks.access_key_id",
+            "is output only: it is shown back from xks_credentials.access_key_id; leave it empty",
+        ));
+    }
+    Ok(KeystoreConfig::Xks {
+        uri_endpoint: c.uri_endpoint.clone(),
+        uri_path: c.uri_path.clone(),
+        ca_cert_pem: Some(c.ca_cert_pem.clone()).filter(|p| !p.is_empty()),
+        client_cert_pem: Some(c.client_cert_pem.clone()).filter(|p| !p.is_empty()),
+        access_key_id: credentials_key_id.unwrap_or_default().to_string(),
+    })
+}
+
+/// An xks update: empty fields keep the stored values; the clear flags drop the CA or the
+/// client certificate.
+pub fn xks_patch(
+    c: &pb::XksKeystoreConfig,
+    clear_ca_cert: bool,
+    clear_client_cert: bool,
+) -> Result<XksPatch, Status> {
+    let pem = |field: &str, value: &str, clear: bool| match (value.is_empty(), clear) {
+        (true, false) => Ok(None),
+        (true, true) => Ok(Some(None)),
+        (false, false) => Ok(Some(Some(value.to_string()))),
+        (false, true) => Err(invalid(
+            field,
+            "give either a new value or the clear flag, not both",
+        )),
+    };
+    Ok(XksPatch {
+        uri_endpoint: Some(c.uri_endpoint.clone()).filter(|v| !v.is_empty()),
+        uri_path: Some(c.uri_path.clone()).filter(|v| !v.is_empty()),
+        ca_cert_pem: pem("xks.ca_cert_pem", &c.ca_cert_pem, clear_ca_cert)?,
+        client_cert_pem: pem("xks.client_cert_pem", &c.client_cert_pem, clear_client_cert)?,
+        access_key_id: Some(c.access_key_id.clone()).filter(|v| !v.is_empty()),
     })
 }
 

@@ -28,6 +28,13 @@ pub(crate) fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeyst
         Some(Config::Internal(_)) => Some(KeystoreConfig::Internal),
         Some(Config::Pkcs11(c)) => Some(convert::pkcs11_config(c)?),
         Some(Config::AwsKms(c)) => Some(convert::aws_kms_config(c)?),
+        Some(Config::Xks(c)) => {
+            let key_id = match &r.credentials {
+                Some(Credentials::XksCredentials(k)) => Some(k.access_key_id.as_str()),
+                _ => None,
+            };
+            Some(convert::xks_config(c, key_id)?)
+        }
     };
     let secret = match r.credentials {
         None => None,
@@ -37,6 +44,7 @@ pub(crate) fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeyst
         Some(Credentials::AwsKmsCredentials(c)) => Some(Secret::AwsSecretAccessKey(
             SecretString::from(c.secret_access_key),
         )),
+        Some(Credentials::XksCredentials(c)) => Some(xks_secret(c)),
     };
     Ok(CreateKeystore {
         vault_id: r.vault_id,
@@ -50,22 +58,48 @@ pub(crate) fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeyst
     })
 }
 
+/// The secret of xks credentials (the access key id travels with it into the
+/// configuration). The message is taken apart, so no copy of the secret stays in it.
+fn xks_secret(c: pb::XksCredentials) -> Secret {
+    let pb::XksCredentials {
+        access_key_id,
+        secret_access_key,
+        client_key_pem,
+    } = c;
+    Secret::Xks {
+        access_key_id,
+        secret_access_key: SecretString::from(secret_access_key),
+        client_key_pem: Some(client_key_pem)
+            .filter(|k| !k.is_empty())
+            .map(SecretString::from),
+    }
+}
+
 fn update_request(r: pb::UpdateKeystoreRequest) -> Result<UpdateKeystore, Status> {
     let aws_kms = match (&r.aws_kms, r.aws_kms_clear_endpoint_url) {
         (None, false) => None,
         (Some(c), clear) => Some(convert::aws_kms_patch(c, clear)),
         (None, true) => Some(convert::aws_kms_patch(&Default::default(), true)),
     };
-    let secret = match (r.pkcs11_credentials, r.aws_kms_credentials) {
-        (None, None) => None,
-        (Some(c), None) => Some(Secret::Pkcs11Pin(SecretString::from(c.pin))),
-        (None, Some(c)) => Some(Secret::AwsSecretAccessKey(SecretString::from(
+    let xks = match (&r.xks, r.xks_clear_ca_cert, r.xks_clear_client_cert) {
+        (None, false, false) => None,
+        (c, ca, cc) => Some(convert::xks_patch(
+            c.as_ref().unwrap_or(&Default::default()),
+            ca,
+            cc,
+        )?),
+    };
+    let secret = match (r.pkcs11_credentials, r.aws_kms_credentials, r.xks_credentials) {
+        (None, None, None) => None,
+        (Some(c), None, None) => Some(Secret::Pkcs11Pin(SecretString::from(c.pin))),
+        (None, Some(c), None) => Some(Secret::AwsSecretAccessKey(SecretString::from(
             c.secret_access_key,
         ))),
-        (Some(_), Some(_)) => {
+        (None, None, Some(c)) => Some(xks_secret(c)),
+        _ => {
             return Err(invalid(
-                "aws_kms_credentials",
-                "give the credentials of the keystore's type only, not pkcs11_credentials too",
+                "credentials",
+                "give the credentials of the keystore's type only (one of pkcs11_credentials, aws_kms_credentials, xks_credentials)",
             ))
         }
     };
@@ -74,6 +108,7 @@ fn update_request(r: pb::UpdateKeystoreRequest) -> Result<UpdateKeystore, Status
         description: r.description,
         pkcs11: r.pkcs11.as_ref().map(convert::pkcs11_patch).transpose()?,
         aws_kms,
+        xks,
         secret,
     })
 }

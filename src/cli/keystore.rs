@@ -15,7 +15,7 @@ use crate::proto::v1::{
     CreateKeystoreRequest, DeleteKeystoreRequest, DescribeKeystoresRequest,
     DisconnectKeystoreRequest, GetKeystoreRequest, HealthStatus, InternalKeystoreConfig, Keystore,
     KeystoreType, Pkcs11Credentials, Pkcs11KeystoreConfig, TestKeystoreConnectionRequest,
-    TestKeystoreConnectionResponse, UpdateKeystoreRequest,
+    TestKeystoreConnectionResponse, UpdateKeystoreRequest, XksCredentials, XksKeystoreConfig,
 };
 
 /// `--type`: the keystore kinds of the contract.
@@ -116,12 +116,96 @@ pub struct AwsKmsArgs {
     /// aws_kms: another endpoint than AWS's public one (VPC endpoint, emulator; http:// only to loopback).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
-    /// aws_kms: the access key id (changes only together with --secret-access-key-file).
+    /// aws_kms, xks: the access key id (changes only together with --secret-access-key-file).
     #[arg(long, value_name = "ID")]
     pub access_key_id: Option<String>,
-    /// aws_kms: file holding the secret access key ("-" reads standard input). Never on the command line.
+    /// aws_kms, xks: file holding the secret access key ("-" reads standard input). Never on the command line.
     #[arg(long, value_name = "FILE")]
     pub secret_access_key_file: Option<std::path::PathBuf>,
+}
+
+/// Settings of an xks keystore (an AWS KMS external key store proxy); its SigV4
+/// credential is --access-key-id with --secret-access-key-file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct XksArgs {
+    /// xks: the proxy's https://host[:port] (http:// only to loopback; locked after the first connect).
+    #[arg(long, value_name = "URL")]
+    pub uri_endpoint: Option<String>,
+    /// xks: the proxy's path, [/prefix]/kms/xks/v1 (locked after the first connect).
+    #[arg(long, value_name = "PATH")]
+    pub uri_path: Option<String>,
+    /// xks: PEM file of the CA(s) to trust for the proxy's certificate [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// xks: PEM file of the client certificate (chain) for mutual TLS; needs --client-key-file.
+    #[arg(long, value_name = "FILE", requires = "client_key_file")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// xks: PEM file of the client certificate's private key ("-" reads standard input); sent as a credential.
+    #[arg(long, value_name = "FILE")]
+    pub client_key_file: Option<std::path::PathBuf>,
+}
+
+/// A PEM file (certificates: not secret).
+fn read_pem(path: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        what: format!("reading {}", path.display()),
+        source,
+    })
+}
+
+impl XksArgs {
+    fn given(&self) -> bool {
+        self.uri_endpoint.is_some()
+            || self.uri_path.is_some()
+            || self.ca_cert.is_some()
+            || self.client_cert.is_some()
+    }
+
+    fn config(&self) -> Result<XksKeystoreConfig, CliError> {
+        Ok(XksKeystoreConfig {
+            uri_endpoint: self.uri_endpoint.clone().unwrap_or_default(),
+            uri_path: self.uri_path.clone().unwrap_or_default(),
+            ca_cert_pem: self
+                .ca_cert
+                .as_deref()
+                .map(read_pem)
+                .transpose()?
+                .unwrap_or_default(),
+            client_cert_pem: self
+                .client_cert
+                .as_deref()
+                .map(read_pem)
+                .transpose()?
+                .unwrap_or_default(),
+            access_key_id: String::new(),
+        })
+    }
+
+    /// The credentials: --access-key-id, --secret-access-key-file and --client-key-file
+    /// (None when none of them is given).
+    fn credentials(&self, aws: &AwsKmsArgs) -> Result<Option<XksCredentials>, CliError> {
+        if aws.access_key_id.is_none()
+            && aws.secret_access_key_file.is_none()
+            && self.client_key_file.is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(XksCredentials {
+            access_key_id: aws.access_key_id.clone().unwrap_or_default(),
+            secret_access_key: aws
+                .secret_access_key_file
+                .as_deref()
+                .map(|p| read_secret(p, "secret access key"))
+                .transpose()?
+                .unwrap_or_default(),
+            client_key_pem: self
+                .client_key_file
+                .as_deref()
+                .map(|p| read_secret(p, "client key"))
+                .transpose()?
+                .unwrap_or_default(),
+        }))
+    }
 }
 
 impl AwsKmsArgs {
@@ -207,6 +291,8 @@ pub enum KeystoreCommand {
         pkcs11: Pkcs11Args,
         #[command(flatten)]
         aws_kms: AwsKmsArgs,
+        #[command(flatten)]
+        xks: XksArgs,
     },
     /// Show one keystore.
     Get {
@@ -230,9 +316,10 @@ pub enum KeystoreCommand {
         #[command(flatten)]
         page: PageArgs,
     },
-    /// Rename a keystore, change its description, credentials (any state), module path
-    /// or endpoint URL (only while DISCONNECTED), or an aws_kms region (only until the
-    /// first connect). A pkcs11 token never changes.
+    /// Rename a keystore, change its description, credentials (any state), module path,
+    /// endpoint URL, CA or client certificate (only while DISCONNECTED), or an aws_kms
+    /// region or xks URI endpoint and path (only until the first connect). A pkcs11 token
+    /// never changes.
     Update {
         /// Keystore id.
         id: String,
@@ -249,6 +336,14 @@ pub enum KeystoreCommand {
         /// aws_kms: go back to AWS's public endpoint for the region.
         #[arg(long, conflicts_with = "endpoint_url")]
         clear_endpoint_url: bool,
+        #[command(flatten)]
+        xks: XksArgs,
+        /// xks: trust the system's roots again instead of the keystore's CA.
+        #[arg(long, conflicts_with = "ca_cert")]
+        clear_ca_cert: bool,
+        /// xks: stop presenting a client certificate (give the credentials again with it).
+        #[arg(long, conflicts_with_all = ["client_cert", "client_key_file"])]
+        clear_client_cert: bool,
     },
     /// Delete a DISCONNECTED keystore that holds no keys.
     Delete {
@@ -289,6 +384,7 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
             connect,
             pkcs11,
             aws_kms,
+            xks,
         } => {
             let config = match kind {
                 KeystoreTypeArg::Internal => Some(create_keystore_request::Config::Internal(
@@ -300,9 +396,18 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
                 KeystoreTypeArg::AwsKms => {
                     Some(create_keystore_request::Config::AwsKms(aws_kms.config()))
                 }
+                KeystoreTypeArg::Xks => Some(create_keystore_request::Config::Xks(xks.config()?)),
                 _ => None,
             };
-            let credentials =
+            let credentials = if kind == KeystoreTypeArg::Xks {
+                if pkcs11.pin_file.is_some() {
+                    return Err(CliError::Usage(
+                        "--pin-file is for pkcs11 keystores; an xks keystore takes --access-key-id and --secret-access-key-file".into(),
+                    ));
+                }
+                xks.credentials(&aws_kms)?
+                    .map(create_keystore_request::Credentials::XksCredentials)
+            } else {
                 match (pkcs11.pin()?, aws_kms.credentials()?) {
                     (Some(pin), None) => {
                         Some(create_keystore_request::Credentials::Pkcs11Credentials(pin))
@@ -315,7 +420,8 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
                         "give --pin-file (pkcs11) or --secret-access-key-file (aws_kms), not both"
                             .into(),
                     )),
-                };
+                }
+            };
             client
                 .create_keystore(CreateKeystoreRequest {
                     vault_id: vault,
@@ -340,18 +446,57 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
             pkcs11,
             aws_kms,
             clear_endpoint_url,
+            xks,
+            clear_ca_cert,
+            clear_client_cert,
         } => {
-            let stored = if pkcs11.config(None).is_some() {
-                let k = client
+            // The stored keystore tells a pkcs11 token apart and whether --access-key-id and
+            // --secret-access-key-file are an aws_kms or an xks credential.
+            let needs_stored = pkcs11.config(None).is_some()
+                || aws_kms.access_key_id.is_some()
+                || aws_kms.secret_access_key_file.is_some()
+                || xks.client_key_file.is_some();
+            let stored_config = if needs_stored {
+                client
                     .get_keystore(GetKeystoreRequest { id: id.clone() })
                     .await?
-                    .into_inner();
-                match k.config {
-                    Some(keystore::Config::Pkcs11(c)) => Some(c),
-                    _ => None,
-                }
+                    .into_inner()
+                    .config
             } else {
                 None
+            };
+            let stored = match &stored_config {
+                Some(keystore::Config::Pkcs11(c)) => Some(c.clone()),
+                _ => None,
+            };
+            let is_xks = matches!(stored_config, Some(keystore::Config::Xks(_)))
+                || xks.given()
+                || xks.client_key_file.is_some()
+                || clear_ca_cert
+                || clear_client_cert;
+            let (aws_kms_config, aws_kms_credentials, xks_config, xks_credentials) = if is_xks {
+                // A new secret alone keeps the stored access key id.
+                let mut aws_kms = aws_kms.clone();
+                if let (None, Some(_), Some(keystore::Config::Xks(c))) = (
+                    &aws_kms.access_key_id,
+                    &aws_kms.secret_access_key_file,
+                    &stored_config,
+                ) {
+                    aws_kms.access_key_id = Some(c.access_key_id.clone());
+                }
+                (
+                    None,
+                    None,
+                    xks.given().then(|| xks.config()).transpose()?,
+                    xks.credentials(&aws_kms)?,
+                )
+            } else {
+                (
+                    aws_kms.given().then(|| aws_kms.config()),
+                    aws_kms.credentials()?,
+                    None,
+                    None,
+                )
             };
             client
                 .update_keystore(UpdateKeystoreRequest {
@@ -360,9 +505,13 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
                     description,
                     pkcs11: pkcs11.config(stored.as_ref()),
                     pkcs11_credentials: pkcs11.pin()?,
-                    aws_kms: aws_kms.given().then(|| aws_kms.config()),
-                    aws_kms_credentials: aws_kms.credentials()?,
+                    aws_kms: aws_kms_config,
+                    aws_kms_credentials,
                     aws_kms_clear_endpoint_url: clear_endpoint_url,
+                    xks: xks_config,
+                    xks_credentials,
+                    xks_clear_ca_cert: clear_ca_cert,
+                    xks_clear_client_cert: clear_client_cert,
                 })
                 .await?
                 .into_inner()
@@ -485,6 +634,21 @@ pub fn record(k: &Keystore) -> Record {
             )
             .field("has_credentials", k.has_credentials.to_string());
     }
+    if let Some(keystore::Config::Xks(c)) = &k.config {
+        let pem = |p: &str| {
+            (!p.is_empty()).then(|| {
+                let n = p.matches("-----BEGIN CERTIFICATE-----").count();
+                format!("{n} certificate(s)")
+            })
+        };
+        r = r
+            .field("xks.uri_endpoint", &c.uri_endpoint)
+            .field("xks.uri_path", &c.uri_path)
+            .optional("xks.ca_cert_pem", pem(&c.ca_cert_pem))
+            .optional("xks.client_cert_pem", pem(&c.client_cert_pem))
+            .field("xks.access_key_id", &c.access_key_id)
+            .field("has_credentials", k.has_credentials.to_string());
+    }
     if let Some(h) = &k.health {
         r = r
             .field("health.status", short_name::<HealthStatus>(h.status))
@@ -518,6 +682,13 @@ pub fn to_json(k: &Keystore) -> Value {
             "endpoint_url": c.endpoint_url,
             "access_key_id": c.access_key_id,
             "account_id": c.account_id,
+        } }),
+        Some(keystore::Config::Xks(c)) => json!({ "xks": {
+            "uri_endpoint": c.uri_endpoint,
+            "uri_path": c.uri_path,
+            "ca_cert_pem": c.ca_cert_pem,
+            "client_cert_pem": c.client_cert_pem,
+            "access_key_id": c.access_key_id,
         } }),
         None => Value::Null,
     };
@@ -651,6 +822,7 @@ mod tests {
                 connect: false,
                 pkcs11: Pkcs11Args::default(),
                 aws_kms: AwsKmsArgs::default(),
+                xks: XksArgs::default(),
             }
         );
         assert_eq!(
@@ -684,6 +856,7 @@ mod tests {
                     pin_file: Some("/p".into()),
                 },
                 aws_kms: AwsKmsArgs::default(),
+                xks: XksArgs::default(),
             }
         );
         assert_eq!(
@@ -717,8 +890,71 @@ mod tests {
                     access_key_id: Some("AKIAEXAMPLE".into()),
                     secret_access_key_file: Some("/s".into()),
                 },
+                xks: XksArgs::default(),
             }
         );
+        assert_eq!(
+            parse(&[
+                "keystore",
+                "create",
+                "--vault",
+                "v",
+                "--name",
+                "n",
+                "--type",
+                "xks",
+                "--uri-endpoint",
+                "https://xks.example.com",
+                "--uri-path",
+                "/keyorch/kms/xks/v1",
+                "--access-key-id",
+                "AAAAAAAAAAAAAAAAAAAA",
+                "--secret-access-key-file",
+                "/s",
+                "--ca-cert",
+                "/ca.pem",
+                "--client-cert",
+                "/c.pem",
+                "--client-key-file",
+                "/c.key",
+            ])
+            .expect("ok"),
+            KeystoreCommand::Create {
+                vault: "v".into(),
+                name: "n".into(),
+                description: None,
+                kind: KeystoreTypeArg::Xks,
+                connect: false,
+                pkcs11: Pkcs11Args::default(),
+                aws_kms: AwsKmsArgs {
+                    region: None,
+                    endpoint_url: None,
+                    access_key_id: Some("AAAAAAAAAAAAAAAAAAAA".into()),
+                    secret_access_key_file: Some("/s".into()),
+                },
+                xks: XksArgs {
+                    uri_endpoint: Some("https://xks.example.com".into()),
+                    uri_path: Some("/keyorch/kms/xks/v1".into()),
+                    ca_cert: Some("/ca.pem".into()),
+                    client_cert: Some("/c.pem".into()),
+                    client_key_file: Some("/c.key".into()),
+                },
+            }
+        );
+        // A client certificate needs its key.
+        assert!(parse(&[
+            "keystore",
+            "create",
+            "--vault",
+            "v",
+            "--name",
+            "n",
+            "--type",
+            "xks",
+            "--client-cert",
+            "/c.pem"
+        ])
+        .is_err());
         assert!(
             parse(&["keystore", "create", "--vault", "v", "--name", "n", "--type", "x"]).is_err()
         );

@@ -69,7 +69,21 @@ pub enum KeystoreConfig {
         /// The 12-digit account the credentials act in; set by a connect that could read it.
         account_id: Option<String>,
     },
+    /// An AWS KMS external key store proxy (XKS). `uri_endpoint` and `uri_path` identify
+    /// the proxy: locked after the first successful connect. The CA and the client
+    /// certificate are connection configuration; `access_key_id` is the public half of the
+    /// SigV4 credential (the secret and the client certificate's key are sealed).
+    Xks {
+        uri_endpoint: String,
+        uri_path: String,
+        ca_cert_pem: Option<String>,
+        client_cert_pem: Option<String>,
+        access_key_id: String,
+    },
 }
+
+/// Why an xks keystore takes no keys yet (answered as UNIMPLEMENTED).
+pub const XKS_KEYS_NOT_BUILT: &str = "keys in xks keystores (references to keys in the external key manager, read through the proxy's metadata) are not built yet; an xks keystore can be created, connected, tested and health-checked, but no key can target it";
 
 /// Hosts an `http://` endpoint URL may name: plaintext only on this machine (emulators).
 const LOOPBACK_HOSTS: &[&str] = &["127.0.0.1", "[::1]", "localhost"];
@@ -92,11 +106,20 @@ fn validate_region(region: &str) -> Result<(), DomainError> {
 }
 
 fn validate_endpoint_url(url: &str) -> Result<(), DomainError> {
-    const FIELD: &str = "aws_kms.endpoint_url";
-    if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    url_authority("aws_kms.endpoint_url", url, 2048).map(drop)
+}
+
+/// The authority (`host[:port]`) and the rest of an `https://` URL, or of an `http://`
+/// one to a loopback host, with no user information; `field` names the URL in errors.
+fn url_authority<'a>(
+    field: &str,
+    url: &'a str,
+    max: usize,
+) -> Result<(&'a str, &'a str), DomainError> {
+    if url.len() > max || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(DomainError::invalid(
-            FIELD,
-            "must be at most 2048 characters without white space",
+            field,
+            format!("must be at most {max} characters without white space"),
         ));
     }
     let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
@@ -105,14 +128,15 @@ fn validate_endpoint_url(url: &str) -> Result<(), DomainError> {
         (false, rest)
     } else {
         return Err(DomainError::invalid(
-            FIELD,
+            field,
             "must be an https:// URL (http:// only to a loopback host)",
         ));
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
     if authority.is_empty() || authority.contains('@') {
         return Err(DomainError::invalid(
-            FIELD,
+            field,
             "must name a host, without user information",
         ));
     }
@@ -125,8 +149,140 @@ fn validate_endpoint_url(url: &str) -> Result<(), DomainError> {
     };
     if !secure && !LOOPBACK_HOSTS.contains(&host) {
         return Err(DomainError::invalid(
-            FIELD,
+            field,
             "must be https:// unless the host is loopback (127.0.0.1, [::1], localhost): credentials and key material never cross a network in plaintext",
+        ));
+    }
+    Ok((authority, tail))
+}
+
+/// Rule of an XKS proxy's URI endpoint (AWS's XksProxyUriEndpoint): `https://host[:port]`,
+/// at most 128 characters, no path, query or user information; `http://` only to a
+/// loopback host.
+fn validate_xks_endpoint(url: &str) -> Result<(), DomainError> {
+    const FIELD: &str = "xks.uri_endpoint";
+    if url.is_empty() {
+        return Err(DomainError::invalid(
+            FIELD,
+            "is required: https://host[:port] of the XKS proxy",
+        ));
+    }
+    let (authority, tail) = url_authority(FIELD, url, 128)?;
+    if !tail.is_empty() {
+        return Err(DomainError::invalid(
+            FIELD,
+            "must be https://host[:port] only: the path goes in xks.uri_path, and there is no query",
+        ));
+    }
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    if let Some(port) = port {
+        if !matches!(port.parse::<u16>(), Ok(p) if p > 0) || port.starts_with('+') {
+            return Err(DomainError::invalid(
+                FIELD,
+                format!("has port {port:?}; a port is 1 to 65535"),
+            ));
+        }
+    }
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
+    if !host_ok {
+        return Err(DomainError::invalid(
+            FIELD,
+            format!("has host {host:?}; a host is a DNS name, an IPv4 address or a [bracketed] IPv6 address"),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule of an XKS access key id (AWS's XksProxyAuthenticationCredential): 20 to 30 of
+/// A-Z 2-7.
+pub fn validate_xks_access_key_id(field: &str, id: &str) -> Result<(), DomainError> {
+    let ok = (20..=30).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            field,
+            "must be 20 to 30 of A-Z 2-7 (an XKS proxy access key id)",
+        ))
+    }
+}
+
+/// Rule of an XKS secret access key: 43 to 64 base64 characters (A-Z a-z 0-9 + / =).
+/// The message never contains the secret.
+pub fn validate_xks_secret(field: &str, secret: &str) -> Result<(), DomainError> {
+    let ok = (43..=64).contains(&secret.len())
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            field,
+            format!(
+                "must be 43 to 64 base64 characters (A-Z a-z 0-9 + / =); got {} characters",
+                secret.chars().count()
+            ),
+        ))
+    }
+}
+
+/// Longest PEM text taken for a CA or a client certificate chain.
+pub const MAX_XKS_PEM: usize = 16384;
+
+/// Rule of a PEM certificate field: 1 to 16 KiB holding only PEM `CERTIFICATE` blocks
+/// (at least one), each an X.509 certificate.
+pub fn validate_pem_certificates(field: &str, pem: &str) -> Result<(), DomainError> {
+    if pem.trim().is_empty() || pem.len() > MAX_XKS_PEM {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be 1 to {MAX_XKS_PEM} bytes of PEM certificates"),
+        ));
+    }
+    let mut n = 0;
+    for (i, block) in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()).enumerate() {
+        let block = block
+            .map_err(|e| DomainError::invalid(field, format!("block {} is not PEM: {e}", i + 1)))?;
+        if block.label != "CERTIFICATE" {
+            return Err(DomainError::invalid(
+                field,
+                format!(
+                    "block {} is a PEM {}, not a CERTIFICATE",
+                    i + 1,
+                    block.label
+                ),
+            ));
+        }
+        block.parse_x509().map_err(|e| {
+            DomainError::invalid(
+                field,
+                format!("block {} is not an X.509 certificate: {e}", i + 1),
+            )
+        })?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(DomainError::invalid(
+            field,
+            "holds no PEM certificate (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)",
         ));
     }
     Ok(())
@@ -165,6 +321,7 @@ impl KeystoreConfig {
             KeystoreConfig::Internal => KeystoreType::Internal,
             KeystoreConfig::Pkcs11 { .. } => KeystoreType::Pkcs11,
             KeystoreConfig::AwsKms { .. } => KeystoreType::AwsKms,
+            KeystoreConfig::Xks { .. } => KeystoreType::Xks,
         }
     }
 
@@ -216,6 +373,41 @@ impl KeystoreConfig {
                     _ => Ok(()),
                 }
             }
+            KeystoreConfig::Xks {
+                uri_endpoint,
+                uri_path,
+                ca_cert_pem,
+                client_cert_pem,
+                access_key_id,
+            } => {
+                validate_xks_endpoint(uri_endpoint)?;
+                if uri_path.is_empty() {
+                    return Err(DomainError::invalid(
+                        "xks.uri_path",
+                        "is required: the proxy's [/prefix]/kms/xks/v1",
+                    ));
+                }
+                super::xks::check_uri_path("xks.uri_path", uri_path)?;
+                if let Some(pem) = ca_cert_pem {
+                    validate_pem_certificates("xks.ca_cert_pem", pem)?;
+                }
+                if let Some(pem) = client_cert_pem {
+                    validate_pem_certificates("xks.client_cert_pem", pem)?;
+                    if uri_endpoint.starts_with("http://") {
+                        return Err(DomainError::invalid(
+                            "xks.client_cert_pem",
+                            "needs an https:// uri_endpoint: a client certificate is presented in the TLS handshake",
+                        ));
+                    }
+                }
+                if ca_cert_pem.is_some() && uri_endpoint.starts_with("http://") {
+                    return Err(DomainError::invalid(
+                        "xks.ca_cert_pem",
+                        "needs an https:// uri_endpoint: the CA verifies the proxy's TLS certificate",
+                    ));
+                }
+                validate_xks_access_key_id("xks_credentials.access_key_id", access_key_id)
+            }
         }
     }
 
@@ -229,6 +421,7 @@ impl KeystoreConfig {
     pub fn accepts(&self, spec: KeySpec) -> Result<(), String> {
         match self {
             KeystoreConfig::Internal | KeystoreConfig::Pkcs11 { .. } => Ok(()),
+            KeystoreConfig::Xks { .. } => Err(XKS_KEYS_NOT_BUILT.to_string()),
             KeystoreConfig::AwsKms { .. } => match spec {
                 KeySpec::Aes256 | KeySpec::HmacSha256 => Ok(()),
                 KeySpec::Aes128 | KeySpec::Aes192 => Err(format!(
@@ -334,6 +527,12 @@ pub enum ConnectionErrorCode {
     ImportKekMissing,
     InvalidConfiguration,
     InternalError,
+    XksProxyAccessDenied,
+    XksProxyInvalidConfiguration,
+    XksProxyInvalidResponse,
+    XksProxyInvalidTlsConfiguration,
+    XksProxyNotReachable,
+    XksProxyTimedOut,
 }
 
 impl ConnectionErrorCode {
@@ -348,6 +547,14 @@ impl ConnectionErrorCode {
             ConnectionErrorCode::ImportKekMissing => "IMPORT_KEK_MISSING",
             ConnectionErrorCode::InvalidConfiguration => "INVALID_CONFIGURATION",
             ConnectionErrorCode::InternalError => "INTERNAL_ERROR",
+            ConnectionErrorCode::XksProxyAccessDenied => "XKS_PROXY_ACCESS_DENIED",
+            ConnectionErrorCode::XksProxyInvalidConfiguration => "XKS_PROXY_INVALID_CONFIGURATION",
+            ConnectionErrorCode::XksProxyInvalidResponse => "XKS_PROXY_INVALID_RESPONSE",
+            ConnectionErrorCode::XksProxyInvalidTlsConfiguration => {
+                "XKS_PROXY_INVALID_TLS_CONFIGURATION"
+            }
+            ConnectionErrorCode::XksProxyNotReachable => "XKS_PROXY_NOT_REACHABLE",
+            ConnectionErrorCode::XksProxyTimedOut => "XKS_PROXY_TIMED_OUT",
         }
     }
 }
@@ -640,6 +847,38 @@ impl Keystore {
                     self.require(KeystoreAction::UpdateConnectionConfig)?;
                 }
             }
+            (
+                KeystoreConfig::Xks {
+                    uri_endpoint: old_e,
+                    uri_path: old_p,
+                    ca_cert_pem: old_ca,
+                    client_cert_pem: old_cc,
+                    ..
+                },
+                KeystoreConfig::Xks {
+                    uri_endpoint: new_e,
+                    uri_path: new_p,
+                    ca_cert_pem: new_ca,
+                    client_cert_pem: new_cc,
+                    ..
+                },
+            ) => {
+                let locked = self.first_connected_at.is_some();
+                for (field, changed) in [
+                    ("xks.uri_endpoint", old_e != new_e),
+                    ("xks.uri_path", old_p != new_p),
+                ] {
+                    if changed && locked {
+                        return Err(DomainError::invalid(
+                            field,
+                            "is locked: the keystore has connected, and uri_endpoint and uri_path identify its proxy",
+                        ));
+                    }
+                }
+                if old_e != new_e || old_p != new_p || old_ca != new_ca || old_cc != new_cc {
+                    self.require(KeystoreAction::UpdateConnectionConfig)?;
+                }
+            }
             (old, new) if old.keystore_type() != new.keystore_type() => {
                 return Err(DomainError::invalid(
                     "config",
@@ -914,6 +1153,140 @@ mod tests {
         let e = ks.bind_account("210987654321").unwrap_err();
         assert_eq!(e.code, ConnectionErrorCode::InvalidConfiguration);
         assert!(e.message.contains("210987654321") && e.message.contains("123456789012"));
+    }
+
+    fn xks(endpoint: &str, path: &str) -> KeystoreConfig {
+        KeystoreConfig::Xks {
+            uri_endpoint: endpoint.into(),
+            uri_path: path.into(),
+            ca_cert_pem: None,
+            client_cert_pem: None,
+            access_key_id: "ABCDEFGHIJKLMNOPQRST".into(),
+        }
+    }
+
+    #[test]
+    fn xks_configuration_rules() {
+        for ok in [
+            xks("https://xks.example.com", "/kms/xks/v1"),
+            xks("https://xks.example.com:8443", "/keyorch/kms/xks/v1"),
+            xks("https://10.0.0.1", "/kms/xks/v1"),
+            xks("https://[2001:db8::1]:443", "/kms/xks/v1"),
+            xks("http://127.0.0.1:4600", "/keyorch/kms/xks/v1"),
+            xks("http://localhost:4600", "/keyorch/kms/xks/v1"),
+            xks("http://[::1]:4600", "/keyorch/kms/xks/v1"),
+        ] {
+            assert!(ok.validate().is_ok(), "{ok:?}");
+            assert!(ok.needs_credentials());
+            assert_eq!(ok.keystore_type(), KeystoreType::Xks);
+            // Keys in xks keystores are not built: every key spec is refused.
+            assert!(ok
+                .accepts(KeySpec::Aes256)
+                .unwrap_err()
+                .contains("not built yet"));
+        }
+        let long_host = format!("https://{}.com", "a".repeat(125));
+        for (bad, field) in [
+            (xks("", "/kms/xks/v1"), "xks.uri_endpoint"),
+            (xks("xks.example.com", "/kms/xks/v1"), "xks.uri_endpoint"),
+            (
+                xks("http://xks.example.com", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (
+                xks("https://xks.example.com/", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (
+                xks("https://xks.example.com?a=b", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (
+                xks("https://xks.example.com:", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (
+                xks("https://xks.example.com:65536", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (
+                xks("https://-x.example.com", "/kms/xks/v1"),
+                "xks.uri_endpoint",
+            ),
+            (xks("https://[zz::1]", "/kms/xks/v1"), "xks.uri_endpoint"),
+            (xks(&long_host, "/kms/xks/v1"), "xks.uri_endpoint"),
+            (xks("https://xks.example.com", ""), "xks.uri_path"),
+            (
+                xks("https://xks.example.com", "/kms/xks/v2"),
+                "xks.uri_path",
+            ),
+        ] {
+            assert_eq!(field_of(bad.validate().unwrap_err()), field, "{bad:?}");
+        }
+        let mut no_tls = xks("http://127.0.0.1:1", "/kms/xks/v1");
+        if let KeystoreConfig::Xks { ca_cert_pem, .. } = &mut no_tls {
+            *ca_cert_pem = Some("x".into());
+        }
+        assert_eq!(field_of(no_tls.validate().unwrap_err()), "xks.ca_cert_pem");
+        for bad in [
+            "",
+            "ABCDEFGHIJKLMNOPQRS",
+            "abcdefghijklmnopqrst",
+            "ABCDEFGHIJKLMNOPQRS8",
+        ] {
+            assert!(validate_xks_access_key_id("f", bad).is_err(), "{bad}");
+        }
+        let secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2U=";
+        assert!(validate_xks_secret("s", secret).is_ok());
+        for bad in [
+            &secret[..42],
+            &format!("{secret}{secret}"),
+            &format!("{}!", &secret[..44]),
+        ] {
+            let e = validate_xks_secret("s", bad).unwrap_err().to_string();
+            assert!(!e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn xks_identity_locks_after_the_first_connect() {
+        let mut ks = keystore(ConnectionState::Disconnected);
+        ks.config = xks("https://a.example.com", "/kms/xks/v1");
+        // Before any connect the proxy may still be corrected.
+        ks.update_config(xks("https://b.example.com", "/p/kms/xks/v1"), 1)
+            .unwrap();
+        ks.begin_connect(2).unwrap();
+        ks.finish_connect(Ok(()), 3);
+        // Locked in every state, also once DISCONNECTED again.
+        let e = ks.update_config(xks("https://c.example.com", "/p/kms/xks/v1"), 4);
+        assert_eq!(field_of(e.unwrap_err()), "xks.uri_endpoint");
+        ks.begin_disconnect(5).unwrap();
+        ks.finish_disconnect(6);
+        let e = ks.update_config(xks("https://b.example.com", "/q/kms/xks/v1"), 7);
+        assert_eq!(field_of(e.unwrap_err()), "xks.uri_path");
+        // Connection configuration (the CA) only while DISCONNECTED.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["ca".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem();
+        let mut with_ca = xks("https://b.example.com", "/p/kms/xks/v1");
+        if let KeystoreConfig::Xks { ca_cert_pem, .. } = &mut with_ca {
+            *ca_cert_pem = Some(ca);
+        }
+        ks.update_config(with_ca.clone(), 8).unwrap();
+        ks.state = ConnectionState::Connected;
+        assert!(matches!(
+            ks.update_config(xks("https://b.example.com", "/p/kms/xks/v1"), 9),
+            Err(DomainError::KeystoreState { .. })
+        ));
+        // A new access key id (with its secret) in any state.
+        let mut rotated = with_ca;
+        if let KeystoreConfig::Xks { access_key_id, .. } = &mut rotated {
+            *access_key_id = "ZYXWVUTSRQPONMLKJIHG".into();
+        }
+        ks.update_config(rotated, 10).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::vaults::listing;
 use super::{new_id, now, require_id, Inner, Listing, ServiceError, Services};
 use crate::domain::{
     ConnectionState, DomainError, Family, InstanceState, Key, KeyAction, KeySpec, KeyState,
-    Keystore, KeystoreAction, KeystoreConfig, Material, NewKey, Page,
+    Keystore, KeystoreAction, KeystoreConfig, KeystoreType, Material, NewKey, Page,
 };
 use crate::hsm::{KeyKind, KeyRef};
 
@@ -124,6 +124,9 @@ impl Inner {
                     ),
                 )
                 .into());
+            }
+            if ks.keystore_type() == KeystoreType::Xks {
+                return Err(super::remote::xks_keys_unimplemented(&ks));
             }
             ks.require(KeystoreAction::CreateKeyTargeting)?;
             if let Err(limit) = ks.config.accepts(spec) {
@@ -453,6 +456,9 @@ impl Services {
                     ),
                 )
                 .into());
+            }
+            if ks.keystore_type() == KeystoreType::Xks {
+                return Err(super::remote::xks_keys_unimplemented(&ks));
             }
             if key.instance(&keystore_id).map(|i| i.state) == Some(InstanceState::Installed) {
                 return inner.seen(key);

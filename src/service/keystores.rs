@@ -3,14 +3,16 @@
 use std::collections::HashMap;
 
 use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
 
 use super::remote::ProbeMode;
 use super::vaults::listing;
 use super::{new_id, now, Inner, Listing, ServiceError, Services};
 use crate::domain::{
-    stranded_keys, validate_aws_secret, validate_pin, ConnectStart, ConnectionError,
-    ConnectionErrorCode, ConnectionState, DomainError, Health, HealthStatus, InstanceState, Key,
-    Keystore, KeystoreConfig, KeystoreType, NewKeystore, Page, SealedCredentials, TokenRef,
+    stranded_keys, validate_aws_secret, validate_pin, validate_xks_access_key_id,
+    validate_xks_secret, ConnectStart, ConnectionError, ConnectionErrorCode, ConnectionState,
+    DomainError, Health, HealthStatus, InstanceState, Key, Keystore, KeystoreConfig, KeystoreType,
+    NewKeystore, Page, SealedCredentials, TokenRef, MAX_XKS_PEM,
 };
 use crate::store::{Batch, Table};
 
@@ -33,6 +35,22 @@ pub struct CreateKeystore {
 pub enum Secret {
     Pkcs11Pin(SecretString),
     AwsSecretAccessKey(SecretString),
+    /// An XKS proxy's SigV4 credential (the access key id goes into the configuration,
+    /// where it is shown back) and the client certificate's key, when there is one.
+    Xks {
+        access_key_id: String,
+        secret_access_key: SecretString,
+        client_key_pem: Option<SecretString>,
+    },
+}
+
+/// What is sealed for an xks keystore: the SigV4 secret and the client key (JSON, in
+/// zeroizing memory on both sides of the seal).
+#[derive(serde::Serialize, serde::Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub(super) struct XksSealedCredentials {
+    pub secret_access_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_pem: Option<String>,
 }
 
 impl Secret {
@@ -41,6 +59,7 @@ impl Secret {
         match self {
             Secret::Pkcs11Pin(_) => "pkcs11_credentials.pin",
             Secret::AwsSecretAccessKey(_) => "aws_kms_credentials.secret_access_key",
+            Secret::Xks { .. } => "xks_credentials",
         }
     }
 
@@ -48,12 +67,7 @@ impl Secret {
         match self {
             Secret::Pkcs11Pin(_) => KeystoreType::Pkcs11,
             Secret::AwsSecretAccessKey(_) => KeystoreType::AwsKms,
-        }
-    }
-
-    fn expose(&self) -> &str {
-        match self {
-            Secret::Pkcs11Pin(s) | Secret::AwsSecretAccessKey(s) => s.expose_secret(),
+            Secret::Xks { .. } => KeystoreType::Xks,
         }
     }
 
@@ -61,9 +75,71 @@ impl Secret {
     fn field_for(t: KeystoreType) -> &'static str {
         match t {
             KeystoreType::AwsKms => "aws_kms_credentials.secret_access_key",
+            KeystoreType::Xks => "xks_credentials",
             _ => "pkcs11_credentials.pin",
         }
     }
+
+    /// The access key id an xks credential carries.
+    fn xks_access_key_id(&self) -> Option<&str> {
+        match self {
+            Secret::Xks { access_key_id, .. } => Some(access_key_id),
+            _ => None,
+        }
+    }
+}
+
+/// The credential rules of an xks keystore against its (validated) configuration: the
+/// access key id is the configuration's, the secret follows AWS's rule, and a client key
+/// comes exactly with a client certificate and belongs to it (the TLS settings build).
+fn check_xks_secret(config: &KeystoreConfig, secret: &Secret) -> Result<(), ServiceError> {
+    let (
+        KeystoreConfig::Xks {
+            uri_endpoint,
+            ca_cert_pem,
+            client_cert_pem,
+            access_key_id: configured,
+            ..
+        },
+        Secret::Xks {
+            access_key_id,
+            secret_access_key,
+            client_key_pem,
+        },
+    ) = (config, secret)
+    else {
+        return Ok(());
+    };
+    validate_xks_access_key_id("xks_credentials.access_key_id", access_key_id)?;
+    if access_key_id != configured {
+        return Err(DomainError::invalid(
+            "xks.access_key_id",
+            "is output only: it is xks_credentials.access_key_id; leave it empty",
+        )
+        .into());
+    }
+    validate_xks_secret(
+        "xks_credentials.secret_access_key",
+        secret_access_key.expose_secret(),
+    )?;
+    if let Some(key) = client_key_pem {
+        if key.expose_secret().len() > MAX_XKS_PEM {
+            return Err(DomainError::invalid(
+                "xks_credentials.client_key_pem",
+                format!("must be at most {MAX_XKS_PEM} bytes"),
+            )
+            .into());
+        }
+    }
+    if uri_endpoint.starts_with("https://") || client_key_pem.is_some() {
+        crate::targets::xks::tls_config(
+            ca_cert_pem.as_deref(),
+            client_cert_pem.as_deref(),
+            client_key_pem.as_ref(),
+        )
+        .map_err(|(field, rule)| DomainError::invalid(field, rule))?;
+    }
+    Ok(())
 }
 
 /// UpdateKeystore: unset fields are left as they are.
@@ -73,7 +149,21 @@ pub struct UpdateKeystore {
     pub description: Option<String>,
     pub pkcs11: Option<Pkcs11Patch>,
     pub aws_kms: Option<AwsKmsPatch>,
+    pub xks: Option<XksPatch>,
     pub secret: Option<Secret>,
+}
+
+/// Changes to an xks configuration; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct XksPatch {
+    pub uri_endpoint: Option<String>,
+    pub uri_path: Option<String>,
+    /// `Some(None)` goes back to the system's roots.
+    pub ca_cert_pem: Option<Option<String>>,
+    /// `Some(None)` stops presenting a client certificate.
+    pub client_cert_pem: Option<Option<String>>,
+    /// Output only: accepted when equal to the resulting value.
+    pub access_key_id: Option<String>,
 }
 
 /// Changes to an aws_kms configuration; `None` keeps the stored value.
@@ -136,9 +226,11 @@ fn config_for(
         (KeystoreType::Pkcs11, _) => Err(DomainError::invalid("pkcs11", "is required for a pkcs11 keystore").into()),
         (KeystoreType::AwsKms, Some(c @ KeystoreConfig::AwsKms { .. })) => Ok(c),
         (KeystoreType::AwsKms, _) => Err(DomainError::invalid("aws_kms", "is required for an aws_kms keystore").into()),
+        (KeystoreType::Xks, Some(c @ KeystoreConfig::Xks { .. })) => Ok(c),
+        (KeystoreType::Xks, _) => Err(DomainError::invalid("xks", "is required for an xks keystore").into()),
         (KeystoreType::Internal, Some(_)) => Err(DomainError::invalid("config", "does not match type internal").into()),
         (other, _) => Err(ServiceError::Unimplemented(format!(
-            "keystore type {other} is not implemented yet; internal, pkcs11 and aws_kms keystores are available"
+            "keystore type {other} is not implemented yet; internal, pkcs11, aws_kms and xks keystores are available"
         ))),
     }
 }
@@ -158,14 +250,57 @@ impl Inner {
             )
             .into());
         }
-        match secret {
-            Secret::Pkcs11Pin(_) => validate_pin(secret.field(), secret.expose())?,
-            Secret::AwsSecretAccessKey(_) => validate_aws_secret(secret.field(), secret.expose())?,
-        }
+        let plain: Zeroizing<Vec<u8>> = match secret {
+            Secret::Pkcs11Pin(s) => {
+                validate_pin(secret.field(), s.expose_secret())?;
+                Zeroizing::new(s.expose_secret().as_bytes().to_vec())
+            }
+            Secret::AwsSecretAccessKey(s) => {
+                validate_aws_secret(secret.field(), s.expose_secret())?;
+                Zeroizing::new(s.expose_secret().as_bytes().to_vec())
+            }
+            Secret::Xks {
+                secret_access_key,
+                client_key_pem,
+                ..
+            } => {
+                // The rules were checked against the configuration (check_xks_secret).
+                let sealed = XksSealedCredentials {
+                    secret_access_key: secret_access_key.expose_secret().to_string(),
+                    client_key_pem: client_key_pem
+                        .as_ref()
+                        .map(|k| k.expose_secret().to_string()),
+                };
+                Zeroizing::new(serde_json::to_vec(&sealed).map_err(|e| {
+                    ServiceError::Internal(format!("encoding xks credentials: {e}"))
+                })?)
+            }
+        };
         Ok(SealedCredentials {
-            sealed: self.hsm.seal_secret(secret.expose().as_bytes())?,
+            sealed: self.hsm.seal_secret(&plain)?,
         })
     }
+}
+
+/// Before sealing: an xks credential is checked against its configuration (which is
+/// validated first, so that a bad configuration field is named before the credential).
+fn check_secret_against(config: &KeystoreConfig, secret: &Secret) -> Result<(), ServiceError> {
+    if let (KeystoreConfig::Xks { .. }, Secret::Xks { access_key_id, .. }) = (config, secret) {
+        // The configuration's access key id comes from the credential: check the rest of
+        // the configuration with it.
+        let mut c = config.clone();
+        if let KeystoreConfig::Xks {
+            access_key_id: a, ..
+        } = &mut c
+        {
+            if a.is_empty() {
+                a.clone_from(access_key_id);
+            }
+        }
+        c.validate()?;
+        check_xks_secret(&c, secret)?;
+    }
+    Ok(())
 }
 
 /// Merges an aws_kms patch into the stored configuration.
@@ -193,6 +328,57 @@ fn merged_aws(config: &KeystoreConfig, patch: AwsKmsPatch) -> Result<KeystoreCon
         endpoint_url: patch.endpoint_url.unwrap_or_else(|| endpoint_url.clone()),
         access_key_id: patch.access_key_id.unwrap_or_else(|| access_key_id.clone()),
         account_id: account_id.clone(),
+    })
+}
+
+/// Merges an xks patch (and the access key id of new credentials) into the stored
+/// configuration.
+fn merged_xks(
+    config: &KeystoreConfig,
+    patch: XksPatch,
+    secret: Option<&Secret>,
+) -> Result<KeystoreConfig, ServiceError> {
+    let KeystoreConfig::Xks {
+        uri_endpoint,
+        uri_path,
+        ca_cert_pem,
+        client_cert_pem,
+        access_key_id,
+    } = config
+    else {
+        return Err(DomainError::invalid("xks", "this keystore is not an xks keystore").into());
+    };
+    let new_key_id = secret
+        .and_then(Secret::xks_access_key_id)
+        .unwrap_or(access_key_id)
+        .to_string();
+    if patch
+        .access_key_id
+        .as_ref()
+        .is_some_and(|a| *a != new_key_id)
+    {
+        return Err(DomainError::invalid(
+            "xks.access_key_id",
+            "is output only: it changes with xks_credentials.access_key_id; leave it empty",
+        )
+        .into());
+    }
+    let new_client_cert = patch
+        .client_cert_pem
+        .unwrap_or_else(|| client_cert_pem.clone());
+    if new_client_cert != *client_cert_pem && secret.is_none() {
+        return Err(DomainError::invalid(
+            "xks.client_cert_pem",
+            "changes only together with xks_credentials (its private key is xks_credentials.client_key_pem)",
+        )
+        .into());
+    }
+    Ok(KeystoreConfig::Xks {
+        uri_endpoint: patch.uri_endpoint.unwrap_or_else(|| uri_endpoint.clone()),
+        uri_path: patch.uri_path.unwrap_or_else(|| uri_path.clone()),
+        ca_cert_pem: patch.ca_cert_pem.unwrap_or_else(|| ca_cert_pem.clone()),
+        client_cert_pem: new_client_cert,
+        access_key_id: new_key_id,
     })
 }
 
@@ -264,7 +450,10 @@ impl Services {
             let config = config_for(req.keystore_type, req.config)?;
             let t = config.keystore_type();
             let credentials = match (&req.secret, config.needs_credentials()) {
-                (Some(secret), true) => Some(inner.seal_secret(t, secret)?),
+                (Some(secret), true) => {
+                    check_secret_against(&config, secret)?;
+                    Some(inner.seal_secret(t, secret)?)
+                }
                 (None, true) => {
                     return Err(DomainError::invalid(
                         Secret::field_for(t),
@@ -385,6 +574,24 @@ impl Services {
                         "changes only together with aws_kms_credentials.secret_access_key (both halves of the credential pair)",
                     )
                     .into());
+                }
+                ks.update_config(merged, now())?;
+            }
+            let xks_patch = match (&ks.config, req.xks, &req.secret) {
+                (KeystoreConfig::Xks { .. }, patch, Some(Secret::Xks { .. })) => {
+                    Some(patch.unwrap_or_default())
+                }
+                (_, patch, _) => patch,
+            };
+            if let Some(patch) = xks_patch {
+                let merged = merged_xks(&ks.config, patch, req.secret.as_ref())?;
+                merged.validate()?;
+                match &req.secret {
+                    Some(secret) => check_xks_secret(&merged, secret)?,
+                    None => {
+                        // The stored client key stays: it must still fit (same certificate;
+                        // a changed certificate needs new credentials, checked above).
+                    }
                 }
                 ks.update_config(merged, now())?;
             }
@@ -531,8 +738,19 @@ impl Services {
     ) -> Result<TestOutcome, ServiceError> {
         self.blocking(move |inner| {
             let config = config_for(req.keystore_type, req.config)?;
+            let t = config.keystore_type();
             let credentials = match &req.secret {
-                Some(secret) => Some(inner.seal_secret(config.keystore_type(), secret)?),
+                None if t == KeystoreType::Xks => {
+                    return Err(DomainError::invalid(
+                        Secret::field_for(t),
+                        format!("is required for a {t} keystore"),
+                    )
+                    .into())
+                }
+                Some(secret) => {
+                    check_secret_against(&config, secret)?;
+                    Some(inner.seal_secret(config.keystore_type(), secret)?)
+                }
                 None => None,
             };
             let candidate = Keystore::new(
@@ -567,7 +785,10 @@ impl Services {
                     Err(e)
                         if matches!(
                             e.code,
-                            ConnectionErrorCode::InvalidConfiguration | ConnectionErrorCode::ImportKekMissing
+                            ConnectionErrorCode::InvalidConfiguration
+                                | ConnectionErrorCode::ImportKekMissing
+                                | ConnectionErrorCode::XksProxyInvalidConfiguration
+                                | ConnectionErrorCode::XksProxyInvalidTlsConfiguration
                         ) =>
                     {
                         (HealthStatus::ConfigurationError, e.message)

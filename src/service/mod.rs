@@ -27,7 +27,7 @@ pub use error::ServiceError;
 pub use keys::{CreateKey, KeyFilter, KeyStatus, TargetStatus, UpdateKey};
 pub use keystores::{
     AwsKmsPatch, CreateKeystore, DisconnectOptions, KeystoreFilter, Pkcs11Patch, Secret,
-    TestOutcome, UpdateKeystore,
+    TestOutcome, UpdateKeystore, XksPatch,
 };
 pub use remote::FAILPOINT_ENV;
 

@@ -4,18 +4,21 @@
 
 use std::sync::Arc;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::keystores::XksSealedCredentials;
 
 use super::keys::{key_ref, kind};
 use super::{now, Inner, ServiceError};
 use crate::domain::{
     remote_ref, ConnectionError, ConnectionErrorCode, ConnectionState, DomainError, InstanceState,
-    Key, KeySpec, Keystore, KeystoreAction, KeystoreConfig, TokenRef,
+    Key, KeySpec, Keystore, KeystoreAction, KeystoreConfig, TokenRef, XKS_KEYS_NOT_BUILT,
 };
 use crate::hsm::{HsmError, OaepHash, TokenSelector};
 use crate::store::{Batch, Table};
 use crate::targets::aws_kms::{AwsKmsConfig, AwsKmsTarget};
 use crate::targets::pkcs11::{Pkcs11Target, Pkcs11TargetConfig};
+use crate::targets::xks::{XksConfig, XksTarget};
 use crate::targets::TargetError;
 
 /// Environment variable naming a step at which keyorchd aborts (tests only; see docs).
@@ -43,6 +46,14 @@ pub(crate) fn connection_error(e: &TargetError) -> ConnectionError {
         TargetError::Network(_) => ConnectionErrorCode::NetworkErrors,
         TargetError::TimedOut(_) => ConnectionErrorCode::TimedOut,
         TargetError::PermissionDenied(_) => ConnectionErrorCode::InsufficientPermissions,
+        TargetError::XksAccessDenied(_) => ConnectionErrorCode::XksProxyAccessDenied,
+        TargetError::XksInvalidConfiguration(_) => {
+            ConnectionErrorCode::XksProxyInvalidConfiguration
+        }
+        TargetError::XksInvalidResponse(_) => ConnectionErrorCode::XksProxyInvalidResponse,
+        TargetError::XksInvalidTls(_) => ConnectionErrorCode::XksProxyInvalidTlsConfiguration,
+        TargetError::XksNotReachable(_) => ConnectionErrorCode::XksProxyNotReachable,
+        TargetError::XksTimedOut(_) => ConnectionErrorCode::XksProxyTimedOut,
     };
     ConnectionError {
         code,
@@ -78,6 +89,12 @@ pub(crate) enum ProbeMode {
 pub(crate) enum Remote {
     Pkcs11(Arc<Pkcs11Target>),
     AwsKms(Arc<AwsKmsTarget>),
+    Xks(Arc<XksTarget>),
+}
+
+/// Keys in xks keystores are not built yet: every key operation on one answers this.
+pub(super) fn xks_keys_unimplemented(ks: &Keystore) -> ServiceError {
+    ServiceError::Unimplemented(format!("keystore {}: {XKS_KEYS_NOT_BUILT}", ks.id))
 }
 
 /// What a target holds under a key's label.
@@ -168,6 +185,33 @@ impl Inner {
                 .map_err(|e| connection_error(&e))?;
                 Remote::AwsKms(Arc::new(target))
             }
+            KeystoreConfig::Xks {
+                uri_endpoint,
+                uri_path,
+                ca_cert_pem,
+                client_cert_pem,
+                access_key_id,
+            } => {
+                let sealed = self.unsealed_secret(ks)?;
+                let creds: XksSealedCredentials = serde_json::from_str(sealed.expose_secret())
+                    .map_err(|_| ConnectionError {
+                        code: ConnectionErrorCode::InvalidCredentials,
+                        message:
+                            "the stored xks credentials cannot be read; send xks_credentials again"
+                                .into(),
+                    })?;
+                let target = XksTarget::open(XksConfig {
+                    uri_endpoint: uri_endpoint.clone(),
+                    uri_path: uri_path.clone(),
+                    ca_cert_pem: ca_cert_pem.clone(),
+                    client_cert_pem: client_cert_pem.clone(),
+                    client_key_pem: creds.client_key_pem.clone().map(SecretString::from),
+                    access_key_id: access_key_id.clone(),
+                    secret_access_key: SecretString::from(creds.secret_access_key.clone()),
+                })
+                .map_err(|e| connection_error(&e))?;
+                Remote::Xks(Arc::new(target))
+            }
         };
         self.remotes
             .lock()
@@ -232,6 +276,20 @@ impl Inner {
                 }
                 target.account_id()
             })(),
+            Remote::Xks(target) => target.health().map(|h| {
+                if mode != ProbeMode::Heartbeat {
+                    tracing::info!(
+                        keystore = %ks.id,
+                        fleet_size = h.fleet_size,
+                        vendor = %h.vendor,
+                        model = %h.model,
+                        ekm_vendor = %h.ekm_vendor,
+                        members = ?h.members.iter().map(|m| format!("{} {}", m.id, m.health_status)).collect::<Vec<_>>(),
+                        "XKS proxy health"
+                    );
+                }
+                None
+            }),
         };
         let account = outcome.map_err(|e| {
             if !matches!(e, TargetError::ImportKekMissing) {
@@ -284,6 +342,9 @@ impl Inner {
     /// two-phase: INSTALLING is durable before the target is touched, INSTALLED after it
     /// holds the key (with the right check value where the target computes one).
     pub(super) fn install_into(&self, key: &mut Key, ks: &Keystore) -> Result<(), ServiceError> {
+        if matches!(ks.config, KeystoreConfig::Xks { .. }) {
+            return Err(xks_keys_unimplemented(ks));
+        }
         ks.require(KeystoreAction::Install)?;
         check_accepts(ks, key.spec)?;
         let remote = match &ks.config {
@@ -309,6 +370,7 @@ impl Inner {
         let result = match &remote {
             Remote::Pkcs11(target) => self.install_pkcs11(target, key, ks, &label),
             Remote::AwsKms(target) => self.install_aws(target, key, ks, &label),
+            Remote::Xks(_) => Err(xks_keys_unimplemented(ks)),
         };
         match result {
             Ok(remote_id) => {
@@ -324,6 +386,7 @@ impl Inner {
                 let undo = match &remote {
                     Remote::Pkcs11(t) => t.uninstall(&label).map(drop),
                     Remote::AwsKms(t) => t.uninstall(&label).map(drop),
+                    Remote::Xks(_) => Ok(()),
                 };
                 if let Err(undo) = undo {
                     tracing::warn!(key = %key.id, keystore = %ks.id, "could not remove a failed install: {undo}");
@@ -414,6 +477,9 @@ impl Inner {
             key.set_instance(&ks.id, InstanceState::NotInstalled, String::new(), now());
             return Ok(());
         }
+        if matches!(ks.config, KeystoreConfig::Xks { .. }) {
+            return Err(xks_keys_unimplemented(ks));
+        }
         ks.require(KeystoreAction::Uninstall)?;
         let remote = self.remote(ks).map_err(|ce| to_service(ks, ce))?;
         key.set_instance(&ks.id, InstanceState::Uninstalling, String::new(), now());
@@ -423,6 +489,7 @@ impl Inner {
         match &remote {
             Remote::Pkcs11(t) => t.uninstall(&label).map(drop),
             Remote::AwsKms(t) => t.uninstall(&label).map(drop),
+            Remote::Xks(_) => return Err(xks_keys_unimplemented(ks)),
         }
         .map_err(|e| self.target_error(ks, e))?;
         failpoint("uninstall.target_done");
@@ -484,6 +551,7 @@ impl Inner {
             .map_err(ServiceError::from)?;
         let label = remote_ref(&key.id);
         match self.remote(ks).map_err(|ce| to_service(ks, ce))? {
+            Remote::Xks(_) => Err(xks_keys_unimplemented(ks)),
             Remote::Pkcs11(target) => Ok(target
                 .key_check_value(&label, kind(key.spec))
                 .map_err(|e| self.target_error(ks, e))?
@@ -537,6 +605,7 @@ impl Inner {
         match self.remote(ks).map_err(|ce| to_service(ks, ce))? {
             Remote::Pkcs11(t) => t.uninstall(&label).map(drop),
             Remote::AwsKms(t) => t.uninstall(&label).map(drop),
+            Remote::Xks(_) => return Err(xks_keys_unimplemented(ks)),
         }
         .map_err(|e| self.target_error(ks, e))
     }

@@ -3,6 +3,7 @@
 
 pub mod aws_kms;
 pub mod pkcs11;
+pub mod xks;
 
 use crate::hsm::HsmError;
 
@@ -40,6 +41,24 @@ pub enum TargetError {
     /// (its action names, e.g. `CreateKey`).
     #[error("the target denied required permissions: {}", .0.join(", "))]
     PermissionDenied(Vec<String>),
+    /// XKS proxy: 403 AccessDeniedException.
+    #[error("the XKS proxy denied access: {0}")]
+    XksAccessDenied(String),
+    /// XKS proxy: no endpoint at the URI path (404 InvalidUriPathException, ...).
+    #[error("the XKS proxy is not configured for this keystore: {0}")]
+    XksInvalidConfiguration(String),
+    /// XKS proxy: an answer that is not the spec's.
+    #[error("invalid answer from the XKS proxy: {0}")]
+    XksInvalidResponse(String),
+    /// XKS proxy: the TLS handshake failed (certificate, CA, client certificate).
+    #[error("TLS with the XKS proxy failed: {0}")]
+    XksInvalidTls(String),
+    /// XKS proxy: nothing answers (refused, DNS), or every external key manager is UNAVAILABLE.
+    #[error("the XKS proxy is not reachable: {0}")]
+    XksNotReachable(String),
+    /// XKS proxy: no answer in time.
+    #[error("the XKS proxy did not answer in time: {0}")]
+    XksTimedOut(String),
     /// Anything else, with the failing call and its `CKR_` name.
     #[error("target failure: {0}")]
     Internal(String),

@@ -193,7 +193,7 @@ impl Endpoint {
             "AWS_CLOUDHSM" => {}
             "EXTERNAL_KEY_STORE" => {
                 return Err(AwsError::unsupported(
-                    "CustomKeyStoreType EXTERNAL_KEY_STORE is not supported yet: keyorch has no xks keystores; use AWS_CLOUDHSM (a PKCS#11 token)",
+                    "CustomKeyStoreType EXTERNAL_KEY_STORE is not supported by the AWS endpoint yet: create an xks keystore through keyorch's gRPC API (keyorch keystore create --type xks), or use AWS_CLOUDHSM (a PKCS#11 token)",
                 ))
             }
             _ => {

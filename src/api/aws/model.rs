@@ -35,6 +35,13 @@ pub fn connection_error_code(c: ConnectionErrorCode) -> &'static str {
         | ConnectionErrorCode::ImportKekMissing
         | ConnectionErrorCode::InvalidConfiguration
         | ConnectionErrorCode::InternalError => "INTERNAL_ERROR",
+        // AWS's own codes for external key stores.
+        c @ (ConnectionErrorCode::XksProxyAccessDenied
+        | ConnectionErrorCode::XksProxyInvalidConfiguration
+        | ConnectionErrorCode::XksProxyInvalidResponse
+        | ConnectionErrorCode::XksProxyInvalidTlsConfiguration
+        | ConnectionErrorCode::XksProxyNotReachable
+        | ConnectionErrorCode::XksProxyTimedOut) => c.as_str(),
     }
 }
 
