@@ -95,7 +95,8 @@ pub enum Command {
     /// Read and verify the hash-chained audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-    /// Measure keyorchd against raw PKCS#11 on the same tokens.
+    /// Measure keyorchd: against raw PKCS#11 on the same tokens (encrypt, install, xks), and
+    /// under a long mixed load (soak).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
