@@ -1983,3 +1983,77 @@ async fn the_documented_cli_flow_works() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 16's fault "PIN changed behind keyorch's back": the target token's user PIN is
+/// changed with pkcs11-tool (another process) while the keystore is CONNECTED. The daemon
+/// that holds the login goes on working: SoftHSM2 in that process still takes the old PIN,
+/// even for a fresh login after a disconnect (seen here), so the change shows at keyorchd's
+/// next start. From then on test connection and connect say INVALID_CREDENTIALS, the
+/// installed copy is neither lost nor forgotten, and after `keystore update` with the new
+/// PIN a connect restores everything, in sync.
+#[tokio::test]
+async fn a_pin_changed_behind_keyorchs_back_is_reported_and_recovered() {
+    const NEW_PIN: &str = "Tgt-pin-rotated-88";
+    let mut e = env().await;
+    let (internal, target) = (e.internal.id.clone(), e.target.id.clone());
+    let key = e
+        .key("k", KeyAlgorithm::Aes, 256, &[&internal, &target])
+        .await;
+    activate(&mut e.c, &key.id).await;
+    assert_eq!(e.copies(&key.id).len(), 1);
+
+    e.d.pkcs11_tool_ok(TOKEN, PIN, &["--change-pin", "--new-pin", NEW_PIN]);
+    e.d.restart().await;
+    e.c = e.d.clients();
+
+    let t = test_stored(&mut e.c, &target).await;
+    assert!(!t.ok, "{t:?}");
+    assert_eq!(
+        t.error_code,
+        ConnectionErrorCode::InvalidCredentials as i32,
+        "{t:?}"
+    );
+    disconnect(&mut e.c, &target, false, true).await;
+    let failed = connect(&mut e.c, &target).await;
+    assert_connection(&failed, ConnectionState::Failed);
+    assert_code(&failed, ConnectionErrorCode::InvalidCredentials);
+    assert!(!failed.connection_error_message.contains(NEW_PIN));
+    // The copy is still in the token, and still recorded (shown UNAVAILABLE while the
+    // keystore is not CONNECTED, not NOT_INSTALLED).
+    assert_eq!(
+        e.d.token_objects_labelled(TOKEN, NEW_PIN, &target_label(&key.id))
+            .len(),
+        1
+    );
+    let k = get_key(&mut e.c, &key.id).await;
+    assert_eq!(
+        instance_state(&k, &target),
+        Some(InstanceState::Unavailable),
+        "{k:?}"
+    );
+
+    ok(e.c.keystores.update_keystore(UpdateKeystoreRequest {
+        id: target.clone(),
+        pkcs11_credentials: Some(Pkcs11Credentials {
+            pin: NEW_PIN.into(),
+        }),
+        ..Default::default()
+    }))
+    .await;
+    // From FAILED, a disconnect first (DESIGN §2), then connect.
+    disconnect(&mut e.c, &target, false, true).await;
+    assert_connection(
+        &connect(&mut e.c, &target).await,
+        ConnectionState::Connected,
+    );
+    let s = status(&mut e.c, &key.id).await;
+    assert!(
+        s.keystores.iter().all(|k| k.sync == SyncStatus::Ok as i32),
+        "{s:?}"
+    );
+    let logs = e.d.logs();
+    assert!(
+        !logs.contains(NEW_PIN) && !logs.contains(PIN),
+        "a PIN is in the logs"
+    );
+}
