@@ -450,3 +450,47 @@ async fn without_a_crash_store_and_target_agree() {
     w.c = w.d.clients();
     assert_eq!(before, snapshot(&w.c).await);
 }
+
+/// A reactivation (ActivateKey of a DEACTIVATED key) cut short at each install step, with
+/// the internal keystore first or the pkcs11 keystore first among the targets: the key is
+/// DEACTIVATED and installed nowhere (the reconciler rolled the activation back) or ACTIVE
+/// and installed everywhere, and store and target agree. (Found by
+/// tests/crash_consistency.rs: the reconciler rolled back the copies of PRE_ACTIVE keys only,
+/// and left a DEACTIVATED key INSTALLED, in the target token too.)
+#[tokio::test]
+async fn crash_during_a_reactivation_leaves_the_key_installed_nowhere() {
+    let mut w = world().await;
+    let (iid, tid) = (w.internal.id.clone(), w.target.id.clone());
+    let mut problems = Vec::new();
+    for step in [
+        "install.intent_recorded",
+        "install.target_done",
+        "install.outcome_recorded",
+    ] {
+        for (order, targets) in [
+            ("internal-first", [iid.as_str(), tid.as_str()]),
+            ("target-first", [tid.as_str(), iid.as_str()]),
+        ] {
+            let key = w.key(&format!("{order} {step}"), &targets, true).await;
+            ok(w.c.keys.deactivate_key(key_id(&key.id))).await;
+            w.crash(step, Call::Activate, &key.id).await;
+            let after = get_key(&mut w.c, &key.id).await;
+            let ctx = format!("reactivation ({order}) crashed at {step}");
+            let state = key_state(&after);
+            assert!(
+                matches!(state, KeyState::Deactivated | KeyState::Active),
+                "{ctx}: key in state {state:?}: {after:?}"
+            );
+            problems.extend(
+                w.disagreements(&[&key.id])
+                    .await
+                    .into_iter()
+                    .map(|p| format!("{ctx}: {p}")),
+            );
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "store and target disagree after the restart: {problems:#?}"
+    );
+}
