@@ -494,3 +494,79 @@ async fn crash_during_a_reactivation_leaves_the_key_installed_nowhere() {
         "store and target disagree after the restart: {problems:#?}"
     );
 }
+
+/// An install into the pkcs11 keystore cut short between the two halves of a key pair (the
+/// private key unwrapped in the target, its public key not made yet) leaves one half there;
+/// the reconciler removes it when it rolls the install back. (Found by
+/// tests/crash_consistency.rs: the rollback removed only whole copies, so the lone private
+/// key stayed in the target under the key's label while the instance read NOT_INSTALLED.)
+#[tokio::test]
+async fn an_install_cut_short_between_the_halves_of_a_key_pair_leaves_no_half_behind() {
+    let mut w = world().await;
+    let iid = w.internal.id.clone();
+    // An EC key (a key pair in the target), ACTIVE in the internal keystore only.
+    let key = create_key(
+        &mut w.c,
+        &w.vault.id,
+        "ec-pair",
+        KeyAlgorithm::Ec,
+        256,
+        &[&iid],
+        true,
+    )
+    .await;
+    // InstallKey records INSTALLING, then keyorchd dies before it touches the target...
+    w.d.restart_with_env(&[(FAILPOINT, "install.intent_recorded")])
+        .await;
+    let mut c = w.d.clients();
+    let result = w.send(&mut c, Call::Install, &key.id).await;
+    assert!(
+        result.is_err(),
+        "InstallKey should have aborted: {result:?}"
+    );
+    let status = w.d.wait_for_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}");
+    // ...and the target holds what a death between the halves leaves: a private key only.
+    let label = target_label(&key.id);
+    w.d.pkcs11_tool_ok(
+        TOKEN,
+        PIN,
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            &label,
+        ],
+    );
+    w.d.pkcs11_tool_ok(
+        TOKEN,
+        PIN,
+        &["--delete-object", "--type", "pubkey", "--label", &label],
+    );
+    let half = w.d.token_objects_labelled(TOKEN, PIN, &label);
+    assert!(
+        half.len() == 1 && half[0].is_private_key(),
+        "set-up: {half:?}"
+    );
+
+    w.d.restart_with_env(&[]).await;
+    w.c = w.d.clients();
+    let after = get_key(&mut w.c, &key.id).await;
+    assert_key_state(&after, KeyState::Active);
+    assert_ne!(
+        instance_state(&after, &w.target.id),
+        Some(InstanceState::Installed),
+        "{after:?}"
+    );
+    let problems = w.disagreements(&[&key.id]).await;
+    assert!(
+        problems.is_empty(),
+        "store and target disagree after the restart: {problems:#?}"
+    );
+    assert_eq!(
+        w.d.token_objects_labelled(TOKEN, PIN, &label),
+        Vec::<TokenObject>::new(),
+        "the half key pair is still in the target"
+    );
+}

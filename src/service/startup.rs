@@ -155,7 +155,10 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
             key.set_remote_id(&ks_id, &copy.remote_id);
             InstanceState::Installed
         } else {
-            if remote.as_ref().is_some_and(Option::is_some) {
+            // Whatever is under the label goes, also when it is not a whole copy: an install
+            // cut short between the halves of a key pair leaves one half, which remote_copy
+            // reports as no copy. Removing from a target that holds nothing is a no-op.
+            if remote.is_some() {
                 inner.remove_remote(&key, &ks)?;
             }
             key.set_remote_id(&ks_id, "");
