@@ -570,3 +570,43 @@ async fn an_install_cut_short_between_the_halves_of_a_key_pair_leaves_no_half_be
         "the half key pair is still in the target"
     );
 }
+
+/// A deactivation of a key whose first target is the pkcs11 keystore, cut short at each
+/// uninstall step, is finished by the reconciler: the key is DEACTIVATED and installed
+/// nowhere. (Found by tests/crash_consistency.rs: the pkcs11 copy was removed and recorded
+/// before the internal copy was, so a crash in between left the key ACTIVE with only its
+/// internal copy: neither as before the call nor as after it.)
+#[tokio::test]
+async fn crash_during_a_deactivation_target_first_is_finished() {
+    let mut w = world().await;
+    let (iid, tid) = (w.internal.id.clone(), w.target.id.clone());
+    let mut problems = Vec::new();
+    for step in [
+        "uninstall.intent_recorded",
+        "uninstall.target_done",
+        "uninstall.outcome_recorded",
+    ] {
+        let key = w
+            .key(&format!("target-first {step}"), &[&tid, &iid], true)
+            .await;
+        assert!(w.in_target(&key.id));
+        w.crash(step, Call::Deactivate, &key.id).await;
+        let after = get_key(&mut w.c, &key.id).await;
+        if key_state(&after) != KeyState::Deactivated {
+            problems.push(format!(
+                "deactivation crashed at {step}: the key is {:?}, not DEACTIVATED: {after:?}",
+                key_state(&after)
+            ));
+        }
+        problems.extend(
+            w.disagreements(&[&key.id])
+                .await
+                .into_iter()
+                .map(|p| format!("deactivation crashed at {step}: {p}")),
+        );
+    }
+    assert!(
+        problems.is_empty(),
+        "the interrupted deactivations were not finished: {problems:#?}"
+    );
+}
