@@ -952,7 +952,14 @@ impl Harness {
                     }
                 }
             }
-            t.view = o.map(|o| o.filled_from(before.as_ref()));
+            // What a hidden (UNAVAILABLE) instance holds is still what the model knew, unless
+            // a call of unknown outcome may have changed it: then it stays unknown.
+            let known = if unknown.is_none() {
+                before.as_ref()
+            } else {
+                None
+            };
+            t.view = o.map(|o| o.filled_from(known));
             if let Some(v) = &t.view {
                 known_ids.push(v.id.clone());
             }
