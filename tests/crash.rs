@@ -450,3 +450,163 @@ async fn without_a_crash_store_and_target_agree() {
     w.c = w.d.clients();
     assert_eq!(before, snapshot(&w.c).await);
 }
+
+/// A reactivation (ActivateKey of a DEACTIVATED key) cut short at each install step, with
+/// the internal keystore first or the pkcs11 keystore first among the targets: the key is
+/// DEACTIVATED and installed nowhere (the reconciler rolled the activation back) or ACTIVE
+/// and installed everywhere, and store and target agree. (Found by
+/// tests/crash_consistency.rs: the reconciler rolled back the copies of PRE_ACTIVE keys only,
+/// and left a DEACTIVATED key INSTALLED, in the target token too.)
+#[tokio::test]
+async fn crash_during_a_reactivation_leaves_the_key_installed_nowhere() {
+    let mut w = world().await;
+    let (iid, tid) = (w.internal.id.clone(), w.target.id.clone());
+    let mut problems = Vec::new();
+    for step in [
+        "install.intent_recorded",
+        "install.target_done",
+        "install.outcome_recorded",
+    ] {
+        for (order, targets) in [
+            ("internal-first", [iid.as_str(), tid.as_str()]),
+            ("target-first", [tid.as_str(), iid.as_str()]),
+        ] {
+            let key = w.key(&format!("{order} {step}"), &targets, true).await;
+            ok(w.c.keys.deactivate_key(key_id(&key.id))).await;
+            w.crash(step, Call::Activate, &key.id).await;
+            let after = get_key(&mut w.c, &key.id).await;
+            let ctx = format!("reactivation ({order}) crashed at {step}");
+            let state = key_state(&after);
+            assert!(
+                matches!(state, KeyState::Deactivated | KeyState::Active),
+                "{ctx}: key in state {state:?}: {after:?}"
+            );
+            problems.extend(
+                w.disagreements(&[&key.id])
+                    .await
+                    .into_iter()
+                    .map(|p| format!("{ctx}: {p}")),
+            );
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "store and target disagree after the restart: {problems:#?}"
+    );
+}
+
+/// An install into the pkcs11 keystore cut short between the two halves of a key pair (the
+/// private key unwrapped in the target, its public key not made yet) leaves one half there;
+/// the reconciler removes it when it rolls the install back. (Found by
+/// tests/crash_consistency.rs: the rollback removed only whole copies, so the lone private
+/// key stayed in the target under the key's label while the instance read NOT_INSTALLED.)
+#[tokio::test]
+async fn an_install_cut_short_between_the_halves_of_a_key_pair_leaves_no_half_behind() {
+    let mut w = world().await;
+    let iid = w.internal.id.clone();
+    // An EC key (a key pair in the target), ACTIVE in the internal keystore only.
+    let key = create_key(
+        &mut w.c,
+        &w.vault.id,
+        "ec-pair",
+        KeyAlgorithm::Ec,
+        256,
+        &[&iid],
+        true,
+    )
+    .await;
+    // InstallKey records INSTALLING, then keyorchd dies before it touches the target...
+    w.d.restart_with_env(&[(FAILPOINT, "install.intent_recorded")])
+        .await;
+    let mut c = w.d.clients();
+    let result = w.send(&mut c, Call::Install, &key.id).await;
+    assert!(
+        result.is_err(),
+        "InstallKey should have aborted: {result:?}"
+    );
+    let status = w.d.wait_for_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}");
+    // ...and the target holds what a death between the halves leaves: a private key only.
+    let label = target_label(&key.id);
+    w.d.pkcs11_tool_ok(
+        TOKEN,
+        PIN,
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            &label,
+        ],
+    );
+    w.d.pkcs11_tool_ok(
+        TOKEN,
+        PIN,
+        &["--delete-object", "--type", "pubkey", "--label", &label],
+    );
+    let half = w.d.token_objects_labelled(TOKEN, PIN, &label);
+    assert!(
+        half.len() == 1 && half[0].is_private_key(),
+        "set-up: {half:?}"
+    );
+
+    w.d.restart_with_env(&[]).await;
+    w.c = w.d.clients();
+    let after = get_key(&mut w.c, &key.id).await;
+    assert_key_state(&after, KeyState::Active);
+    assert_ne!(
+        instance_state(&after, &w.target.id),
+        Some(InstanceState::Installed),
+        "{after:?}"
+    );
+    let problems = w.disagreements(&[&key.id]).await;
+    assert!(
+        problems.is_empty(),
+        "store and target disagree after the restart: {problems:#?}"
+    );
+    assert_eq!(
+        w.d.token_objects_labelled(TOKEN, PIN, &label),
+        Vec::<TokenObject>::new(),
+        "the half key pair is still in the target"
+    );
+}
+
+/// A deactivation of a key whose first target is the pkcs11 keystore, cut short at each
+/// uninstall step, is finished by the reconciler: the key is DEACTIVATED and installed
+/// nowhere. (Found by tests/crash_consistency.rs: the pkcs11 copy was removed and recorded
+/// before the internal copy was, so a crash in between left the key ACTIVE with only its
+/// internal copy: neither as before the call nor as after it.)
+#[tokio::test]
+async fn crash_during_a_deactivation_target_first_is_finished() {
+    let mut w = world().await;
+    let (iid, tid) = (w.internal.id.clone(), w.target.id.clone());
+    let mut problems = Vec::new();
+    for step in [
+        "uninstall.intent_recorded",
+        "uninstall.target_done",
+        "uninstall.outcome_recorded",
+    ] {
+        let key = w
+            .key(&format!("target-first {step}"), &[&tid, &iid], true)
+            .await;
+        assert!(w.in_target(&key.id));
+        w.crash(step, Call::Deactivate, &key.id).await;
+        let after = get_key(&mut w.c, &key.id).await;
+        if key_state(&after) != KeyState::Deactivated {
+            problems.push(format!(
+                "deactivation crashed at {step}: the key is {:?}, not DEACTIVATED: {after:?}",
+                key_state(&after)
+            ));
+        }
+        problems.extend(
+            w.disagreements(&[&key.id])
+                .await
+                .into_iter()
+                .map(|p| format!("deactivation crashed at {step}: {p}")),
+        );
+    }
+    assert!(
+        problems.is_empty(),
+        "the interrupted deactivations were not finished: {problems:#?}"
+    );
+}

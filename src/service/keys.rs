@@ -180,10 +180,15 @@ impl Inner {
             .filter(|i| i.state != InstanceState::NotInstalled)
             .map(|i| i.keystore_id.clone())
             .collect();
-        let keystores = pending
+        let mut keystores = pending
             .iter()
             .map(|id| self.keystore(id))
             .collect::<Result<Vec<_>, _>>()?;
+        // Internal copies first (they need nothing remote and are recorded with the first
+        // external step): a crash once an external intent is recorded then leaves every
+        // copy NOT_INSTALLED or on its way there, and the reconciler finishes the
+        // deactivation instead of leaving the key ACTIVE with some copies gone.
+        keystores.sort_by_key(|ks| !matches!(ks.config, KeystoreConfig::Internal));
         // Check every external keystore first, so nothing is half done by a refusal.
         for ks in &keystores {
             if !matches!(ks.config, KeystoreConfig::Internal) {

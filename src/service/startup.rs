@@ -95,7 +95,8 @@ fn reconcile(inner: &Inner) -> Result<(), ServiceError> {
 
 /// Settles one key's instances after a crash. Rules: an INSTALLING copy of an ACTIVE key
 /// is kept when the target holds it with the right check value (roll forward), else
-/// removed (roll back); any copy of a PRE_ACTIVE key is removed (an activation that never
+/// removed (roll back); any copy of a PRE_ACTIVE key, and any INSTALLED copy of a
+/// DEACTIVATED key outside aws_kms, is removed (an activation or reactivation that never
 /// committed); UNINSTALLING and FAILED are finished by removing the copy.
 /// Afterwards an instance is INSTALLED exactly when the target holds the key.
 fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
@@ -105,9 +106,13 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
         .iter()
         .filter(|i| match i.state {
             InstanceState::Installing | InstanceState::Uninstalling | InstanceState::Failed => true,
-            // Only an activation that never committed leaves copies of a PRE_ACTIVE key;
+            // Only an activation that never committed leaves copies of a PRE_ACTIVE key, and
+            // only a reactivation that never committed leaves INSTALLED copies of a
+            // DEACTIVATED one (deactivation uninstalls, or disables aws_kms copies);
             // COMPROMISED keys keep theirs (MarkCompromised does not uninstall).
-            InstanceState::Installed => key.state == KeyState::PreActive,
+            InstanceState::Installed => {
+                matches!(key.state, KeyState::PreActive | KeyState::Deactivated)
+            }
             InstanceState::NotInstalled | InstanceState::Unavailable | InstanceState::Disabled => {
                 false
             }
@@ -120,6 +125,15 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
             key.set_instance(&ks_id, InstanceState::NotInstalled, String::new(), now());
             continue;
         };
+        // The aws_kms copy of a DEACTIVATED key is its disabled remote key, which removing
+        // would schedule for deletion: not touched here.
+        if state == InstanceState::Installed
+            && key.state == KeyState::Deactivated
+            && matches!(ks.config, KeystoreConfig::AwsKms { .. })
+        {
+            tracing::warn!(key = %key.id, keystore = %ks_id, "reconciler: a DEACTIVATED key's aws_kms copy is INSTALLED (a reactivation cut short?); left as it is");
+            continue;
+        }
         let remote = if matches!(ks.config, KeystoreConfig::Internal) {
             // keyorchd's own token: no copy elsewhere to look at.
             None
@@ -141,7 +155,10 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
             key.set_remote_id(&ks_id, &copy.remote_id);
             InstanceState::Installed
         } else {
-            if remote.as_ref().is_some_and(Option::is_some) {
+            // Whatever is under the label goes, also when it is not a whole copy: an install
+            // cut short between the halves of a key pair leaves one half, which remote_copy
+            // reports as no copy. Removing from a target that holds nothing is a no-op.
+            if remote.is_some() {
                 inner.remove_remote(&key, &ks)?;
             }
             key.set_remote_id(&ks_id, "");

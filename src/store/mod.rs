@@ -143,6 +143,7 @@ impl Store {
     /// Opens (or creates) the database. Refuses a database written by a newer schema
     /// and one whose meta is unreadable; never rewrites either.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        remove_unfinished_snapshots(path)?;
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
@@ -364,6 +365,35 @@ impl Store {
     }
 }
 
+/// sled writes a snapshot to `snap.<lsn>.generating` and renames it when complete; a crash
+/// in between leaves that file behind (empty or partial), and sled 0.34 then refuses to open
+/// the database ("Read corrupted data"). Such a file is never a finished snapshot: removing
+/// it makes sled recover from its log, as after any crash.
+fn remove_unfinished_snapshots(path: &Path) -> Result<(), StoreError> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %entry.path().display(), "removing a database snapshot a crash left unfinished");
+            std::fs::remove_file(entry.path()).map_err(|e| StoreError::Open {
+                path: entry.path(),
+                detail: format!("cannot remove an unfinished snapshot: {e}"),
+            })?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +403,31 @@ mod tests {
     struct Rec {
         id: String,
         n: u32,
+    }
+
+    /// SIGKILL while sled writes a snapshot leaves an empty `snap.<lsn>.generating` file;
+    /// sled 0.34 then refused to open the database ("Read corrupted data"). Found by
+    /// tests/crash_consistency.rs (a kill while keyorchd was starting).
+    #[test]
+    fn a_snapshot_cut_short_does_not_stop_the_store_from_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let mut b = Batch::new();
+            b.put(
+                Table::Vaults,
+                "a",
+                &Rec {
+                    id: "a".into(),
+                    n: 7,
+                },
+            )
+            .unwrap();
+            s.commit(b).unwrap();
+        }
+        std::fs::write(dir.path().join("snap.7FFFFFFFFFFFFFFF.generating"), b"").unwrap();
+        let s = Store::open(dir.path()).expect("open after a snapshot cut short");
+        assert_eq!(s.get::<Rec>(Table::Vaults, "a").unwrap().unwrap().n, 7);
     }
 
     #[test]

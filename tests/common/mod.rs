@@ -1191,6 +1191,34 @@ impl TestDaemon {
         self.wait_ready().await;
     }
 
+    /// Starts the daemon again on the same state folder and SIGKILLs it `after` later,
+    /// serving or not (e.g. while the start-up reconciler settles the intents a crash left).
+    /// The daemon is not running afterwards: `restart()` starts it.
+    pub async fn start_and_kill9_after(&mut self, after: Duration) {
+        assert!(self.child.is_none(), "daemon already running");
+        self.channel = None;
+        self.runs += 1;
+        let stdout = File::create(self.log_path(self.runs, "stdout")).expect("stdout log");
+        let stderr = File::create(self.log_path(self.runs, "stderr")).expect("stderr log");
+        let mut cmd = Command::new(Self::daemon_binary());
+        self.mode_args(&mut cmd);
+        cmd.args(["--log-level", "trace"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .env_remove("SOFTHSM2_CONF")
+            .env_remove("RUST_LOG")
+            .env_remove("KEYORCH_STATE_DIR")
+            .env_remove("KEYORCH_SOCKET")
+            .env_remove("KEYORCH_FAILPOINT");
+        let mut child = cmd.spawn().expect("spawn keyorchd");
+        tokio::time::sleep(after).await;
+        // It may have exited by itself already (then kill fails with ESRCH): reap either way.
+        let _ = child.kill();
+        child.wait().expect("reap keyorchd");
+    }
+
     /// Waits (bounded) until the daemon exits by itself (e.g. aborted at a failpoint),
     /// reaps it and returns its exit status. Panics if it is still running after `within`.
     pub async fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
