@@ -293,7 +293,7 @@ mod tests {
         assert!(!refused.is_empty());
     }
 
-    /// libFuzzer's first find (2026-12-07): a PIN, "pe: XXXX", that is part of the text of
+    /// libFuzzer's first find (2026-12-07): a PIN, "pe: ", that is part of the text of
     /// the refusal it gets ("type: is required") is not a repeated secret.
     #[test]
     fn regression_a_secret_inside_a_rule_text_is_no_echo() {

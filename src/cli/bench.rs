@@ -203,26 +203,14 @@ async fn encrypt(args: BenchEncryptArgs, ctx: &Context) -> Result<Outcome, CliEr
     let payload = Arc::new(payload);
 
     // The token first: a wrong PIN or configuration fails before anything is created.
-    let mut raw = if args.no_raw {
-        None
-    } else {
-        let module = args.module.clone();
-        let label = args.token_label.clone();
-        let pin_file = args
-            .pin_file
-            .clone()
-            .unwrap_or_else(|| args.state_dir.join("user-pin"));
-        let opened = tokio::task::spawn_blocking(move || {
-            let pin = read_pin(
-                &pin_file,
-                "see --state-dir, --pin-file; --no-raw skips the baseline",
-            )?;
-            RawToken::open(&module, &label, &pin)
-        })
-        .await
-        .map_err(|e| CliError::Local(format!("PKCS#11 setup did not finish: {e}")))??;
-        Some(opened)
-    };
+    let mut raw = open_raw(
+        args.no_raw,
+        &args.module,
+        &args.token_label,
+        args.pin_file.as_deref(),
+        &args.state_dir,
+    )
+    .await?;
 
     let clients = match ctx.clients().await {
         Ok(c) => c,
@@ -233,7 +221,7 @@ async fn encrypt(args: BenchEncryptArgs, ctx: &Context) -> Result<Outcome, CliEr
     };
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let mut fixture = Fixture::default();
-    let measured = match create_encrypt_fixture(&mut fixture, &clients, &suffix).await {
+    let measured = match create_aes_fixture(&mut fixture, &clients, &suffix, "encrypt").await {
         Ok(key_id) => tokio::select! {
             result = async {
                 let clock = CpuClock::for_daemon(&ctx.socket).await;
@@ -259,14 +247,43 @@ async fn encrypt(args: BenchEncryptArgs, ctx: &Context) -> Result<Outcome, CliEr
     )))
 }
 
-/// A vault, a CONNECTED internal keystore and an ACTIVE AES-256 key in it; the key id.
-async fn create_encrypt_fixture(
+/// The baseline's token (the dev-mode layout in `state_dir` unless `pin_file` says
+/// otherwise), or None with `no_raw`.
+pub(super) async fn open_raw(
+    no_raw: bool,
+    module: &Path,
+    label: &str,
+    pin_file: Option<&Path>,
+    state_dir: &Path,
+) -> Result<Option<RawToken>, CliError> {
+    if no_raw {
+        return Ok(None);
+    }
+    let (module, label) = (module.to_path_buf(), label.to_string());
+    let pin_file = pin_file.map_or_else(|| state_dir.join("user-pin"), Path::to_path_buf);
+    let opened = tokio::task::spawn_blocking(move || {
+        let pin = read_pin(
+            &pin_file,
+            "see --state-dir, --pin-file; --no-raw skips the baseline",
+        )?;
+        RawToken::open(&module, &label, &pin)
+    })
+    .await
+    .map_err(|e| CliError::Local(format!("PKCS#11 setup did not finish: {e}")))??;
+    Ok(Some(opened))
+}
+
+/// A vault, a CONNECTED internal keystore and an ACTIVE AES-256 key in it, all named
+/// `bench-<suffix>` and described as made by `keyorch bench <command>`; the key id.
+pub(super) async fn create_aes_fixture(
     fixture: &mut Fixture,
     clients: &Clients,
     suffix: &str,
+    command: &str,
 ) -> Result<String, CliError> {
     let name = format!("bench-{suffix}");
-    let description = "temporary, made by keyorch bench encrypt";
+    let description = format!("temporary, made by keyorch bench {command}");
+    let description = description.as_str();
     let vault_id = fixture.vault(clients, &name, description).await?;
     let keystore = fixture
         .keystore(
@@ -289,7 +306,7 @@ async fn create_encrypt_fixture(
         .await
 }
 
-async fn close_raw(raw: Option<RawToken>) {
+pub(super) async fn close_raw(raw: Option<RawToken>) {
     if let Some(token) = raw {
         let _ = tokio::task::spawn_blocking(move || token.close()).await;
     }

@@ -24,16 +24,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::bench::{parse_secs, read_pin, DEFAULT_MODULE, DEFAULT_TOKEN_LABEL};
+use super::bench::{
+    close_raw, create_aes_fixture, open_raw, parse_secs, DEFAULT_MODULE, DEFAULT_TOKEN_LABEL,
+};
 use super::bench_cpu::{CpuClock, CpuPerOp};
 use super::bench_fixture::Fixture;
 use super::bench_raw::RawToken;
 use super::bench_stats::{micros, millis, throughput_ratio, Summary, WorkerSample};
 use super::output::{self, OutputFormat, Table};
 use super::{CliError, Context, Outcome};
-use crate::client::Clients;
-use crate::proto::v1::KeystoreType;
-use crate::proto::v1::{create_keystore_request, CreateKeystoreRequest, InternalKeystoreConfig};
 
 /// The XKS proxy's SigV4 service name.
 const SERVICE: &str = "kms-xks-proxy";
@@ -305,31 +304,14 @@ pub async fn xks(args: BenchXksArgs, ctx: &Context) -> Result<Outcome, CliError>
     getrandom::fill(&mut payload)
         .map_err(|e| CliError::Local(format!("cannot draw a random payload: {e}")))?;
 
-    let mut raw = if args.no_raw {
-        None
-    } else {
-        let module = args.module.clone();
-        let label = args.token_label.clone();
-        let pin_file = args
-            .pin_file
-            .clone()
-            .unwrap_or_else(|| args.state_dir.join("user-pin"));
-        let opened = tokio::task::spawn_blocking(move || {
-            let pin = read_pin(
-                &pin_file,
-                "see --state-dir, --pin-file; --no-raw skips the baseline",
-            )?;
-            RawToken::open(&module, &label, &pin)
-        })
-        .await
-        .map_err(|e| CliError::Local(format!("PKCS#11 setup did not finish: {e}")))??;
-        Some(opened)
-    };
-    let close_raw = |raw: Option<RawToken>| async move {
-        if let Some(token) = raw {
-            let _ = tokio::task::spawn_blocking(move || token.close()).await;
-        }
-    };
+    let mut raw = open_raw(
+        args.no_raw,
+        &args.module,
+        &args.token_label,
+        args.pin_file.as_deref(),
+        &args.state_dir,
+    )
+    .await?;
 
     let clients = match ctx.clients().await {
         Ok(c) => c,
@@ -340,7 +322,7 @@ pub async fn xks(args: BenchXksArgs, ctx: &Context) -> Result<Outcome, CliError>
     };
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let mut fixture = Fixture::default();
-    let measured = match create_fixture(&mut fixture, &clients, &suffix).await {
+    let measured = match create_aes_fixture(&mut fixture, &clients, &suffix, "xks").await {
         Ok(key_id) => {
             let target = Arc::new(Target {
                 proxy: args.proxy,
@@ -371,35 +353,6 @@ pub async fn xks(args: BenchXksArgs, ctx: &Context) -> Result<Outcome, CliError>
     Err(CliError::Local(format!(
         "bench cleanup incomplete: remove vault bench-{suffix} and its contents by hand"
     )))
-}
-
-async fn create_fixture(
-    fixture: &mut Fixture,
-    clients: &Clients,
-    suffix: &str,
-) -> Result<String, CliError> {
-    let name = format!("bench-{suffix}");
-    let description = "temporary, made by keyorch bench xks";
-    let vault_id = fixture.vault(clients, &name, description).await?;
-    let keystore = fixture
-        .keystore(
-            clients,
-            CreateKeystoreRequest {
-                vault_id: vault_id.clone(),
-                name: name.clone(),
-                description: description.to_string(),
-                r#type: KeystoreType::Internal as i32,
-                connect: true,
-                config: Some(create_keystore_request::Config::Internal(
-                    InternalKeystoreConfig {},
-                )),
-                credentials: None,
-            },
-        )
-        .await?;
-    fixture
-        .active_aes_key(clients, &vault_id, &name, description, vec![keystore.id])
-        .await
 }
 
 type Measured = (Vec<XksLevel>, Option<RateRun>);

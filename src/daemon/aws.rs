@@ -3,10 +3,7 @@
 //! memory), or in `--dev` from generated credentials kept in `STATE_DIR/aws-credentials`.
 
 use std::collections::HashSet;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -289,10 +286,6 @@ fn generate_credentials() -> Result<(String, SecretString), DevError> {
 }
 
 fn write_credentials(path: &Path, id: &str, secret: &SecretString) -> Result<(), DevError> {
-    let io = |source| DevError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let text = Zeroizing::new(format!(
         "# keyorchd --dev: credentials of its AWS KMS-compatible endpoint. Use with\n\
          #   AWS_SHARED_CREDENTIALS_FILE={} aws --profile {DEV_PROFILE} kms ... --endpoint-url http://ADDR:PORT\n\
@@ -300,15 +293,7 @@ fn write_credentials(path: &Path, id: &str, secret: &SecretString) -> Result<(),
         path.display(),
         secret.expose_secret()
     ));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    Ok(())
+    super::dev::write_private_file(path, text.as_bytes())
 }
 
 /// The `keyorch` profile's access key id and secret from an existing credentials file.

@@ -185,13 +185,19 @@ fn write_new_pin(path: &Path) -> Result<(), DevError> {
     getrandom::fill(raw.as_mut())
         .map_err(|e| DevError::Provision(format!("no randomness: {e}")))?;
     let pin = zeroize::Zeroizing::new(hex::encode(raw.as_ref()));
+    write_private_file(path, pin.as_bytes())
+}
+
+/// Writes `bytes` to a new file of mode 0600 (never over an existing one) and syncs it:
+/// the dev PINs and the dev endpoints' credential files.
+pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), DevError> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .map_err(io(path))?;
-    f.write_all(pin.as_bytes()).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
     f.sync_all().map_err(io(path))?;
     Ok(())
 }

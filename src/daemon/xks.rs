@@ -3,10 +3,7 @@
 //! `--dev` from generated credentials kept in `STATE_DIR/xks-credentials`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -325,24 +322,12 @@ fn generate_credentials() -> Result<(String, SecretString), DevError> {
 }
 
 fn write_credentials(path: &Path, id: &str, secret: &SecretString) -> Result<(), DevError> {
-    let io = |source| DevError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let text = Zeroizing::new(format!(
         "# keyorchd --dev: the XKS proxy's endpoint and SigV4 credential (service kms-xks-proxy).\n\
          uri_path = {DEV_URI_PATH}\naccess_key_id = {id}\nsecret_access_key = {}\n",
         secret.expose_secret()
     ));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    Ok(())
+    super::dev::write_private_file(path, text.as_bytes())
 }
 
 fn read_credentials(path: &Path) -> Result<(String, SecretString), DevError> {
