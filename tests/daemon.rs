@@ -180,3 +180,76 @@ async fn sigterm_stops_cleanly_and_restart_reuses_everything() {
     // A restarted daemon still says it is ready.
     d.wait_for_stdout_line("keyorchd ready").await;
 }
+
+/// `keyorchd --fill-keys N` (the scale benchmark's fixture) makes N real, usable ACTIVE keys
+/// in the vault "bench-scale" with one durable batch per 1,000, records one audit event, and
+/// exits without serving; a second fill adds to the same vault and keystore.
+#[tokio::test]
+async fn fill_keys_makes_usable_active_keys_then_exits() {
+    let mut d = TestDaemon::start().await;
+    let status = d.stop().await;
+    assert!(status.success(), "keyorchd exited with {status} on SIGTERM");
+    for n in ["1200", "5"] {
+        let out = std::process::Command::new(TestDaemon::daemon_binary())
+            .args(["--dev", "--state-dir"])
+            .arg(d.state_dir())
+            .args(["--fill-keys", n])
+            .env_remove("SOFTHSM2_CONF")
+            .env_remove("KEYORCH_STATE_DIR")
+            .output()
+            .expect("run keyorchd --fill-keys");
+        assert!(
+            out.status.success(),
+            "--fill-keys {n} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.len(), 3, "fill output: {line:?}");
+        assert!(fields[0].starts_with("vault-"), "fill output: {line:?}");
+        assert_eq!(fields[1], n, "fill output: {line:?}");
+    }
+    d.restart().await;
+    let mut c = d.clients();
+    let vaults = list_all_vaults(&mut c, 100).await;
+    let vault = vaults
+        .iter()
+        .find(|v| v.name == "bench-scale")
+        .expect("the fill's vault");
+    assert_eq!(vaults.len(), 1, "one vault for both fills: {vaults:?}");
+    let keys = list_all_keys(
+        &mut c,
+        keyorch::proto::v1::ListKeysRequest {
+            vault_id: vault.id.clone(),
+            ..Default::default()
+        },
+        1000,
+    )
+    .await;
+    assert_eq!(keys.len(), 1205);
+    let keystores: std::collections::BTreeSet<&String> =
+        keys.iter().flat_map(|k| &k.target_keystore_ids).collect();
+    assert_eq!(keystores.len(), 1, "one internal keystore for both fills");
+    for k in &keys {
+        assert_key_state(k, KeyState::Active);
+    }
+    let mut kcvs: Vec<&String> = keys.iter().map(|k| &k.key_check_value).collect();
+    kcvs.sort();
+    kcvs.dedup();
+    assert_eq!(kcvs.len(), keys.len(), "every key is its own");
+    for k in [&keys[0], &keys[1204]] {
+        let ct = encrypt(&mut c, &k.id, b"filled", b"").await;
+        assert_eq!(decrypt(&mut c, &k.id, &ct, b"").await, b"filled");
+    }
+    let events = c
+        .audit
+        .list_events(keyorch::proto::v1::ListEventsRequest {
+            principal: "keyorchd --fill-keys".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list events")
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 2, "one audit event per fill: {events:?}");
+}

@@ -76,6 +76,14 @@ pub enum BenchCommand {
     /// own (CreateKey ACTIVE, DeactivateKey, DestroyKey, DeleteKey). Any failed call is
     /// reported and makes the command exit non-zero.
     Soak(super::bench_soak::BenchSoakArgs),
+    /// ListKeys through every key, GetKey p50/p99 on random keys (1 and 16 concurrent) and
+    /// CreateKey p50/p99 in a vault filled beforehand by `keyorchd --fill-keys N`; keyorchd's
+    /// resident memory before and after.
+    ///
+    /// The keys CreateKey made are destroyed and deleted at the end. The baseline generates an
+    /// AES-256 key and wraps it with CKM_AES_KEY_WRAP_PAD through cryptoki in this process on
+    /// the daemon's token (dev-mode layout in --state-dir): the HSM work of one CreateKey.
+    Scale(super::bench_scale::BenchScaleArgs),
 }
 
 pub(super) fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -144,6 +152,7 @@ impl BenchCommand {
             BenchCommand::Install(args) => (args.no_raw, &args.state_dir),
             BenchCommand::Xks(args) => (args.no_raw, &args.state_dir),
             BenchCommand::Soak(_) => return Ok(()),
+            BenchCommand::Scale(args) => (args.no_raw, &args.state_dir),
         };
         if no_raw {
             return Ok(());
@@ -162,6 +171,7 @@ pub async fn run(cmd: BenchCommand, ctx: &Context) -> Result<Outcome, CliError> 
         BenchCommand::Install(args) => super::bench_install::install(args, ctx).await,
         BenchCommand::Xks(args) => super::bench_xks::xks(args, ctx).await,
         BenchCommand::Soak(args) => super::bench_soak::soak(args, ctx).await,
+        BenchCommand::Scale(args) => super::bench_scale::scale(args, ctx).await,
     }
 }
 

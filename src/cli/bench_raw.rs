@@ -122,6 +122,13 @@ impl RawToken {
         Ok(Summary::from_workers(samples))
     }
 
+    /// A new read-only session on the token (the login is shared).
+    pub fn session(&self) -> Result<Session, CliError> {
+        self.pkcs11
+            .open_ro_session(self.slot)
+            .map_err(|e| failure("C_OpenSession", e))
+    }
+
     /// Logs out and finalises the library.
     pub fn close(self) {
         let _ = self.login.logout();

@@ -8,6 +8,7 @@ mod bench_fixture;
 mod bench_install;
 mod bench_raw;
 mod bench_raw_install;
+mod bench_scale;
 mod bench_soak;
 mod bench_stats;
 mod bench_xks;

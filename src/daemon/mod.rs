@@ -62,6 +62,11 @@ pub struct Args {
     /// Internal: initialise the dev token in a child process.
     #[arg(long, hide = true, requires = "state_dir")]
     pub provision_dev_token: bool,
+    /// Benchmark fixture: create N ACTIVE AES-256 keys (generated in the HSM, as CreateKey
+    /// does) in the vault "bench-scale", 1,000 per durable commit, then exit without serving.
+    /// Used by `keyorch bench scale`; see docs/benchmarks.md.
+    #[arg(long, value_name = "N")]
+    pub fill_keys: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -290,6 +295,34 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
     })
 }
 
+/// `--fill-keys`: the scale benchmark's fixture, then a clean exit.
+fn fill_keys(services: &Services, count: usize) -> Result<(), StartError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let started = std::time::Instant::now();
+    let filled = runtime
+        .block_on(
+            services.fill_keys("bench-scale".into(), count, 1000, move |done| {
+                if done % 50_000 == 0 {
+                    tracing::info!(keys = done, "fill-keys: progress");
+                }
+            }),
+        )
+        .map_err(|e| StartError::Usage(format!("--fill-keys: {e}")))?;
+    services
+        .flush()
+        .map_err(|e| StartError::Usage(format!("--fill-keys: {e}")))?;
+    tracing::info!(
+        keys = filled.created,
+        vault = %filled.vault_id,
+        seconds = started.elapsed().as_secs_f64(),
+        "fill-keys: done"
+    );
+    println!("{} {} {}", filled.vault_id, filled.created, filled.first_id);
+    Ok(())
+}
+
 /// `--log-level` and `--log-format` are checked like the config's `[log]`.
 fn check_log_args(level: &str, format: &str) -> Result<(), StartError> {
     if !config::LOG_LEVELS.contains(&level) {
@@ -313,6 +346,9 @@ fn run(args: Args) -> Result<(), StartError> {
     tracing::info!(token = %label, serial = %serial, "HSM token open");
     let services = Services::start(store, hsm, plan.crypto_threads)?;
     services.set_policy(plan.policy);
+    if let Some(count) = args.fill_keys {
+        return fill_keys(&services, count);
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -553,3 +553,126 @@ impl Services {
         .await
     }
 }
+
+/// What `Services::fill_keys` made.
+#[derive(Debug, Clone)]
+pub struct Filled {
+    pub vault_id: String,
+    pub created: usize,
+    pub first_id: String,
+}
+
+impl Services {
+    /// Benchmark fixture behind `keyorchd --fill-keys` (docs/benchmarks.md, "Scale"): creates
+    /// `count` ACTIVE AES-256 keys in the vault named `vault_name`, each targeting that vault's
+    /// connected internal keystore `<vault_name>-internal` (both made if absent). Each key is
+    /// generated in the HSM, wrapped under the master KEK and activated exactly as CreateKey
+    /// with `activate` does; they are committed `per_commit` to a durable batch, and one audit
+    /// event records the whole fill. `progress` is called after each batch with the running total.
+    pub async fn fill_keys(
+        &self,
+        vault_name: String,
+        count: usize,
+        per_commit: usize,
+        progress: impl Fn(usize) + Send + 'static,
+    ) -> Result<Filled, ServiceError> {
+        let keystore_name = format!("{vault_name}-internal");
+        let vault_id = {
+            let found = self
+                .blocking({
+                    let name = vault_name.clone();
+                    move |inner| Ok(inner.store.name_owner(Table::Vaults, "", &name)?)
+                })
+                .await?;
+            match found {
+                Some(id) => id,
+                None => {
+                    self.create_vault(vault_name, "keyorchd --fill-keys".into())
+                        .await?
+                        .id
+                }
+            }
+        };
+        let found = self
+            .blocking({
+                let (vault_id, name) = (vault_id.clone(), keystore_name.clone());
+                move |inner| Ok(inner.store.name_owner(Table::Keystores, &vault_id, &name)?)
+            })
+            .await?;
+        let keystore_id = match found {
+            Some(id) => id,
+            None => {
+                self.create_keystore(super::CreateKeystore {
+                    vault_id: vault_id.clone(),
+                    name: keystore_name,
+                    description: "keyorchd --fill-keys".into(),
+                    keystore_type: KeystoreType::Internal,
+                    config: None,
+                    secret: None,
+                    trust_anchor_certificate: None,
+                    connect: true,
+                })
+                .await?
+                .id
+            }
+        };
+        self.blocking(move |inner| {
+            let per_commit = per_commit.max(1);
+            let mut created = 0;
+            let mut first_id = String::new();
+            while created < count {
+                let n = per_commit.min(count - created);
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let generated = inner.hsm.generate(KeyKind::Aes256)?;
+                    let id = new_id("key");
+                    let new = NewKey {
+                        name: format!("fill-{}", &id[4..]),
+                        id,
+                        vault_id: vault_id.clone(),
+                        description: String::new(),
+                        spec: KeySpec::Aes256,
+                        targets: vec![keystore_id.clone()],
+                        tags: BTreeMap::new(),
+                    };
+                    let material = Material {
+                        wrapped: generated.wrapped,
+                        spki_der: None,
+                    };
+                    let mut key = Key::new(new, material, generated.kcv, now())?;
+                    let next = key.require(KeyAction::Activate)?;
+                    inner.install_everywhere(&mut key)?;
+                    key.enter(next, now());
+                    keys.push(key);
+                }
+                let _w = inner.lock();
+                inner.vault(&vault_id)?;
+                let mut b = Batch::new();
+                for key in &keys {
+                    b.put(Table::Keys, &key.id, key)?;
+                    b.claim_name(Table::Keys, &key.vault_id, &key.name, &key.id);
+                }
+                inner.commit(b)?;
+                if first_id.is_empty() {
+                    first_id = keys[0].id.clone();
+                }
+                created += n;
+                progress(created);
+            }
+            inner.append_audit(crate::domain::AuditEntry {
+                time: now(),
+                principal: "keyorchd --fill-keys".into(),
+                action: crate::domain::Action::CreateKey.name(),
+                resource: vault_id.clone(),
+                vault_id: vault_id.clone(),
+                outcome: "ok".into(),
+            })?;
+            Ok(Filled {
+                vault_id,
+                created,
+                first_id,
+            })
+        })
+        .await
+    }
+}

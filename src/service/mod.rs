@@ -24,7 +24,7 @@ use crate::store::{Store, Table};
 pub use audit::{EventFilter, Resolved, Scope};
 pub use crypto::{DataKey, PublicKey, XksCiphertext, XksKey, XksSealed};
 pub use error::ServiceError;
-pub use keys::{CreateKey, KeyFilter, KeyStatus, TargetStatus, UpdateKey};
+pub use keys::{CreateKey, Filled, KeyFilter, KeyStatus, TargetStatus, UpdateKey};
 pub use keystores::{
     AwsKmsPatch, CreateKeystore, DisconnectOptions, KeystoreFilter, Pkcs11Patch, Secret,
     TestOutcome, UpdateKeystore, XksPatch,

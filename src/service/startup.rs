@@ -13,10 +13,19 @@ const KEK_CHECK_META: &str = "master_kek_check_value";
 pub(super) fn check_and_reconcile(inner: &Inner) -> Result<(), ServiceError> {
     inner.store.check_decodes::<Vault>(Table::Vaults)?;
     inner.store.check_decodes::<Keystore>(Table::Keystores)?;
-    let keys = inner.store.check_decodes::<Key>(Table::Keys)?;
+    // One streamed pass over the keys (there may be millions): each is decoded, and only
+    // those a crash left unsettled are kept.
+    let mut keys = 0;
+    let mut unsettled = Vec::new();
+    inner.store.scan::<Key>(Table::Keys, |key| {
+        keys += 1;
+        if needs_settling(&key) {
+            unsettled.push(key);
+        }
+    })?;
     inner.store.check_decodes::<AuditEvent>(Table::Audit)?;
     check_master_kek(inner, keys)?;
-    reconcile(inner)
+    reconcile(inner, unsettled)
 }
 
 /// First start creates the KEK; later starts must find the same one. A missing KEK
@@ -62,7 +71,7 @@ fn check_master_kek(inner: &Inner, keys: usize) -> Result<(), ServiceError> {
 /// Finishes intents a crash left behind: a keystore caught CONNECTING is connected
 /// again (or FAILED), one caught DISCONNECTING is disconnected; key instances caught
 /// INSTALLING/UNINSTALLING are settled by asking the target what it holds.
-fn reconcile(inner: &Inner) -> Result<(), ServiceError> {
+fn reconcile(inner: &Inner, unsettled: Vec<Key>) -> Result<(), ServiceError> {
     let keystores: Vec<Keystore> = inner.store.all(Table::Keystores)?;
     for ks in keystores {
         match ks.state {
@@ -86,23 +95,19 @@ fn reconcile(inner: &Inner) -> Result<(), ServiceError> {
             _ => {}
         }
     }
-    let keys: Vec<Key> = inner.store.all(Table::Keys)?;
-    for key in keys {
-        settle_key(inner, key)?;
+    // Re-read each: finishing a connect above may have changed nothing in keys, but the
+    // record in the store is the one to settle.
+    for stale in unsettled {
+        if let Some(key) = inner.store.get::<Key>(Table::Keys, &stale.id)? {
+            settle_key(inner, key)?;
+        }
     }
     Ok(())
 }
 
-/// Settles one key's instances after a crash. Rules: an INSTALLING copy of an ACTIVE key
-/// is kept when the target holds it with the right check value (roll forward), else
-/// removed (roll back); any copy of a PRE_ACTIVE key, and any INSTALLED copy of a
-/// DEACTIVATED key outside aws_kms, is removed (an activation or reactivation that never
-/// committed); UNINSTALLING and FAILED are finished by removing the copy.
-/// Afterwards an instance is INSTALLED exactly when the target holds the key.
-fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
-    let active = key.state == KeyState::Active;
-    let pending: Vec<(String, InstanceState)> = key
-        .instances
+/// The instances a crash left in flight (see `settle_key` for the rules).
+fn pending_instances(key: &Key) -> Vec<(String, InstanceState)> {
+    key.instances
         .iter()
         .filter(|i| match i.state {
             InstanceState::Installing | InstanceState::Uninstalling | InstanceState::Failed => true,
@@ -118,7 +123,37 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
             }
         })
         .map(|i| (i.keystore_id.clone(), i.state))
-        .collect();
+        .collect()
+}
+
+/// An ACTIVE key always keeps an INSTALLED copy (UninstallKey refuses the last one); one
+/// whose every copy is NOT_INSTALLED (or DISABLED) was cut short while being deactivated.
+fn interrupted_deactivation(key: &Key) -> bool {
+    key.state == KeyState::Active
+        && !key.instances.is_empty()
+        && key.instances.iter().all(|i| {
+            matches!(
+                i.state,
+                InstanceState::NotInstalled | InstanceState::Disabled
+            )
+        })
+}
+
+/// Whether `settle_key` has anything to do for `key`: start-up streams every key through
+/// this and keeps only those in memory.
+fn needs_settling(key: &Key) -> bool {
+    interrupted_deactivation(key) || !pending_instances(key).is_empty()
+}
+
+/// Settles one key's instances after a crash. Rules: an INSTALLING copy of an ACTIVE key
+/// is kept when the target holds it with the right check value (roll forward), else
+/// removed (roll back); any copy of a PRE_ACTIVE key, and any INSTALLED copy of a
+/// DEACTIVATED key outside aws_kms, is removed (an activation or reactivation that never
+/// committed); UNINSTALLING and FAILED are finished by removing the copy.
+/// Afterwards an instance is INSTALLED exactly when the target holds the key.
+fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
+    let active = key.state == KeyState::Active;
+    let pending = pending_instances(&key);
     let was_pending = !pending.is_empty();
     for (ks_id, state) in pending {
         let Some(ks) = inner.store.get::<Keystore>(Table::Keystores, &ks_id)? else {
@@ -167,17 +202,7 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
         tracing::info!(key = %key.id, keystore = %ks_id, ?state, ?settled, "reconciler: settled an interrupted install/uninstall");
         key.set_instance(&ks_id, settled, String::new(), now());
     }
-    // An ACTIVE key always keeps an INSTALLED copy (UninstallKey refuses the last one);
-    // one whose every copy is NOT_INSTALLED (or DISABLED) was cut short while being
-    // deactivated.
-    let interrupted_deactivation = key.state == KeyState::Active
-        && !key.instances.is_empty()
-        && key.instances.iter().all(|i| {
-            matches!(
-                i.state,
-                InstanceState::NotInstalled | InstanceState::Disabled
-            )
-        });
+    let interrupted_deactivation = interrupted_deactivation(&key);
     if interrupted_deactivation {
         tracing::info!(key = %key.id, "reconciler: finishing an interrupted deactivation");
         key.enter(KeyState::Deactivated, now());

@@ -139,6 +139,10 @@ fn name_key(table: Table, scope: &str, name: &str) -> Vec<u8> {
     k
 }
 
+/// sled's page cache, in bytes (sled's default is 1 GiB). Reads beyond it go to the page
+/// cache of the kernel; docs/benchmarks.md ("Scale") has the memory this gives at 1 M keys.
+const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
+
 impl Store {
     /// Opens (or creates) the database. Refuses a database written by a newer schema
     /// and one whose meta is unreadable; never rewrites either.
@@ -147,6 +151,7 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_CAPACITY)
             .open()
             .map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
@@ -356,7 +361,31 @@ impl Store {
     /// Decodes every record of `table` as `T`: a start-up check that refuses a
     /// database this build cannot read, naming the first bad record.
     pub fn check_decodes<T: DeserializeOwned>(&self, table: Table) -> Result<usize, StoreError> {
-        Ok(self.all::<T>(table)?.len())
+        let mut n = 0;
+        self.scan::<T>(table, |_| n += 1)?;
+        Ok(n)
+    }
+
+    /// Decodes every record of `table` in id order and hands each to `f`, holding one at a
+    /// time (tables may hold millions). Stops at the first record that does not decode,
+    /// naming it. Returns how many were read.
+    pub fn scan<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        mut f: impl FnMut(T),
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.tree(table).iter() {
+            let (k, v) = item?;
+            let record: T = codec::decode(&v).map_err(|e| StoreError::Corrupt {
+                table: table.name(),
+                id: String::from_utf8_lossy(&k).into_owned(),
+                detail: e,
+            })?;
+            f(record);
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Flushes outstanding writes (at shutdown).
