@@ -202,7 +202,8 @@ impl Inner {
     }
 
     /// Commits a batch durably and invalidates every cached read.
-    fn commit(&self, batch: crate::store::Batch) -> Result<(), ServiceError> {
+    fn commit(&self, mut batch: crate::store::Batch) -> Result<(), ServiceError> {
+        startup::index_unsettled(&mut batch);
         let result = self.store.commit(batch);
         // Bump even on failure: the store's state is then unknown to the caches.
         self.generation.fetch_add(1, Ordering::SeqCst);

@@ -3,34 +3,72 @@
 
 use super::{now, Inner, ServiceError};
 use crate::domain::{
-    AuditEvent, ConnectionState, InstanceState, Key, KeyState, Keystore, KeystoreConfig, Vault,
+    ConnectionState, InstanceState, Key, KeyState, Keystore, KeystoreConfig, Vault,
 };
 use crate::hsm::{HsmError, KekStatus};
 use crate::store::{Batch, Table};
 
 const KEK_CHECK_META: &str = "master_kek_check_value";
 
+/// Meta keys `UNSETTLED_PREFIX<key id>` list the keys a crash could leave unsettled: every
+/// commit through the service keeps them in step with the key records it writes
+/// (`index_unsettled`), in the same atomic batch.
+const UNSETTLED_PREFIX: &str = "unsettled_key/";
+/// Present once the list above is complete (made by the first start of a build that keeps it).
+const UNSETTLED_INDEX_META: &str = "unsettled_index_v1";
+
 pub(super) fn check_and_reconcile(inner: &Inner) -> Result<(), ServiceError> {
     inner.store.check_decodes::<Vault>(Table::Vaults)?;
     inner.store.check_decodes::<Keystore>(Table::Keystores)?;
-    // One streamed pass over the keys (there may be millions): each is decoded, and only
-    // those a crash left unsettled are kept.
-    let mut keys = 0;
-    let mut unsettled = Vec::new();
-    inner.store.scan::<Key>(Table::Keys, |key| {
-        keys += 1;
-        if needs_settling(&key) {
-            unsettled.push(key);
+    // Keys (there may be millions) and audit events are not all read at start: a record that
+    // does not decode is reported, with its id, by the call that reads it, and
+    // `keyorch audit verify` reads the whole chain. Only the keys a crash may have left
+    // unsettled are read, from their index; a database without the index is scanned once,
+    // reading each key as a `KeyPeek`, and the index written.
+    let unsettled = match inner.store.meta(UNSETTLED_INDEX_META)? {
+        Some(_) => inner.store.meta_keys(UNSETTLED_PREFIX)?,
+        None => {
+            let mut ids = Vec::new();
+            inner.store.scan::<KeyPeek>(Table::Keys, |key| {
+                if key.needs_settling() {
+                    ids.push(key.id);
+                }
+            })?;
+            let mut b = Batch::new();
+            for id in &ids {
+                b.set_meta(&format!("{UNSETTLED_PREFIX}{id}"), b"");
+            }
+            b.set_meta(UNSETTLED_INDEX_META, b"1");
+            inner.store.commit(b)?;
+            tracing::info!(
+                unsettled = ids.len(),
+                "start-up: index of unsettled keys built"
+            );
+            ids
         }
-    })?;
-    inner.store.check_decodes::<AuditEvent>(Table::Audit)?;
-    check_master_kek(inner, keys)?;
+    };
+    check_master_kek(inner)?;
     reconcile(inner, unsettled)
+}
+
+/// Keeps the unsettled-key index in step with the key records `batch` writes (called on
+/// every service commit). A record that does not decode is listed, so start-up reads it.
+pub(super) fn index_unsettled(batch: &mut Batch) {
+    for (id, record) in batch.writes::<KeyPeek>(Table::Keys) {
+        let key = format!("{UNSETTLED_PREFIX}{id}");
+        match record {
+            Some(Ok(peek)) if !peek.needs_settling() => batch.delete_meta(&key),
+            Some(_) => batch.set_meta(&key, b""),
+            None => batch.delete_meta(&key),
+        };
+    }
 }
 
 /// First start creates the KEK; later starts must find the same one. A missing KEK
 /// while the store references one is a loud error, never a silent new KEK.
-fn check_master_kek(inner: &Inner, keys: usize) -> Result<(), ServiceError> {
+fn check_master_kek(inner: &Inner) -> Result<(), ServiceError> {
+    // Counting reads every key: only on the way to refusing.
+    let keys = || inner.store.len(Table::Keys);
     let recorded = inner
         .store
         .meta(KEK_CHECK_META)?
@@ -42,12 +80,14 @@ fn check_master_kek(inner: &Inner, keys: usize) -> Result<(), ServiceError> {
                 "the token's master KEK (check value {kcv}) is not the one this database was written with ({expected}); wrong token? refusing to start"
             ))),
             Err(HsmError::KekMissing) => Err(ServiceError::Startup(format!(
-                "the master KEK (check value {expected}) is missing from the token, and the database holds {keys} key(s) wrapped under it; restore the token from backup. Refusing to start rather than create a new KEK"
+                "the master KEK (check value {expected}) is missing from the token, and the database holds {} key(s) wrapped under it; restore the token from backup. Refusing to start rather than create a new KEK",
+                keys()
             ))),
             Err(e) => Err(e.into()),
         },
-        None if keys > 0 => Err(ServiceError::Startup(format!(
-            "the database holds {keys} key(s) but records no master KEK; refusing to start"
+        None if inner.store.has_records(Table::Keys)? => Err(ServiceError::Startup(format!(
+            "the database holds {} key(s) but records no master KEK; refusing to start",
+            keys()
         ))),
         None => {
             let kcv = match inner.hsm.master_kek(true)? {
@@ -71,7 +111,7 @@ fn check_master_kek(inner: &Inner, keys: usize) -> Result<(), ServiceError> {
 /// Finishes intents a crash left behind: a keystore caught CONNECTING is connected
 /// again (or FAILED), one caught DISCONNECTING is disconnected; key instances caught
 /// INSTALLING/UNINSTALLING are settled by asking the target what it holds.
-fn reconcile(inner: &Inner, unsettled: Vec<Key>) -> Result<(), ServiceError> {
+fn reconcile(inner: &Inner, unsettled: Vec<String>) -> Result<(), ServiceError> {
     let keystores: Vec<Keystore> = inner.store.all(Table::Keystores)?;
     for ks in keystores {
         match ks.state {
@@ -95,54 +135,69 @@ fn reconcile(inner: &Inner, unsettled: Vec<Key>) -> Result<(), ServiceError> {
             _ => {}
         }
     }
-    // Re-read each: finishing a connect above may have changed nothing in keys, but the
-    // record in the store is the one to settle.
-    for stale in unsettled {
-        if let Some(key) = inner.store.get::<Key>(Table::Keys, &stale.id)? {
+    for id in unsettled {
+        if let Some(key) = inner.store.get::<Key>(Table::Keys, &id)? {
             settle_key(inner, key)?;
         }
     }
     Ok(())
 }
 
-/// The instances a crash left in flight (see `settle_key` for the rules).
+/// Whether an instance in `state` of a key in `key` was left in flight by a crash (see
+/// `settle_key` for the rules).
+fn instance_pending(key: KeyState, state: InstanceState) -> bool {
+    match state {
+        InstanceState::Installing | InstanceState::Uninstalling | InstanceState::Failed => true,
+        // Only an activation that never committed leaves copies of a PRE_ACTIVE key, and
+        // only a reactivation that never committed leaves INSTALLED copies of a
+        // DEACTIVATED one (deactivation uninstalls, or disables aws_kms copies);
+        // COMPROMISED keys keep theirs (MarkCompromised does not uninstall).
+        InstanceState::Installed => matches!(key, KeyState::PreActive | KeyState::Deactivated),
+        InstanceState::NotInstalled | InstanceState::Unavailable | InstanceState::Disabled => false,
+    }
+}
+
+/// The instances a crash left in flight.
 fn pending_instances(key: &Key) -> Vec<(String, InstanceState)> {
     key.instances
         .iter()
-        .filter(|i| match i.state {
-            InstanceState::Installing | InstanceState::Uninstalling | InstanceState::Failed => true,
-            // Only an activation that never committed leaves copies of a PRE_ACTIVE key, and
-            // only a reactivation that never committed leaves INSTALLED copies of a
-            // DEACTIVATED one (deactivation uninstalls, or disables aws_kms copies);
-            // COMPROMISED keys keep theirs (MarkCompromised does not uninstall).
-            InstanceState::Installed => {
-                matches!(key.state, KeyState::PreActive | KeyState::Deactivated)
-            }
-            InstanceState::NotInstalled | InstanceState::Unavailable | InstanceState::Disabled => {
-                false
-            }
-        })
+        .filter(|i| instance_pending(key.state, i.state))
         .map(|i| (i.keystore_id.clone(), i.state))
         .collect()
 }
 
 /// An ACTIVE key always keeps an INSTALLED copy (UninstallKey refuses the last one); one
 /// whose every copy is NOT_INSTALLED (or DISABLED) was cut short while being deactivated.
-fn interrupted_deactivation(key: &Key) -> bool {
-    key.state == KeyState::Active
-        && !key.instances.is_empty()
-        && key.instances.iter().all(|i| {
-            matches!(
-                i.state,
-                InstanceState::NotInstalled | InstanceState::Disabled
-            )
-        })
+fn deactivation_cut_short(key: KeyState, states: &[InstanceState]) -> bool {
+    key == KeyState::Active
+        && !states.is_empty()
+        && states
+            .iter()
+            .all(|s| matches!(s, InstanceState::NotInstalled | InstanceState::Disabled))
 }
 
-/// Whether `settle_key` has anything to do for `key`: start-up streams every key through
-/// this and keeps only those in memory.
-fn needs_settling(key: &Key) -> bool {
-    interrupted_deactivation(key) || !pending_instances(key).is_empty()
+/// The fields of a stored key that say whether start-up must settle it. Start-up reads every
+/// key as this (the rest of the record is skipped, not built): at a million keys a full
+/// decode is most of the restart time. A key whose other fields do not decode is reported,
+/// with its id, by the first call that reads it.
+#[derive(serde::Deserialize)]
+struct KeyPeek {
+    id: String,
+    state: KeyState,
+    instances: Vec<InstancePeek>,
+}
+
+#[derive(serde::Deserialize)]
+struct InstancePeek {
+    state: InstanceState,
+}
+
+impl KeyPeek {
+    fn needs_settling(&self) -> bool {
+        let states: Vec<InstanceState> = self.instances.iter().map(|i| i.state).collect();
+        deactivation_cut_short(self.state, &states)
+            || states.iter().any(|s| instance_pending(self.state, *s))
+    }
 }
 
 /// Settles one key's instances after a crash. Rules: an INSTALLING copy of an ACTIVE key
@@ -202,7 +257,8 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
         tracing::info!(key = %key.id, keystore = %ks_id, ?state, ?settled, "reconciler: settled an interrupted install/uninstall");
         key.set_instance(&ks_id, settled, String::new(), now());
     }
-    let interrupted_deactivation = interrupted_deactivation(&key);
+    let states: Vec<InstanceState> = key.instances.iter().map(|i| i.state).collect();
+    let interrupted_deactivation = deactivation_cut_short(key.state, &states);
     if interrupted_deactivation {
         tracing::info!(key = %key.id, "reconciler: finishing an interrupted deactivation");
         key.enter(KeyState::Deactivated, now());

@@ -70,6 +70,7 @@ enum Op {
     ClaimName(Table, String, String, String),
     ReleaseName(Table, String, String),
     SetMeta(String, Vec<u8>),
+    DeleteMeta(String),
 }
 
 /// Writes applied atomically by [`Store::commit`].
@@ -125,8 +126,31 @@ impl Batch {
         self
     }
 
+    pub fn delete_meta(&mut self, key: &str) -> &mut Self {
+        self.ops.push(Op::DeleteMeta(key.to_string()));
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The records of `table` this batch writes, in order, decoded as `T`: `(id, Some(..))`
+    /// for a put, `(id, None)` for a delete.
+    pub fn writes<T: DeserializeOwned>(
+        &self,
+        table: Table,
+    ) -> Vec<(String, Option<Result<T, String>>)> {
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put(t, id, bytes) if *t == table => {
+                    Some((id.clone(), Some(codec::decode(bytes))))
+                }
+                Op::Delete(t, id) if *t == table => Some((id.clone(), None)),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -295,6 +319,21 @@ impl Store {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
+    /// The meta keys starting with `prefix`, without it, in order.
+    pub fn meta_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.meta.scan_prefix(prefix.as_bytes()) {
+            let (k, _) = item?;
+            out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Whether `table` holds any record (cheap, unlike `len`, which counts them all).
+    pub fn has_records(&self, table: Table) -> Result<bool, StoreError> {
+        Ok(self.tree(table).first()?.is_some())
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.meta.get(key.as_bytes())?.map(|v| v.to_vec()))
     }
@@ -336,6 +375,9 @@ impl Store {
                         }
                         Op::SetMeta(k, v) => {
                             meta.insert(k.as_bytes(), v.as_slice())?;
+                        }
+                        Op::DeleteMeta(k) => {
+                            meta.remove(k.as_bytes())?;
                         }
                     }
                 }
