@@ -138,3 +138,63 @@ async fn a_missing_master_kek_with_keys_is_a_loud_error_not_a_new_kek() {
         "a new KEK was created: {listing}"
     );
 }
+
+/// A database from before the unsettled-key index (no `unsettled_index_v1` marker) is
+/// scanned once at its first start: a key a crash left unsettled is still settled (here an
+/// ACTIVE key whose only copy was left INSTALLING, whose install is rolled back and the
+/// deactivation finished), the index is written, and an undecodable key record does not stop
+/// start-up but is reported, naming it, by the call that reads it.
+#[tokio::test]
+async fn a_database_without_the_unsettled_index_is_scanned_once_and_settled() {
+    use keyorch::domain::{InstanceState, Key};
+    use keyorch::proto::v1::KeyState;
+    let mut d = TestDaemon::start().await;
+    let mut c = d.clients();
+    let fx = Fixture::new(&mut c).await;
+    let key = fx
+        .key(&mut c, "cut-short", KeyAlgorithm::Aes, 256, true)
+        .await;
+    let other = fx
+        .key(&mut c, "garbled", KeyAlgorithm::Aes, 256, true)
+        .await;
+    d.stop().await;
+    {
+        let store = Store::open(&d.state_dir().join("db")).expect("open");
+        assert!(store.meta("unsettled_index_v1").unwrap().is_some());
+        let mut k: Key = store.get(Table::Keys, &key.id).unwrap().expect("the key");
+        k.instances[0].state = InstanceState::Installing;
+        let mut b = Batch::new();
+        b.put(Table::Keys, &k.id, &k).unwrap();
+        b.put(
+            Table::Keys,
+            &other.id,
+            &serde_json::json!({"id": other.id, "state": "ACTIVE", "instances": []}),
+        )
+        .unwrap();
+        b.delete_meta("unsettled_index_v1");
+        store.commit(b).expect("commit");
+    }
+    d.restart().await;
+    let mut c = d.clients();
+    assert_key_state(&get_key(&mut c, &key.id).await, KeyState::Deactivated);
+    let status = fails(c.keys.get_key(keyorch::proto::v1::GetKeyRequest {
+        id: other.id.clone(),
+    }))
+    .await;
+    assert!(
+        status.message().contains(&other.id),
+        "the error names the record: {}",
+        describe(&status)
+    );
+    d.stop().await;
+    let store = Store::open(&d.state_dir().join("db")).expect("open");
+    assert!(
+        store.meta("unsettled_index_v1").unwrap().is_some(),
+        "the index marker is written again"
+    );
+    assert_eq!(
+        store.meta_keys("unsettled_key/").unwrap(),
+        Vec::<String>::new(),
+        "nothing left unsettled"
+    );
+}
