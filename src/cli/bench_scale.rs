@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::bench::{read_pin, DEFAULT_MODULE, DEFAULT_TOKEN_LABEL};
 use super::bench_raw::RawToken;
+use super::bench_soak::rss_kib;
 use super::bench_stats::{millis, percentile};
 use super::output::{self, OutputFormat, Table};
 use super::{CliError, Context, Outcome};
@@ -295,14 +296,6 @@ fn raw_generate_and_wrap(args: &BenchScaleArgs) -> Result<Timed, CliError> {
     })();
     raw.close();
     result
-}
-
-/// keyorchd's VmRSS, in KiB.
-fn rss_kib(pid: Option<i32>) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn render(

@@ -78,7 +78,7 @@ impl Tally {
 }
 
 /// keyorchd's VmRSS, in KiB.
-fn rss_kib(pid: Option<i32>) -> Option<u64> {
+pub(super) fn rss_kib(pid: Option<i32>) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
