@@ -14,7 +14,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use serde_json::{json, Value};
 
-use super::bench::{read_pin, DEFAULT_MODULE, DEFAULT_TOKEN_LABEL};
+use super::bench::{open_raw, DEFAULT_MODULE, DEFAULT_TOKEN_LABEL};
 use super::bench_raw::RawToken;
 use super::bench_soak::rss_kib;
 use super::bench_stats::{millis, percentile};
@@ -234,8 +234,24 @@ pub async fn scale(args: BenchScaleArgs, ctx: &Context) -> Result<Outcome, CliEr
     ));
 
     // 4. The same generation and wrap straight through cryptoki: CreateKey's HSM work.
-    if !args.no_raw {
-        figures.push(raw_generate_and_wrap(&args)?);
+    let raw = open_raw(
+        args.no_raw,
+        &args.module,
+        &args.token_label,
+        args.pin_file.as_deref(),
+        &args.state_dir,
+    )
+    .await?;
+    if let Some(raw) = raw {
+        let creates = args.creates;
+        let timed = tokio::task::spawn_blocking(move || {
+            let timed = raw_generate_and_wrap(&raw, creates);
+            raw.close();
+            timed
+        })
+        .await
+        .map_err(|e| CliError::Local(format!("the raw baseline did not finish: {e}")))??;
+        figures.push(timed);
     }
     let rss_end = rss_kib(pid);
     output::print(&render(
@@ -245,18 +261,13 @@ pub async fn scale(args: BenchScaleArgs, ctx: &Context) -> Result<Outcome, CliEr
 }
 
 /// C_GenerateKey (AES-256, session object) + C_WrapKey (CKM_AES_KEY_WRAP_PAD under a session
-/// AES-256 KEK) + C_DestroyObject, `creates` times: what CreateKey asks of the HSM.
-fn raw_generate_and_wrap(args: &BenchScaleArgs) -> Result<Timed, CliError> {
-    let pin_file = args
-        .pin_file
-        .clone()
-        .unwrap_or_else(|| args.state_dir.join("user-pin"));
-    let pin = read_pin(&pin_file, "--pin-file or --state-dir")?;
-    let raw = RawToken::open(&args.module, &args.token_label, &pin)?;
+/// AES-256 KEK) + C_DestroyObject, `creates` times: what CreateKey asks of the HSM. The caller
+/// closes `raw`.
+fn raw_generate_and_wrap(raw: &RawToken, creates: u32) -> Result<Timed, CliError> {
     let fail = |what: &str, e: cryptoki::error::Error| {
         CliError::Local(format!("raw PKCS#11 baseline: {what}: {e}"))
     };
-    let result = (|| {
+    {
         let session = raw.session()?;
         let aes = |wrap: bool| {
             vec![
@@ -273,9 +284,9 @@ fn raw_generate_and_wrap(args: &BenchScaleArgs) -> Result<Timed, CliError> {
         let kek = session
             .generate_key(&Mechanism::AesKeyGen, &aes(true))
             .map_err(|e| fail("C_GenerateKey (KEK)", e))?;
-        let mut ns = Vec::with_capacity(args.creates as usize);
+        let mut ns = Vec::with_capacity(creates as usize);
         let started = Instant::now();
-        for _ in 0..args.creates {
+        for _ in 0..creates {
             let t = Instant::now();
             let key = session
                 .generate_key(&Mechanism::AesKeyGen, &aes(false))
@@ -293,9 +304,7 @@ fn raw_generate_and_wrap(args: &BenchScaleArgs) -> Result<Timed, CliError> {
             ns,
             started.elapsed(),
         ))
-    })();
-    raw.close();
-    result
+    }
 }
 
 fn render(

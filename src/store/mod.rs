@@ -154,6 +154,19 @@ impl Batch {
     }
 }
 
+/// Decodes the record stored under `id`; an error names the table and the id.
+fn decode_record<T: DeserializeOwned>(
+    table: Table,
+    id: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|e| StoreError::Corrupt {
+        table: table.name(),
+        id: String::from_utf8_lossy(id).into_owned(),
+        detail: e,
+    })
+}
+
 fn name_key(table: Table, scope: &str, name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(scope.len() + name.len() + 3);
     k.push(table.tag());
@@ -252,13 +265,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<T>, StoreError> {
         match self.tree(table).get(id.as_bytes())? {
-            Some(bytes) => codec::decode(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    table: table.name(),
-                    id: id.to_string(),
-                    detail: e,
-                }),
+            Some(bytes) => decode_record(table, id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -283,11 +290,7 @@ impl Store {
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item?;
-            let record: T = codec::decode(&v).map_err(|e| StoreError::Corrupt {
-                table: table.name(),
-                id: String::from_utf8_lossy(&k).into_owned(),
-                detail: e,
-            })?;
+            let record: T = decode_record(table, &k, &v)?;
             if keep(&record) {
                 if out.len() == limit {
                     return Ok((out, true));
@@ -419,11 +422,7 @@ impl Store {
         let mut n = 0;
         for item in self.tree(table).iter() {
             let (k, v) = item?;
-            let record: T = codec::decode(&v).map_err(|e| StoreError::Corrupt {
-                table: table.name(),
-                id: String::from_utf8_lossy(&k).into_owned(),
-                detail: e,
-            })?;
+            let record: T = decode_record(table, &k, &v)?;
             f(record);
             n += 1;
         }
