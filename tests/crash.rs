@@ -297,6 +297,20 @@ async fn crash_case(
     let mut problems = problems;
     let current = get_key(&mut w.c, &key.id).await;
     let tid = w.target.id.clone();
+    // InstallKey (into a keystore the key did not target) and UninstallKey change the target
+    // list: after the restart it is the one before the call or the one after it, never the
+    // keystore listed with nothing installed there.
+    if matches!(call, Call::Install | Call::Uninstall) {
+        let listed = current.target_keystore_ids.contains(&tid);
+        let installed = instance_state(&current, &tid) == Some(InstanceState::Installed);
+        if listed != installed {
+            problems.push(format!(
+                "{ctx}: the pkcs11 keystore is {} the key's targets with its instance {:?}",
+                if listed { "among" } else { "not among" },
+                instance_state(&current, &tid)
+            ));
+        }
+    }
     let needed = match call {
         Call::Activate => key_state(&current) != KeyState::Active,
         Call::Install => instance_state(&current, &tid) != Some(InstanceState::Installed),

@@ -1450,6 +1450,11 @@ async fn a_deleted_import_kek_breaks_installs_until_reconnect() {
         describe(&s)
     );
     metadata_problems.push(connection_error_code_meta(&s));
+    // The failed InstallKey into a keystore k1 did not target changed nothing: the
+    // keystore is not among its targets and has no (FAILED) instance.
+    let after = get_key(&mut c, &k1.id).await;
+    assert_eq!(after.target_keystore_ids, vec![iid.clone()], "{after:?}");
+    assert_eq!(instance_state(&after, &tid), None, "{after:?}");
     let s = fails(c.keys.activate_key(key_id(&k2.id))).await;
     assert_status(&s, Code::FailedPrecondition, IMPORT_KEK_MISSING_REASON);
     metadata_problems.push(connection_error_code_meta(&s));

@@ -203,6 +203,30 @@ pub struct Instance {
     pub remote_id: String,
     pub error: String,
     pub updated_at: Millis,
+    /// The change to the key's target list that the call in flight on this instance makes
+    /// (an intent, like INSTALLING/UNINSTALLING): the reconciler finishes or undoes it with
+    /// the instance. Absent in records written before it existed (none).
+    #[serde(default, skip_serializing_if = "TargetChange::is_none")]
+    pub target_change: TargetChange,
+}
+
+/// What an InstallKey or UninstallKey in flight does to the key's target list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TargetChange {
+    /// Nothing: the keystore was a target before the call and stays one.
+    #[default]
+    None,
+    /// An InstallKey added the keystore to the targets: undoing the install removes it.
+    Joining,
+    /// An UninstallKey removes the keystore from the targets once its copy is gone.
+    Leaving,
+}
+
+impl TargetChange {
+    pub fn is_none(&self) -> bool {
+        *self == TargetChange::None
+    }
 }
 
 /// The key material as stored: only ever wrapped under the master KEK.
@@ -315,6 +339,7 @@ impl Key {
                 remote_id: String::new(),
                 error: String::new(),
                 updated_at: now,
+                target_change: TargetChange::None,
             })
             .collect();
         Ok(Key {
@@ -380,9 +405,54 @@ impl Key {
                 remote_id: String::new(),
                 error,
                 updated_at: now,
+                target_change: TargetChange::None,
             });
         }
         self.updated_at = now;
+    }
+
+    /// Starts an install into `keystore_id` (INSTALLING), adding it to the targets when it
+    /// is not one yet; that addition is recorded with the intent so that a rollback of the
+    /// install also rolls back the target list.
+    pub fn begin_install(&mut self, keystore_id: &str, now: Millis) {
+        let change = if self.targets.iter().any(|t| t == keystore_id) {
+            TargetChange::None
+        } else {
+            TargetChange::Joining
+        };
+        self.set_instance(keystore_id, InstanceState::Installing, String::new(), now);
+        self.set_target_change(keystore_id, change);
+    }
+
+    /// Records what the call in flight on `keystore_id`'s instance does to the targets.
+    pub fn set_target_change(&mut self, keystore_id: &str, change: TargetChange) {
+        if let Some(i) = self
+            .instances
+            .iter_mut()
+            .find(|i| i.keystore_id == keystore_id)
+        {
+            i.target_change = change;
+        }
+    }
+
+    /// Settles `keystore_id`'s instance at `state` (INSTALLED or NOT_INSTALLED) and applies
+    /// the target-list change recorded with the intent: a keystore that joined with an
+    /// install that did not happen, or that is leaving, is no longer a target.
+    pub fn settle_instance(&mut self, keystore_id: &str, state: InstanceState, now: Millis) {
+        let change = self
+            .instance(keystore_id)
+            .map_or(TargetChange::None, |i| i.target_change);
+        let drop_target = match change {
+            TargetChange::None => false,
+            TargetChange::Joining => state != InstanceState::Installed,
+            TargetChange::Leaving => state == InstanceState::NotInstalled,
+        };
+        if drop_target {
+            self.remove_target(keystore_id, now);
+        } else {
+            self.set_instance(keystore_id, state, String::new(), now);
+            self.set_target_change(keystore_id, TargetChange::None);
+        }
     }
 
     /// Records the target's own id of the copy in `keystore_id` (aws_kms: the key ARN).
@@ -594,6 +664,83 @@ mod tests {
         ));
         k.set_instance("b", InstanceState::Installed, String::new(), 1);
         assert!(k.check_uninstall("a").is_ok());
+    }
+
+    /// The targets and instance states of `k`, comparable across calls (times left out).
+    fn shape(k: &Key) -> (Vec<String>, Vec<(String, InstanceState)>) {
+        (
+            k.targets.clone(),
+            k.instances
+                .iter()
+                .map(|i| (i.keystore_id.clone(), i.state))
+                .collect(),
+        )
+    }
+
+    proptest! {
+        /// An InstallKey or UninstallKey begun on any keystore (a target or not), settled
+        /// either way as the reconciler would, leaves the targets exactly as before the call
+        /// (rolled back) or exactly as after it (rolled forward): never a keystore among the
+        /// targets that neither state has.
+        #[test]
+        fn a_settled_intent_leaves_the_targets_as_before_or_as_after(
+            targets in proptest::sample::subsequence(vec!["a", "b", "c"], 1..=3),
+            on in proptest::sample::select(vec!["a", "b", "c", "d"]),
+            uninstall in any::<bool>(),
+            roll_forward in any::<bool>(),
+        ) {
+            let mut k = key(&targets);
+            k.enter(KeyState::Active, 1);
+            for t in &targets {
+                k.set_instance(t, InstanceState::Installed, String::new(), 1);
+            }
+            let before = k.clone();
+            let mut done = k.clone();
+            let mut cut = k.clone();
+            if uninstall {
+                prop_assume!(targets.contains(&on));
+                done.remove_target(on, 2);
+                cut.set_target_change(on, TargetChange::Leaving);
+                cut.set_instance(on, InstanceState::Uninstalling, String::new(), 2);
+            } else {
+                done.set_instance(on, InstanceState::Installed, String::new(), 2);
+                cut.begin_install(on, 2);
+            }
+            prop_assert!(cut.targets.iter().any(|t| t == on));
+            let settled = match (uninstall, roll_forward) {
+                (false, true) => InstanceState::Installed,
+                _ => InstanceState::NotInstalled,
+            };
+            // Round-trips through the store's encoding, as a crash would.
+            let mut cut: Key = serde_json::from_slice(&serde_json::to_vec(&cut).unwrap()).unwrap();
+            cut.settle_instance(on, settled, 3);
+            let expected = if uninstall || roll_forward { &done } else { &before };
+            // An install rolled back into a keystore that already was a target leaves it
+            // NOT_INSTALLED there (it was INSTALLED before: what the target holds decides).
+            if !uninstall && !roll_forward && targets.contains(&on) {
+                prop_assert_eq!(&cut.targets, &before.targets);
+                prop_assert_eq!(cut.instance(on).map(|i| i.state), Some(InstanceState::NotInstalled));
+            } else {
+                prop_assert_eq!(shape(&cut), shape(expected));
+            }
+            prop_assert!(cut.instances.iter().all(|i| i.target_change.is_none()));
+        }
+    }
+
+    #[test]
+    fn records_without_a_target_change_still_decode() {
+        let mut k = key(&["a"]);
+        let mut v = serde_json::to_value(&k).unwrap();
+        assert!(v["instances"][0].get("target_change").is_none());
+        v["instances"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("target_change");
+        let back: Key = serde_json::from_value(v).unwrap();
+        assert_eq!(back, k);
+        k.begin_install("b", 1);
+        let v = serde_json::to_value(&k).unwrap();
+        assert_eq!(v["instances"][1]["target_change"], "JOINING");
     }
 
     fn action() -> impl Strategy<Value = KeyAction> {

@@ -19,6 +19,7 @@ pub use audit::{verify_chain, AuditEntry, AuditEvent, ChainBreak, GENESIS_HASH};
 pub use error::{DomainError, KeyAction, KeystoreAction};
 pub use key::{
     remote_ref, Family, Instance, InstanceState, Key, KeySpec, KeyState, Material, NewKey,
+    TargetChange,
 };
 pub use keystore::{
     stranded_keys, validate_aws_secret, validate_pem_certificates, validate_pin,

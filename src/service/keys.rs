@@ -7,7 +7,7 @@ use super::vaults::listing;
 use super::{new_id, now, require_id, Inner, Listing, ServiceError, Services};
 use crate::domain::{
     ConnectionState, DomainError, Family, InstanceState, Key, KeyAction, KeySpec, KeyState,
-    Keystore, KeystoreAction, KeystoreConfig, KeystoreType, Material, NewKey, Page,
+    Keystore, KeystoreAction, KeystoreConfig, KeystoreType, Material, NewKey, Page, TargetChange,
 };
 use crate::hsm::{KeyKind, KeyRef};
 
@@ -544,6 +544,9 @@ impl Services {
             key.check_uninstall(&keystore_id)?;
             let ks = inner.keystore(&keystore_id)?;
             ks.require(KeystoreAction::Uninstall)?;
+            // Recorded with the UNINSTALLING intent: a crash before the outcome is recorded
+            // is finished by the reconciler, target list included.
+            key.set_target_change(&keystore_id, TargetChange::Leaving);
             inner.uninstall_from(&mut key, &ks)?;
             key.remove_target(&keystore_id, now());
             inner.put_key(&key)?;

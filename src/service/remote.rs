@@ -12,7 +12,8 @@ use super::keys::{key_ref, kind};
 use super::{now, Inner, ServiceError};
 use crate::domain::{
     remote_ref, ConnectionError, ConnectionErrorCode, ConnectionState, DomainError, InstanceState,
-    Key, KeySpec, Keystore, KeystoreAction, KeystoreConfig, TokenRef, XKS_KEYS_NOT_BUILT,
+    Key, KeySpec, Keystore, KeystoreAction, KeystoreConfig, TargetChange, TokenRef,
+    XKS_KEYS_NOT_BUILT,
 };
 use crate::hsm::{HsmError, OaepHash, TokenSelector};
 use crate::store::{Batch, Table};
@@ -363,7 +364,7 @@ impl Inner {
             }
             _ => self.remote(ks).map_err(|ce| to_service(ks, ce))?,
         };
-        key.set_instance(&ks.id, InstanceState::Installing, String::new(), now());
+        key.begin_install(&ks.id, now());
         self.put_key_now(key)?;
         failpoint("install.intent_recorded");
         let label = remote_ref(&key.id);
@@ -374,7 +375,7 @@ impl Inner {
         };
         match result {
             Ok(remote_id) => {
-                key.set_instance(&ks.id, InstanceState::Installed, String::new(), now());
+                key.settle_instance(&ks.id, InstanceState::Installed, now());
                 key.set_remote_id(&ks.id, &remote_id);
                 self.put_key_now(key)?;
                 failpoint("install.outcome_recorded");
@@ -388,10 +389,23 @@ impl Inner {
                     Remote::AwsKms(t) => t.uninstall(&label).map(drop),
                     Remote::Xks(_) => Ok(()),
                 };
-                if let Err(undo) = undo {
-                    tracing::warn!(key = %key.id, keystore = %ks.id, "could not remove a failed install: {undo}");
+                let joining = key
+                    .instance(&ks.id)
+                    .is_some_and(|i| i.target_change == TargetChange::Joining);
+                match undo {
+                    // An install into a keystore the key did not target leaves the record
+                    // as it was before the call once nothing is left in the target.
+                    Ok(()) if joining => {
+                        key.settle_instance(&ks.id, InstanceState::NotInstalled, now())
+                    }
+                    // A copy that may remain stays FAILED (with the target change, when
+                    // there is one) for the reconciler or SyncKey to finish.
+                    Err(undo) => {
+                        tracing::warn!(key = %key.id, keystore = %ks.id, "could not remove a failed install: {undo}");
+                        key.set_instance(&ks.id, InstanceState::Failed, e.to_string(), now());
+                    }
+                    Ok(()) => key.set_instance(&ks.id, InstanceState::Failed, e.to_string(), now()),
                 }
-                key.set_instance(&ks.id, InstanceState::Failed, e.to_string(), now());
                 self.put_key_now(key)?;
                 Err(e)
             }
@@ -493,8 +507,9 @@ impl Inner {
         }
         .map_err(|e| self.target_error(ks, e))?;
         failpoint("uninstall.target_done");
-        key.set_instance(&ks.id, InstanceState::NotInstalled, String::new(), now());
         key.set_remote_id(&ks.id, "");
+        // An UninstallKey (target change LEAVING) also drops the keystore from the targets.
+        key.settle_instance(&ks.id, InstanceState::NotInstalled, now());
         self.put_key_now(key)?;
         failpoint("uninstall.outcome_recorded");
         Ok(())

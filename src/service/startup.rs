@@ -212,7 +212,7 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
     let was_pending = !pending.is_empty();
     for (ks_id, state) in pending {
         let Some(ks) = inner.store.get::<Keystore>(Table::Keystores, &ks_id)? else {
-            key.set_instance(&ks_id, InstanceState::NotInstalled, String::new(), now());
+            key.settle_instance(&ks_id, InstanceState::NotInstalled, now());
             continue;
         };
         // The aws_kms copy of a DEACTIVATED key is its disabled remote key, which removing
@@ -255,7 +255,9 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
             InstanceState::NotInstalled
         };
         tracing::info!(key = %key.id, keystore = %ks_id, ?state, ?settled, "reconciler: settled an interrupted install/uninstall");
-        key.set_instance(&ks_id, settled, String::new(), now());
+        // Restores the target list as the intent recorded: a keystore that joined with an
+        // install rolled back, or that an UninstallKey was removing, is no longer a target.
+        key.settle_instance(&ks_id, settled, now());
     }
     let states: Vec<InstanceState> = key.instances.iter().map(|i| i.state).collect();
     let interrupted_deactivation = deactivation_cut_short(key.state, &states);

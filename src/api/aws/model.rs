@@ -284,6 +284,7 @@ mod tests {
                     remote_id: String::new(),
                     error: String::new(),
                     updated_at: 0,
+                    target_change: Default::default(),
                 })
                 .collect(),
             kcv: String::new(),
