@@ -22,9 +22,10 @@ use keyorch::client::Clients;
 use keyorch::proto::v1::{
     create_keystore_request, AwsKmsCredentials, AwsKmsKeystoreConfig, ConnectKeystoreRequest,
     ConnectionErrorCode, ConnectionState, CreateKeystoreRequest, DisconnectKeystoreRequest,
-    GenerateMacRequest, InstallKeyRequest, InstanceState, Key, KeyAlgorithm, KeyState,
-    KeyStatusInKeystore, Keystore, KeystoreType, ListEventsRequest, SyncStatus, TargetKeyStatus,
-    TestKeystoreConnectionRequest, TestKeystoreConnectionResponse, UpdateKeystoreRequest,
+    GenerateMacRequest, HealthStatus, InstallKeyRequest, InstanceState, Key, KeyAlgorithm,
+    KeyState, KeyStatusInKeystore, Keystore, KeystoreType, ListEventsRequest, SyncStatus,
+    TargetKeyStatus, TestKeystoreConnectionRequest, TestKeystoreConnectionResponse,
+    UpdateKeystoreRequest,
 };
 use tonic::Code;
 
@@ -992,4 +993,138 @@ async fn faults_between_keyorchd_and_aws_are_classified_bounded_and_recovered() 
         !logs.contains(SECRET),
         "the secret access key is in the logs"
     );
+}
+
+/// Polls GetKeystore every 100 ms, at most `within`, until `pred` holds; returns that keystore.
+async fn wait_keystore(
+    c: &mut Clients,
+    id: &str,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&Keystore) -> bool,
+) -> Keystore {
+    let deadline = Instant::now() + within;
+    loop {
+        let ks = get_keystore(c, id).await;
+        if pred(&ks) {
+            return ks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {what} within {within:?}: {ks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 16: an aws_kms keystore that was CONNECTED goes FAILED once its endpoint has failed
+/// `[health] failed_after` health checks in a row (here 2, every second), with the checks'
+/// code; with `failed_after = 0` it never does, and the health alone reports the fault. The
+/// faults come from the fault-injecting proxy in front of LocalStack (tests/common/fault_proxy.rs).
+#[tokio::test]
+async fn a_connected_aws_keystore_goes_failed_when_its_endpoint_keeps_failing() {
+    use common::fault_proxy::{Fault, FaultProxy};
+    let ls = LocalStack::start();
+    let upstream: std::net::SocketAddr =
+        ls.endpoint().trim_start_matches("http://").parse().unwrap();
+    let proxy = FaultProxy::start(upstream);
+    let mut d = TestDaemon::start().await;
+    d.restart_with_config("[health]\ninterval_secs = 1\nfailed_after = 2\n")
+        .await;
+    let mut c = d.clients();
+    let vault = create_vault(&mut c, "v").await;
+    let internal = create_keystore(&mut c, &vault.id, "own", true).await;
+    let aws = ok(c.keystores.create_keystore(aws_keystore_req(
+        &vault.id,
+        "aws",
+        &proxy.endpoint(),
+        SECRET,
+        true,
+    )))
+    .await;
+    assert_connection(&aws, ConnectionState::Connected);
+    let key = create_key(
+        &mut c,
+        &vault.id,
+        "k",
+        KeyAlgorithm::Aes,
+        256,
+        &[&internal.id, &aws.id],
+        true,
+    )
+    .await;
+
+    proxy.set(Fault::Status(503));
+    let failed = wait_keystore(&mut c, &aws.id, Duration::from_secs(60), "FAILED", |k| {
+        k.connection_state == ConnectionState::Failed as i32
+    })
+    .await;
+    assert_failed_with(&failed, ConnectionErrorCode::InternalError);
+    assert!(
+        !failed.connection_error_message.contains(SECRET),
+        "{failed:?}"
+    );
+    // Its copies read UNAVAILABLE and no call reaches it, as when disconnected.
+    let k = get_key(&mut c, &key.id).await;
+    assert_eq!(
+        instance(&k, &aws.id).state,
+        InstanceState::Unavailable as i32,
+        "{k:?}"
+    );
+    let s = fails(c.keys.install_key(InstallKeyRequest {
+        id: key.id.clone(),
+        keystore_id: aws.id.clone(),
+    }))
+    .await;
+    assert_status(
+        &s,
+        Code::FailedPrecondition,
+        "CustomKeyStoreInvalidStateException",
+    );
+
+    // The fault gone: disconnect + connect, and the copy is in sync.
+    proxy.set(Fault::None);
+    disconnect(&mut c, &aws.id).await;
+    assert_connection(&connect(&mut c, &aws.id).await, ConnectionState::Connected);
+    let st = status_in(&mut c, &key.id, &aws.id).await;
+    assert_status_is(&st, TargetKeyStatus::Active, SyncStatus::Ok);
+
+    // failed_after = 0: checks keep failing and the keystore stays CONNECTED.
+    d.restart_with_config("[health]\ninterval_secs = 1\nfailed_after = 0\n")
+        .await;
+    c = d.clients();
+    proxy.set(Fault::Drop);
+    let first = wait_keystore(
+        &mut c,
+        &aws.id,
+        Duration::from_secs(30),
+        "NOT_RESPONDING",
+        |k| {
+            k.health
+                .as_ref()
+                .is_some_and(|h| h.status == HealthStatus::NotResponding as i32)
+        },
+    )
+    .await;
+    let first_beat = first.health.unwrap().last_heartbeat.unwrap();
+    let later = wait_keystore(
+        &mut c,
+        &aws.id,
+        Duration::from_secs(30),
+        "checked 3 s later",
+        |k| {
+            k.health
+                .as_ref()
+                .and_then(|h| h.last_heartbeat.as_ref())
+                .is_some_and(|t| t.seconds >= first_beat.seconds + 3)
+        },
+    )
+    .await;
+    assert_connection(&later, ConnectionState::Connected);
+    assert_eq!(
+        later.health.as_ref().map(|h| h.status),
+        Some(HealthStatus::NotResponding as i32),
+        "{later:?}"
+    );
+    proxy.set(Fault::None);
 }

@@ -1530,7 +1530,8 @@ const HEALTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The periodic health check (`[health] interval_secs`) sees what a connect cannot: the
 /// import KEK deleted in the target under a CONNECTED keystore. Health turns
-/// CONFIGURATION_ERROR naming the KEK while the state stays CONNECTED; a reconnect makes a new
+/// CONFIGURATION_ERROR naming the KEK while the state is CONNECTED, then the keystore goes
+/// FAILED (IMPORT_KEK_MISSING) after three failed checks in a row; a reconnect makes a new
 /// KEK and later checks say OK again.
 #[tokio::test]
 async fn health_checks_report_a_deleted_import_kek_until_reconnect() {
@@ -1596,11 +1597,16 @@ async fn health_checks_report_a_deleted_import_kek_until_reconnect() {
         .iter()
         .find(|k| k.id == tid)
         .unwrap_or_else(|| panic!("{tid} not listed: {listed:?}"));
-    assert_eq!(
-        keystore_health(row),
-        Some(HealthStatus::ConfigurationError),
+    assert!(
+        keystore_health(row) == Some(HealthStatus::ConfigurationError)
+            || connection_state(row) == ConnectionState::Failed,
         "{row:?}"
     );
+    // The third failed check in a row (`failed_after` = 3, the default) makes it FAILED,
+    // with the check's code.
+    let failed = wait_for_state(&mut c, &tid, ConnectionState::Failed).await;
+    assert_code(&failed, ConnectionErrorCode::ImportKekMissing);
+    assert!(failed.health.is_none(), "{failed:?}");
 
     // Reconnecting recreates the KEK: OK at once, and at the next checks.
     disconnect(&mut c, &tid, false, false).await;
@@ -2061,4 +2067,133 @@ async fn a_pin_changed_behind_keyorchs_back_is_reported_and_recovered() {
         !logs.contains(NEW_PIN) && !logs.contains(PIN),
         "a PIN is in the logs"
     );
+}
+
+/// The SoftHSM2 folder of the token labelled `label` under the daemon's token folder (the
+/// one whose `token.object` holds the label, padded to 32 bytes as PKCS#11 has it).
+fn token_folder(d: &TestDaemon, label: &str) -> PathBuf {
+    let conf = std::fs::read_to_string(d.softhsm_conf()).expect("read softhsm2.conf");
+    let tokens = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("directories.tokendir = "))
+        .expect("tokendir in softhsm2.conf");
+    let padded = format!("{label:<32}");
+    std::fs::read_dir(tokens.trim())
+        .expect("list the token folder")
+        .map(|e| e.expect("token folder entry").path())
+        .find(|p| {
+            std::fs::read(p.join("token.object"))
+                .is_ok_and(|b| contains_bytes(&b, padded.as_bytes()))
+        })
+        .unwrap_or_else(|| panic!("no token labelled {label:?} under {tokens}"))
+}
+
+/// Polls GetKeystore (every 100 ms, at most `HEALTH_DEADLINE`) until it is in `state`.
+async fn wait_for_state(c: &mut Clients, id: &str, state: ConnectionState) -> Keystore {
+    let deadline = std::time::Instant::now() + HEALTH_DEADLINE;
+    loop {
+        let ks = get_keystore(c, id).await;
+        if connection_state(&ks) == state {
+            return ks;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {state:?} within {HEALTH_DEADLINE:?}; last seen: {ks:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 16's fault "token made unavailable" while the pkcs11 keystore is CONNECTED: the
+/// target token's folder is moved away underneath the running keyorchd (what SoftHSM2's
+/// file backend sees when its storage goes). Calls that need the target fail with a target
+/// code; the health checks (`interval_secs = 1`, `failed_after = 3`) turn NOT_RESPONDING and
+/// then move the keystore to FAILED, audited; once the folder is back, disconnect + connect
+/// recovers it and the copy installed before is in sync.
+#[tokio::test]
+async fn a_token_made_unavailable_while_connected_fails_the_keystore_until_reconnect() {
+    let mut e = env().await;
+    e.d.restart_with_config("[health]\ninterval_secs = 1\nfailed_after = 3\n")
+        .await;
+    e.c = e.d.clients();
+    let (iid, tid) = (e.internal.id.clone(), e.target.id.clone());
+    let mut c = e.c.clone();
+    let before = e.key("before", KeyAlgorithm::Aes, 256, &[&iid, &tid]).await;
+    activate(&mut c, &before.id).await;
+    let later = e.key("later", KeyAlgorithm::Aes, 256, &[&iid]).await;
+    activate(&mut c, &later.id).await;
+    assert_eq!(e.copies(&before.id).len(), 1);
+
+    let folder = token_folder(&e.d, TOKEN);
+    let away = e.scratch("token-away");
+    std::fs::rename(&folder, &away).expect("move the token folder away");
+
+    let s = fails(c.keys.install_key(install_req(&later.id, &tid))).await;
+    let t = test_stored(&mut c, &tid).await;
+    assert!(!t.ok, "{t:?}");
+
+    assert_eq!(
+        t.error_code,
+        ConnectionErrorCode::TargetNotFound as i32,
+        "{t:?}"
+    );
+    assert!(t.message.contains("no longer answers"), "{t:?}");
+    assert_eq!(
+        connection_error_code_meta(&s),
+        "TARGET_NOT_FOUND",
+        "{}",
+        describe(&s)
+    );
+
+    let failed = wait_for_state(&mut c, &tid, ConnectionState::Failed).await;
+    assert_code(&failed, ConnectionErrorCode::TargetNotFound);
+    assert!(
+        e.d.logs().contains("keystore FAILED"),
+        "the transition is not logged"
+    );
+    // Every use is cut, as for a disconnected keystore; the internal copy still works.
+    let k = get_key(&mut c, &before.id).await;
+    assert_eq!(
+        instance_state(&k, &tid),
+        Some(InstanceState::Unavailable),
+        "{k:?}"
+    );
+    let s = fails(c.keys.install_key(install_req(&later.id, &tid))).await;
+    assert_status(
+        &s,
+        Code::FailedPrecondition,
+        "CustomKeyStoreInvalidStateException",
+    );
+    let ct = encrypt(&mut c, &before.id, b"still served", b"").await;
+    assert_eq!(decrypt(&mut c, &before.id, &ct, b"").await, b"still served");
+    // The daemon's own change is audited.
+    let events = ok(c.audit.list_events(ListEventsRequest {
+        resource: tid.clone(),
+        ..Default::default()
+    }))
+    .await
+    .events;
+    let event = events
+        .iter()
+        .find(|ev| ev.action == "KeystoreFailed")
+        .unwrap_or_else(|| panic!("no KeystoreFailed event: {events:?}"));
+    assert_eq!(event.principal, "keyorchd health check", "{event:?}");
+    assert!(event.outcome.starts_with("error:"), "{event:?}");
+
+    // The token back. SoftHSM2 keeps a token whose storage went away broken inside the
+    // process that had it open (C_GetTokenInfo: CKR_GENERAL_ERROR) until the module is
+    // loaded again, which for keyorchd (its own token is on the same module) is a restart;
+    // the keystore is still FAILED after it, and disconnect + connect recovers it, with the
+    // copy made before in sync.
+    std::fs::rename(&away, &folder).expect("put the token folder back");
+    e.d.restart().await;
+    c = e.d.clients();
+    assert_connection(&get_keystore(&mut c, &tid).await, ConnectionState::Failed);
+    disconnect(&mut c, &tid, false, false).await;
+    let back = connect(&mut c, &tid).await;
+    assert_connection(&back, ConnectionState::Connected);
+    let st = status(&mut c, &before.id).await;
+    assert_target_status(&st, &tid, TargetKeyStatus::Active, SyncStatus::Ok);
+    let i = install(&mut c, &later.id, &tid).await;
+    assert_instance(&i, &tid, InstanceState::Installed);
 }

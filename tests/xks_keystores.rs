@@ -732,6 +732,8 @@ async fn https_with_a_ca_and_mutual_tls() {
     assert_never_leaked(&b, &mut c, secret).await;
 }
 
+/// The background health check (`interval_secs = 1`, the default `failed_after = 3`) keeps
+/// the health fresh, and moves a keystore whose proxy went away to FAILED.
 #[tokio::test]
 async fn health_is_refreshed_in_the_background() {
     let (mut a, p) = proxy_daemon().await;
@@ -760,20 +762,35 @@ async fn health_is_refreshed_in_the_background() {
         assert!(Instant::now() < deadline, "no heartbeat after connect");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The proxy goes away: the keystore stays CONNECTED, its health says so.
+    // The proxy goes away: the health says so while the keystore is CONNECTED, and after
+    // `failed_after` (3) failed checks in a row the keystore is FAILED with the check's code.
     a.stop().await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let mut saw_not_responding = false;
+    let failed = loop {
         let k = get_keystore(&mut c, &ks.id).await;
+        if k.connection_state == ConnectionState::Failed as i32 {
+            break k;
+        }
+        assert_connection(&k, ConnectionState::Connected);
         let h = k.health.clone().unwrap();
         if h.status == HealthStatus::NotResponding as i32 {
-            assert_connection(&k, ConnectionState::Connected);
             assert!(h.message.contains("not reachable"), "{h:?}");
-            break;
+            saw_not_responding = true;
         }
-        assert!(Instant::now() < deadline, "health never noticed: {h:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        assert!(Instant::now() < deadline, "never FAILED: {k:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        saw_not_responding,
+        "FAILED without a NOT_RESPONDING check before"
+    );
+    assert_eq!(
+        failed.connection_error_code,
+        ConnectionErrorCode::XksProxyNotReachable as i32,
+        "{failed:?}"
+    );
+    assert!(failed.health.is_none(), "{failed:?}");
     assert_never_leaked(&b, &mut c, &p.secret).await;
 }
 

@@ -81,6 +81,16 @@ fn default_key_cache() -> usize {
 pub struct StoreSection {
     /// Folder of the sled database.
     pub path: PathBuf,
+    /// sled's page cache, in MiB.
+    #[serde(default = "default_store_cache_mib")]
+    pub cache_mib: u64,
+}
+
+/// sled's page cache unless `store.cache_mib` or `--store-cache-mib` says otherwise.
+pub const DEFAULT_STORE_CACHE_MIB: u64 = crate::store::DEFAULT_CACHE_CAPACITY >> 20;
+
+fn default_store_cache_mib() -> u64 {
+    DEFAULT_STORE_CACHE_MIB
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -194,6 +204,16 @@ pub struct HealthSection {
     /// Seconds between two health checks of every CONNECTED keystore.
     #[serde(default = "default_health_interval_secs")]
     pub interval_secs: u64,
+    /// Failed checks in a row after which a CONNECTED keystore goes FAILED (0: never).
+    #[serde(default = "default_health_failed_after")]
+    pub failed_after: u32,
+}
+
+/// `health.failed_after` unless set (and always in `--dev` mode).
+pub const DEFAULT_HEALTH_FAILED_AFTER: u32 = 3;
+
+fn default_health_failed_after() -> u32 {
+    DEFAULT_HEALTH_FAILED_AFTER
 }
 
 /// How often keyorchd checks its CONNECTED keystores unless `health.interval_secs` says
@@ -208,6 +228,7 @@ impl Default for HealthSection {
     fn default() -> Self {
         HealthSection {
             interval_secs: default_health_interval_secs(),
+            failed_after: default_health_failed_after(),
         }
     }
 }
@@ -385,8 +406,14 @@ impl Config {
         }
         self.validate_listen()?;
         self.validate_limits()?;
+        if !(1..=4096).contains(&self.store.cache_mib) {
+            return Err(field("store.cache_mib", "must be 1 to 4096"));
+        }
         if !(1..=3600).contains(&self.health.interval_secs) {
             return Err(field("health.interval_secs", "must be 1 to 3600"));
+        }
+        if self.health.failed_after > 100 {
+            return Err(field("health.failed_after", "must be 0 (never) to 100"));
         }
         super::access::check_entries(&self.access.grant)?;
         if let Some(xks) = &self.xks {
@@ -737,6 +764,36 @@ mod tests {
         assert_eq!(c.limits().max_message_bytes, 65536);
         assert_eq!(c.limits().request_timeout, Duration::from_secs(5));
         assert!(!c.security.lock_memory);
+    }
+
+    #[test]
+    fn store_cache_is_checked() {
+        assert_eq!(load(BASE).unwrap().store.cache_mib, DEFAULT_STORE_CACHE_MIB);
+        let with =
+            |v: &str| BASE.replace("path='/tmp'\n", &format!("path='/tmp'\ncache_mib={v}\n"));
+        for bad in ["0", "4097", "-1", "'big'"] {
+            let e = load(&with(bad)).unwrap_err().to_string();
+            assert!(e.contains("cache_mib"), "{bad}: {e}");
+        }
+        assert_eq!(load(&with("16")).unwrap().store.cache_mib, 16);
+    }
+
+    #[test]
+    fn health_failed_after_is_checked() {
+        assert_eq!(
+            load(BASE).unwrap().health.failed_after,
+            DEFAULT_HEALTH_FAILED_AFTER
+        );
+        for bad in ["101", "-1", "'often'"] {
+            let e = load(&format!("{BASE}[health]\nfailed_after={bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("failed_after"), "{bad}: {e}");
+        }
+        for good in [0, 1, 100] {
+            let c = load(&format!("{BASE}[health]\nfailed_after={good}\n")).unwrap();
+            assert_eq!(c.health.failed_after, good);
+        }
     }
 
     #[test]

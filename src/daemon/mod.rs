@@ -59,6 +59,9 @@ pub struct Args {
     /// STATE_DIR/xks-credentials; with --config it overrides [xks] listen.
     #[arg(long, value_name = "ADDR:PORT")]
     pub xks_listen: Option<SocketAddr>,
+    /// sled's page cache in MiB, 1 to 4096 (overrides [store] cache_mib) [default: 64].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub store_cache_mib: Option<u64>,
     /// Internal: initialise the dev token in a child process.
     #[arg(long, hide = true, requires = "state_dir")]
     pub provision_dev_token: bool,
@@ -95,12 +98,16 @@ enum StartError {
 struct Plan {
     hsm: HsmConfig,
     db: PathBuf,
+    /// sled's page cache, in bytes.
+    store_cache: u64,
     socket: PathBuf,
     socket_gid: Option<u32>,
     tcp: Option<(SocketAddr, Arc<ServerConfig>)>,
     limits: Limits,
     /// Time between two health checks of the CONNECTED keystores.
     health_interval: Duration,
+    /// Failed health checks in a row that make a CONNECTED keystore FAILED (0: never).
+    health_failed_after: u32,
     /// Threads of the crypto lane (`hsm.crypto_threads`).
     crypto_threads: usize,
     policy: Policy,
@@ -206,11 +213,16 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
         return Ok(Plan {
             hsm: layout.hsm_config()?,
             db: layout.db,
+            store_cache: args
+                .store_cache_mib
+                .unwrap_or(config::DEFAULT_STORE_CACHE_MIB)
+                << 20,
             socket: layout.socket,
             socket_gid: None,
             tcp: None,
             limits: Limits::default(),
             health_interval: config::DEFAULT_HEALTH_INTERVAL,
+            health_failed_after: config::DEFAULT_HEALTH_FAILED_AFTER,
             crypto_threads: config::DEFAULT_CRYPTO_THREADS,
             policy,
             state_dir: Some(dir),
@@ -276,11 +288,13 @@ fn plan(args: &Args) -> Result<Plan, StartError> {
     Ok(Plan {
         hsm,
         db: cfg.store.path.clone(),
+        store_cache: args.store_cache_mib.unwrap_or(cfg.store.cache_mib) << 20,
         socket: cfg.listen.socket.clone(),
         socket_gid,
         tcp,
         limits: cfg.limits(),
         health_interval: cfg.health_interval(),
+        health_failed_after: cfg.health.failed_after,
         crypto_threads: cfg.hsm.crypto_threads,
         policy,
         state_dir: None,
@@ -340,7 +354,7 @@ fn check_log_args(level: &str, format: &str) -> Result<(), StartError> {
 
 fn run(args: Args) -> Result<(), StartError> {
     let plan = plan(&args)?;
-    let store = Store::open(&plan.db)?;
+    let store = Store::open_with_cache(&plan.db, plan.store_cache)?;
     let hsm = Hsm::open(plan.hsm)?;
     let (label, serial) = hsm.token_info();
     tracing::info!(token = %label, serial = %serial, "HSM token open");
@@ -382,10 +396,11 @@ fn run(args: Args) -> Result<(), StartError> {
         };
         let refresher = services.clone();
         let health_interval = plan.health_interval;
+        let failed_after = plan.health_failed_after;
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(health_interval).await;
-                if let Err(e) = refresher.refresh_health().await {
+                if let Err(e) = refresher.refresh_health(failed_after).await {
                     tracing::warn!("health refresh failed: {e}");
                 }
             }

@@ -565,6 +565,12 @@ pub struct ConnectionError {
     pub message: String,
 }
 
+/// Whether `consecutive` failed health checks in a row move a CONNECTED keystore to FAILED,
+/// with `[health] failed_after = failed_after` (0: never; the health only reports).
+pub fn fails_after_checks(consecutive: u32, failed_after: u32) -> bool {
+    failed_after != 0 && consecutive >= failed_after
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
@@ -578,6 +584,9 @@ pub struct Health {
     pub status: HealthStatus,
     pub message: String,
     pub last_heartbeat: Millis,
+    /// Health checks failed in a row up to this one (kept in memory only).
+    #[serde(skip)]
+    pub failed_checks: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -741,6 +750,7 @@ impl Keystore {
                     status: HealthStatus::Ok,
                     message: String::new(),
                     last_heartbeat: now,
+                    failed_checks: 0,
                 });
             }
             Err(e) => {
@@ -749,6 +759,21 @@ impl Keystore {
             }
         }
         self.updated_at = now;
+    }
+
+    /// A CONNECTED keystore whose target kept failing its health checks (see
+    /// [`fails_after_checks`]) goes FAILED with the last check's error; it is recovered as a
+    /// failed connect is: disconnect, (update,) connect. Returns false, changing nothing, in
+    /// any other state.
+    pub fn fail_connected(&mut self, e: ConnectionError, now: Millis) -> bool {
+        if self.state != ConnectionState::Connected {
+            return false;
+        }
+        self.state = ConnectionState::Failed;
+        self.error = Some(e);
+        self.health = None;
+        self.updated_at = now;
+        true
     }
 
     pub fn begin_disconnect(&mut self, now: Millis) -> Result<(), DomainError> {
@@ -1345,6 +1370,40 @@ mod tests {
         assert_eq!(ks.begin_connect(4).unwrap(), ConnectStart::Begin);
         ks.finish_connect(Ok(()), 5);
         assert_eq!(ks.state, ConnectionState::Connected);
+    }
+
+    #[test]
+    fn a_connected_keystore_whose_checks_keep_failing_goes_failed_and_recovers() {
+        assert!(!fails_after_checks(2, 3));
+        assert!(fails_after_checks(3, 3));
+        assert!(fails_after_checks(4, 3));
+        assert!(fails_after_checks(1, 1));
+        assert!(!fails_after_checks(0, 1));
+        assert!(!fails_after_checks(u32::MAX, 0), "0 means never");
+        let e = ConnectionError {
+            code: ConnectionErrorCode::NetworkErrors,
+            message: "cannot reach the target".into(),
+        };
+        for state in ConnectionState::ALL {
+            let mut ks = keystore(state);
+            let before = ks.clone();
+            let changed = ks.fail_connected(e.clone(), 9);
+            assert_eq!(changed, state == ConnectionState::Connected, "{state}");
+            if !changed {
+                assert_eq!(ks, before, "{state}: changed nothing");
+            }
+        }
+        let mut ks = keystore(ConnectionState::Connected);
+        assert!(ks.fail_connected(e.clone(), 9));
+        assert_eq!(ks.state, ConnectionState::Failed);
+        assert_eq!(ks.error, Some(e));
+        assert!(ks.health.is_none());
+        // Recovered as a failed connect is.
+        assert!(ks.begin_connect(10).is_err());
+        ks.begin_disconnect(11).unwrap();
+        ks.finish_disconnect(12);
+        assert!(ks.error.is_none());
+        assert_eq!(ks.begin_connect(13).unwrap(), ConnectStart::Begin);
     }
 
     fn pkcs11(state: ConnectionState) -> Keystore {

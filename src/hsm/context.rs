@@ -91,8 +91,21 @@ pub(crate) struct FoundToken {
 pub(crate) fn find_token(ctx: &Pkcs11, selector: &TokenSelector) -> Result<FoundToken, HsmError> {
     let slots = ctx.get_slots_with_token().map_err(|e| classify(e, false))?;
     let mut found = Vec::new();
+    // A slot whose token does not answer cannot be the one asked for (SoftHSM2 answers
+    // CKR_GENERAL_ERROR for a token whose storage went away): skipped, and named when
+    // nothing else matches.
+    let mut silent = Vec::new();
     for slot in slots {
-        let info = ctx.get_token_info(slot).map_err(|e| classify(e, false))?;
+        let info = match ctx.get_token_info(slot) {
+            Ok(info) => info,
+            Err(e) => {
+                silent.push(format!(
+                    "slot {} answers C_GetTokenInfo with {e}",
+                    slot.id()
+                ));
+                continue;
+            }
+        };
         if !info.token_initialized() {
             continue;
         }
@@ -114,7 +127,11 @@ pub(crate) fn find_token(ctx: &Pkcs11, selector: &TokenSelector) -> Result<Found
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(HsmError::TokenNotFound(selector.to_string())),
+        0 if silent.is_empty() => Err(HsmError::TokenNotFound(selector.to_string())),
+        0 => Err(HsmError::TokenNotFound(format!(
+            "{selector} ({})",
+            silent.join("; ")
+        ))),
         n => Err(HsmError::TokenNotFound(format!(
             "{selector} (ambiguous: {n} tokens match; select by serial)"
         ))),

@@ -465,6 +465,8 @@ impl Services {
             if ks.keystore_type() == KeystoreType::Xks {
                 return Err(super::remote::xks_keys_unimplemented(&ks));
             }
+            // Also a repeated install is refused while the keystore is not CONNECTED.
+            ks.require(KeystoreAction::Install)?;
             if key.instance(&keystore_id).map(|i| i.state) == Some(InstanceState::Installed) {
                 return inner.seen(key);
             }

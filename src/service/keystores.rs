@@ -9,12 +9,16 @@ use super::remote::ProbeMode;
 use super::vaults::listing;
 use super::{new_id, now, Inner, Listing, ServiceError, Services};
 use crate::domain::{
-    stranded_keys, validate_aws_secret, validate_pin, validate_xks_access_key_id,
-    validate_xks_secret, ConnectStart, ConnectionError, ConnectionErrorCode, ConnectionState,
-    DomainError, Health, HealthStatus, InstanceState, Key, Keystore, KeystoreConfig, KeystoreType,
-    NewKeystore, Page, SealedCredentials, TokenRef, MAX_XKS_PEM,
+    fails_after_checks, stranded_keys, validate_aws_secret, validate_pin,
+    validate_xks_access_key_id, validate_xks_secret, AuditEntry, ConnectStart, ConnectionError,
+    ConnectionErrorCode, ConnectionState, DomainError, Health, HealthStatus, InstanceState, Key,
+    Keystore, KeystoreConfig, KeystoreType, NewKeystore, Page, SealedCredentials, TokenRef,
+    MAX_XKS_PEM,
 };
 use crate::store::{Batch, Table};
+
+/// The audit principal of keyorchd's own health checks.
+pub const HEALTH_CHECK_PRINCIPAL: &str = "keyorchd health check";
 
 pub struct CreateKeystore {
     pub vault_id: String,
@@ -409,6 +413,47 @@ impl Inner {
             .0)
     }
 
+    /// CONNECTED → FAILED after `failures` failed health checks in a row, unless a call
+    /// changed the keystore since the check read it. Audited as `KeystoreFailed` by the
+    /// principal `keyorchd health check`, outcome `error:<connection_error_code>`.
+    fn fail_keystore(
+        &self,
+        checked: &Keystore,
+        e: ConnectionError,
+        failures: u32,
+    ) -> Result<(), ServiceError> {
+        let _w = self.lock();
+        let Some(mut ks) = self.store.get::<Keystore>(Table::Keystores, &checked.id)? else {
+            return Ok(());
+        };
+        if ks.updated_at != checked.updated_at {
+            return Ok(());
+        }
+        let code = e.code;
+        let message = e.message.clone();
+        if !ks.fail_connected(e, now()) {
+            return Ok(());
+        }
+        let mut b = Batch::new();
+        b.put(Table::Keystores, &ks.id, &ks)?;
+        self.commit(b)?;
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ks.id);
+        self.forget_remote(&ks.id);
+        tracing::error!(keystore = %ks.id, code = code.as_str(), failed_checks = failures, "keystore FAILED: its target failed {failures} health check(s) in a row; disconnect and connect it once the cause is fixed: {message}");
+        self.append_audit(AuditEntry {
+            time: now(),
+            principal: HEALTH_CHECK_PRINCIPAL.into(),
+            action: "KeystoreFailed".into(),
+            resource: ks.id.clone(),
+            vault_id: ks.vault_id.clone(),
+            outcome: format!("error:{}", code.as_str()),
+        })?;
+        Ok(())
+    }
+
     pub(super) fn connect_keystore(&self, id: &str) -> Result<Keystore, ServiceError> {
         let mut ks = self.keystore(id)?;
         if ks.begin_connect(now())? == ConnectStart::AlreadyConnected {
@@ -773,14 +818,17 @@ impl Services {
         .await
     }
 
-    /// Refreshes the health of every CONNECTED keystore (run periodically).
-    pub async fn refresh_health(&self) -> Result<(), ServiceError> {
-        self.blocking(|inner| {
+    /// Refreshes the health of every CONNECTED keystore (run periodically). A keystore whose
+    /// checks failed `failed_after` times in a row goes FAILED with the last check's error
+    /// (0: never), with an audit event; disconnect + connect recovers it.
+    pub async fn refresh_health(&self, failed_after: u32) -> Result<(), ServiceError> {
+        self.blocking(move |inner| {
             let connected = inner.store.list(Table::Keystores, None, usize::MAX, |k: &Keystore| {
                 k.state == ConnectionState::Connected
             })?;
             for ks in connected.0 {
-                let (status, message) = match inner.probe(&ks, ProbeMode::Heartbeat).map(drop) {
+                let outcome = inner.probe(&ks, ProbeMode::Heartbeat).map(drop);
+                let (status, message) = match &outcome {
                     Ok(()) => (HealthStatus::Ok, String::new()),
                     Err(e)
                         if matches!(
@@ -791,9 +839,9 @@ impl Services {
                                 | ConnectionErrorCode::XksProxyInvalidTlsConfiguration
                         ) =>
                     {
-                        (HealthStatus::ConfigurationError, e.message)
+                        (HealthStatus::ConfigurationError, e.message.clone())
                     }
-                    Err(e) => (HealthStatus::NotResponding, e.message),
+                    Err(e) => (HealthStatus::NotResponding, e.message.clone()),
                 };
                 if status != HealthStatus::Ok {
                     tracing::warn!(keystore = %ks.id, ?status, "keystore health check failed: {message}");
@@ -802,13 +850,32 @@ impl Services {
                 // happened meanwhile, and its health is newer than this result. Those write
                 // the store first and the health map second, so re-reading the record under
                 // the map's lock tells.
-                let mut health = inner.health.lock().unwrap_or_else(|p| p.into_inner());
-                let current: Option<Keystore> = inner.store.get(Table::Keystores, &ks.id)?;
-                let unchanged = current.is_some_and(|c| {
-                    c.state == ConnectionState::Connected && c.updated_at == ks.updated_at
-                });
-                if unchanged {
-                    health.insert(ks.id.clone(), Health { status, message, last_heartbeat: now() });
+                let fail = {
+                    let mut health = inner.health.lock().unwrap_or_else(|p| p.into_inner());
+                    let current: Option<Keystore> = inner.store.get(Table::Keystores, &ks.id)?;
+                    let unchanged = current.is_some_and(|c| {
+                        c.state == ConnectionState::Connected && c.updated_at == ks.updated_at
+                    });
+                    if unchanged {
+                        let failures = match (&outcome, health.get(&ks.id)) {
+                            (Ok(()), _) => 0,
+                            (Err(_), Some(h)) => h.failed_checks.saturating_add(1),
+                            (Err(_), None) => 1,
+                        };
+                        health.insert(
+                            ks.id.clone(),
+                            Health { status, message, last_heartbeat: now(), failed_checks: failures },
+                        );
+                        match outcome {
+                            Err(e) if fails_after_checks(failures, failed_after) => Some((e, failures)),
+                            _ => None,
+                        }
+                    } else {
+                        None
+                    }
+                };
+                if let Some((e, failures)) = fail {
+                    inner.fail_keystore(&ks, e, failures)?;
                 }
             }
             Ok(())

@@ -176,19 +176,25 @@ fn name_key(table: Table, scope: &str, name: &str) -> Vec<u8> {
     k
 }
 
-/// sled's page cache, in bytes (sled's default is 1 GiB). Reads beyond it go to the page
-/// cache of the kernel; docs/benchmarks.md ("Scale") has the memory this gives at 1 M keys.
-const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
+/// sled's page cache, in bytes, of [`Store::open`] (sled's default is 1 GiB). Reads beyond it
+/// go to the page cache of the kernel; docs/benchmarks.md ("Scale") has the memory this gives
+/// at 1 M keys.
+pub const DEFAULT_CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
 
 impl Store {
-    /// Opens (or creates) the database. Refuses a database written by a newer schema
-    /// and one whose meta is unreadable; never rewrites either.
+    /// Opens (or creates) the database with the default page cache. Refuses a database
+    /// written by a newer schema and one whose meta is unreadable; never rewrites either.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_CAPACITY)
+    }
+
+    /// [`Store::open`] with sled's page cache capped at `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         remove_unfinished_snapshots(path)?;
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
-            .cache_capacity(CACHE_CAPACITY)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),

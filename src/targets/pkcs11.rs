@@ -139,8 +139,49 @@ impl Pkcs11Target {
     /// The checks of a connect, changing nothing: the login holds and the import KEK is
     /// present and locked down ([`TargetError::ImportKekMissing`] when it is not there).
     pub fn check(&self) -> Result<(), TargetError> {
-        let handles = self.run_locked(import_kek::find_checked)?;
+        let handles = self.find_import_kek()?;
         *lock(&self.kek) = Some(handles);
+        Ok(())
+    }
+
+    /// The import KEK's handles, looked up and checked.
+    fn find_import_kek(&self) -> Result<KekHandles, TargetError> {
+        match self.run_locked(import_kek::find_checked) {
+            Err(TargetError::ImportKekMissing) => Err(self.kek_missing()),
+            other => other,
+        }
+    }
+
+    /// IMPORT_KEK_MISSING, unless the token itself went away: a token whose storage is gone
+    /// shows no objects (SoftHSM2), which is not a deleted KEK.
+    fn kek_missing(&self) -> TargetError {
+        match self.token_still_there() {
+            Ok(()) => TargetError::ImportKekMissing,
+            Err(gone) => gone,
+        }
+    }
+
+    /// TARGET_NOT_FOUND unless the slot still holds this very token (label and serial).
+    fn token_still_there(&self) -> Result<(), TargetError> {
+        let gone = |why: String| {
+            TargetError::TargetNotFound(format!(
+                "token \"{}\" (serial {}) no longer answers: {why}",
+                self.token_label, self.token_serial
+            ))
+        };
+        let info = self
+            .ctx
+            .get_token_info(self.slot)
+            .map_err(|e| gone(format!("C_GetTokenInfo failed: {e}")))?;
+        if info.label().trim() != self.token_label
+            || info.serial_number().trim() != self.token_serial
+        {
+            return Err(gone(format!(
+                "its slot now holds token \"{}\" (serial {})",
+                info.label().trim(),
+                info.serial_number().trim()
+            )));
+        }
         Ok(())
     }
 
@@ -217,7 +258,7 @@ impl Pkcs11Target {
                     retried_kek = true;
                     *lock(&self.kek) = None;
                 }
-                install::Installed::KekStale => return Err(TargetError::ImportKekMissing),
+                install::Installed::KekStale => return Err(self.kek_missing()),
                 install::Installed::Done(created) => {
                     if created {
                         tracing::info!(label, ?kind, "installed a key in the PKCS#11 target");
@@ -267,7 +308,7 @@ impl Pkcs11Target {
         if let Some(handles) = cached {
             return Ok(handles);
         }
-        let handles = self.run_locked(import_kek::find_checked)?;
+        let handles = self.find_import_kek()?;
         *lock(&self.kek) = Some(handles.clone());
         Ok(handles)
     }
