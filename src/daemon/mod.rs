@@ -59,7 +59,7 @@ pub struct Args {
     /// STATE_DIR/xks-credentials; with --config it overrides [xks] listen.
     #[arg(long, value_name = "ADDR:PORT")]
     pub xks_listen: Option<SocketAddr>,
-    /// sled's page cache in MiB, 1 to 4096 (overrides [store] cache_mib) [default: 64].
+    /// sled's page cache in MiB, 1 to 4096 (overrides [store] cache_mib) [default: 16].
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub store_cache_mib: Option<u64>,
     /// Internal: initialise the dev token in a child process.
@@ -129,6 +129,8 @@ struct ReloadPlan {
 
 /// Entry point of the keyorchd binary.
 pub fn main() -> ExitCode {
+    // Before any thread exists.
+    hardening::limit_malloc_arenas();
     let args = Args::parse();
     if args.provision_dev_token {
         let dir = args

@@ -177,9 +177,9 @@ fn name_key(table: Table, scope: &str, name: &str) -> Vec<u8> {
 }
 
 /// sled's page cache, in bytes, of [`Store::open`] (sled's default is 1 GiB). Reads beyond it
-/// go to the page cache of the kernel; docs/benchmarks.md ("Scale") has the memory this gives
-/// at 1 M keys.
-pub const DEFAULT_CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
+/// go to the page cache of the kernel. At 1 M keys 64, 16 and 4 MiB gave the same speed and
+/// 565, 458 and 416 MiB resident after a walk through every key (docs/benchmarks.md, "Scale").
+pub const DEFAULT_CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
 
 impl Store {
     /// Opens (or creates) the database with the default page cache. Refuses a database
