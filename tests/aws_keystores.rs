@@ -25,7 +25,7 @@ use keyorch::proto::v1::{
     GenerateMacRequest, HealthStatus, InstallKeyRequest, InstanceState, Key, KeyAlgorithm,
     KeyState, KeyStatusInKeystore, Keystore, KeystoreType, ListEventsRequest, SyncStatus,
     TargetKeyStatus, TestKeystoreConnectionRequest, TestKeystoreConnectionResponse,
-    UpdateKeystoreRequest,
+    UpdateKeystoreRequest, Vault,
 };
 use tonic::Code;
 
@@ -848,26 +848,18 @@ async fn a_crash_in_the_middle_of_an_aws_install_is_settled_at_start_up() {
 /// install completes, with the material intact in AWS.
 #[tokio::test]
 async fn faults_between_keyorchd_and_aws_are_classified_bounded_and_recovered() {
-    use common::fault_proxy::{Fault, FaultProxy};
+    use common::fault_proxy::Fault;
     // The SDK's own deadline (10 s, retries included) plus keyorchd's and the test's work.
     const BOUND: Duration = Duration::from_secs(16);
-    let ls = LocalStack::start();
-    let upstream: std::net::SocketAddr =
-        ls.endpoint().trim_start_matches("http://").parse().unwrap();
-    let proxy = FaultProxy::start(upstream);
-    let d = TestDaemon::start().await;
-    let mut c = d.clients();
-    let vault = create_vault(&mut c, "v").await;
-    let internal = create_keystore(&mut c, &vault.id, "own", true).await;
-    let aws = ok(c.keystores.create_keystore(aws_keystore_req(
-        &vault.id,
-        "aws",
-        &proxy.endpoint(),
-        SECRET,
-        true,
-    )))
-    .await;
-    assert_connection(&aws, ConnectionState::Connected);
+    let FaultWorld {
+        _ls,
+        proxy,
+        d,
+        mut c,
+        vault,
+        internal,
+        aws,
+    } = fault_world(None).await;
     let first = create_key(
         &mut c,
         &vault.id,
@@ -995,42 +987,28 @@ async fn faults_between_keyorchd_and_aws_are_classified_bounded_and_recovered() 
     );
 }
 
-/// Polls GetKeystore every 100 ms, at most `within`, until `pred` holds; returns that keystore.
-async fn wait_keystore(
-    c: &mut Clients,
-    id: &str,
-    within: Duration,
-    what: &str,
-    pred: impl Fn(&Keystore) -> bool,
-) -> Keystore {
-    let deadline = Instant::now() + within;
-    loop {
-        let ks = get_keystore(c, id).await;
-        if pred(&ks) {
-            return ks;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not {what} within {within:?}: {ks:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// LocalStack behind the fault-injecting proxy (tests/common/fault_proxy.rs), keyorchd (with
+/// `config` added, when given), a vault, a CONNECTED internal keystore and a CONNECTED
+/// aws_kms keystore reaching LocalStack through the proxy.
+struct FaultWorld {
+    _ls: LocalStack,
+    proxy: common::fault_proxy::FaultProxy,
+    d: TestDaemon,
+    c: Clients,
+    vault: Vault,
+    internal: Keystore,
+    aws: Keystore,
 }
 
-/// Issue 16: an aws_kms keystore that was CONNECTED goes FAILED once its endpoint has failed
-/// `[health] failed_after` health checks in a row (here 2, every second), with the checks'
-/// code; with `failed_after = 0` it never does, and the health alone reports the fault. The
-/// faults come from the fault-injecting proxy in front of LocalStack (tests/common/fault_proxy.rs).
-#[tokio::test]
-async fn a_connected_aws_keystore_goes_failed_when_its_endpoint_keeps_failing() {
-    use common::fault_proxy::{Fault, FaultProxy};
+async fn fault_world(config: Option<&str>) -> FaultWorld {
     let ls = LocalStack::start();
     let upstream: std::net::SocketAddr =
         ls.endpoint().trim_start_matches("http://").parse().unwrap();
-    let proxy = FaultProxy::start(upstream);
+    let proxy = common::fault_proxy::FaultProxy::start(upstream);
     let mut d = TestDaemon::start().await;
-    d.restart_with_config("[health]\ninterval_secs = 1\nfailed_after = 2\n")
-        .await;
+    if let Some(config) = config {
+        d.restart_with_config(config).await;
+    }
     let mut c = d.clients();
     let vault = create_vault(&mut c, "v").await;
     let internal = create_keystore(&mut c, &vault.id, "own", true).await;
@@ -1043,6 +1021,33 @@ async fn a_connected_aws_keystore_goes_failed_when_its_endpoint_keeps_failing() 
     )))
     .await;
     assert_connection(&aws, ConnectionState::Connected);
+    FaultWorld {
+        _ls: ls,
+        proxy,
+        d,
+        c,
+        vault,
+        internal,
+        aws,
+    }
+}
+
+/// Issue 16: an aws_kms keystore that was CONNECTED goes FAILED once its endpoint has failed
+/// `[health] failed_after` health checks in a row (here 2, every second), with the checks'
+/// code; with `failed_after = 0` it never does, and the health alone reports the fault. The
+/// faults come from the fault-injecting proxy in front of LocalStack (tests/common/fault_proxy.rs).
+#[tokio::test]
+async fn a_connected_aws_keystore_goes_failed_when_its_endpoint_keeps_failing() {
+    use common::fault_proxy::Fault;
+    let FaultWorld {
+        _ls,
+        proxy,
+        mut d,
+        mut c,
+        vault,
+        internal,
+        aws,
+    } = fault_world(Some("[health]\ninterval_secs = 1\nfailed_after = 2\n")).await;
     let key = create_key(
         &mut c,
         &vault.id,

@@ -2090,18 +2090,10 @@ fn token_folder(d: &TestDaemon, label: &str) -> PathBuf {
 
 /// Polls GetKeystore (every 100 ms, at most `HEALTH_DEADLINE`) until it is in `state`.
 async fn wait_for_state(c: &mut Clients, id: &str, state: ConnectionState) -> Keystore {
-    let deadline = std::time::Instant::now() + HEALTH_DEADLINE;
-    loop {
-        let ks = get_keystore(c, id).await;
-        if connection_state(&ks) == state {
-            return ks;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not {state:?} within {HEALTH_DEADLINE:?}; last seen: {ks:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_keystore(c, id, HEALTH_DEADLINE, &format!("{state:?}"), |ks| {
+        connection_state(ks) == state
+    })
+    .await
 }
 
 /// Issue 16's fault "token made unavailable" while the pkcs11 keystore is CONNECTED: the

@@ -64,17 +64,17 @@ pub fn apply(lock_memory: bool) -> Result<Hardening, HardeningError> {
 pub const MALLOC_ARENAS: i32 = 2;
 
 /// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] unless `MALLOC_ARENA_MAX` is set (the
-/// operator's choice wins). Call first, before any thread starts. Returns whether it
-/// took effect.
-pub fn limit_malloc_arenas() -> bool {
+/// operator's choice wins). Call first, before any thread starts.
+pub fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return false;
+        return;
     }
     // SAFETY: mallopt only sets a glibc tunable; it is called before any other thread
     // exists, and M_ARENA_MAX takes any positive value.
     #[allow(unsafe_code)]
-    let done = unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
-    done == 1
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    }
 }
 
 /// RLIMIT_CORE = 0 (soft and hard). If a sandbox forbids setrlimit, a limit that is

@@ -750,6 +750,28 @@ pub async fn get_keystore(c: &mut Clients, id: &str) -> Keystore {
     .await
 }
 
+/// Polls GetKeystore every 100 ms, at most `within`, until `pred` holds; returns that keystore.
+pub async fn wait_keystore(
+    c: &mut Clients,
+    id: &str,
+    within: std::time::Duration,
+    what: &str,
+    pred: impl Fn(&Keystore) -> bool,
+) -> Keystore {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let ks = get_keystore(c, id).await;
+        if pred(&ks) {
+            return ks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {what} within {within:?}: {ks:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub fn key_req(
     vault_id: &str,
     name: &str,
