@@ -1034,6 +1034,18 @@ fn split_flags(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether `line` of a `pkcs11-tool --list-objects` listing starts an object. OpenSC 0.23
+/// prints `Private Key Object; …`, `Public Key Object; …`, `Secret Key Object; …`,
+/// `Certificate Object; …`, `Data object <n>`, `Profile object <n>` and `Object <n>, type <n>`
+/// unindented, and the attributes indented. `Data object` matters here: SoftHSM2 shows an
+/// object whose file a kill cut short (no readable `CKA_CLASS`) as one, and a parser that
+/// missed that heading gave its `label: <empty>` to the object listed before it.
+pub fn is_token_object_heading(line: &str) -> bool {
+    !line.is_empty()
+        && !line.starts_with(char::is_whitespace)
+        && line.to_ascii_lowercase().contains("object")
+}
+
 /// Parses the output of `pkcs11-tool --list-objects`.
 pub fn parse_token_objects(listing: &str) -> Vec<TokenObject> {
     let mut out: Vec<TokenObject> = Vec::new();
@@ -1041,7 +1053,7 @@ pub fn parse_token_objects(listing: &str) -> Vec<TokenObject> {
         if line.is_empty() {
             continue;
         }
-        if !line.starts_with(' ') && line.contains(" Object") {
+        if is_token_object_heading(line) {
             out.push(TokenObject {
                 heading: line.trim().to_string(),
                 ..TokenObject::default()
