@@ -416,6 +416,12 @@ impl KeystoreConfig {
         !matches!(self, KeystoreConfig::Internal)
     }
 
+    /// Whether managed keys are installed in a keystore of this type as copies. Not xks: its
+    /// keys are references to external keys, which are not built yet ([`XKS_KEYS_NOT_BUILT`]).
+    pub fn holds_key_copies(&self) -> bool {
+        !matches!(self, KeystoreConfig::Xks { .. })
+    }
+
     /// Whether a managed key of `spec` can be installed in a keystore of this type, and if
     /// not, the provider's limit in words (checked before anything is sent).
     pub fn accepts(&self, spec: KeySpec) -> Result<(), String> {

@@ -16,6 +16,7 @@ use crate::domain::{
     MAX_XKS_PEM,
 };
 use crate::store::{Batch, Table};
+use crate::targets::xks::XksSealedCredentials;
 
 /// The audit principal of keyorchd's own health checks.
 pub const HEALTH_CHECK_PRINCIPAL: &str = "keyorchd health check";
@@ -46,15 +47,6 @@ pub enum Secret {
         secret_access_key: SecretString,
         client_key_pem: Option<SecretString>,
     },
-}
-
-/// What is sealed for an xks keystore: the SigV4 secret and the client key (JSON, in
-/// zeroizing memory on both sides of the seal).
-#[derive(serde::Serialize, serde::Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
-pub(super) struct XksSealedCredentials {
-    pub secret_access_key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_key_pem: Option<String>,
 }
 
 impl Secret {

@@ -4,23 +4,18 @@
 
 use std::sync::Arc;
 
-use secrecy::{ExposeSecret, SecretString};
-
-use super::keystores::XksSealedCredentials;
+use secrecy::SecretString;
 
 use super::keys::{key_ref, kind};
 use super::{now, Inner, ServiceError};
 use crate::domain::{
     remote_ref, ConnectionError, ConnectionErrorCode, ConnectionState, DomainError, InstanceState,
-    Key, KeySpec, Keystore, KeystoreAction, KeystoreConfig, TargetChange, TokenRef,
-    XKS_KEYS_NOT_BUILT,
+    Key, KeySpec, Keystore, KeystoreAction, KeystoreConfig, TargetChange, XKS_KEYS_NOT_BUILT,
 };
-use crate::hsm::{HsmError, OaepHash, TokenSelector};
+use crate::hsm::HsmError;
 use crate::store::{Batch, Table};
-use crate::targets::aws_kms::{AwsKmsConfig, AwsKmsTarget};
-use crate::targets::pkcs11::{Pkcs11Target, Pkcs11TargetConfig};
-use crate::targets::xks::{XksConfig, XksTarget};
-use crate::targets::TargetError;
+pub(crate) use crate::targets::ProbeMode;
+use crate::targets::{InstallError, ManagedKey, RemoteCopy, Target, TargetError};
 
 /// Environment variable naming a step at which keyorchd aborts (tests only; see docs).
 pub const FAILPOINT_ENV: &str = "KEYORCH_FAILPOINT";
@@ -75,43 +70,12 @@ fn hsm_connection_error(e: &HsmError) -> ConnectionError {
     }
 }
 
-/// Whether a probe may change the target (ConnectKeystore creates the import KEK).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ProbeMode {
-    Connect,
-    Check,
-    /// The periodic health check: the one cheapest call that proves the target answers and
-    /// takes the credentials (no permission probing, which costs AWS a dozen requests).
-    Heartbeat,
-}
-
 /// An opened external target, cached per keystore id.
-#[derive(Clone)]
-pub(crate) enum Remote {
-    Pkcs11(Arc<Pkcs11Target>),
-    AwsKms(Arc<AwsKmsTarget>),
-    Xks(Arc<XksTarget>),
-}
+pub(crate) type Remote = Arc<dyn Target>;
 
 /// Keys in xks keystores are not built yet: every key operation on one answers this.
 pub(super) fn xks_keys_unimplemented(ks: &Keystore) -> ServiceError {
     ServiceError::Unimplemented(format!("keystore {}: {XKS_KEYS_NOT_BUILT}", ks.id))
-}
-
-/// What a target holds under a key's label.
-#[derive(Debug, Clone)]
-pub(super) struct RemoteCopy {
-    /// The copy is the managed key (same check value; for AWS KMS: keyorch's own key for
-    /// this label, with the ARN recorded at install where there is one).
-    pub same: bool,
-    /// The copy is usable in the target (AWS KMS: key state Enabled).
-    pub enabled: bool,
-    /// The check value the target computed, where it can compute one (not AWS KMS).
-    pub kcv: String,
-    /// The target's own id of the copy (AWS KMS: the key ARN).
-    pub remote_id: String,
-    /// Why the copy is not the managed key, for reports.
-    pub detail: String,
 }
 
 fn to_service(ks: &Keystore, ce: ConnectionError) -> ServiceError {
@@ -150,70 +114,17 @@ impl Inner {
         {
             return Ok(t.clone());
         }
-        let remote = match &ks.config {
-            KeystoreConfig::Internal => {
-                return Err(ConnectionError {
-                    code: ConnectionErrorCode::InternalError,
-                    message: format!("keystore {} is keyorchd's own token, not a target", ks.id),
-                })
-            }
-            KeystoreConfig::Pkcs11 { module_path, token } => {
-                let pin = self.unsealed_secret(ks)?;
-                let target = Pkcs11Target::open(Pkcs11TargetConfig {
-                    module: module_path.into(),
-                    token: match token {
-                        TokenRef::Label(l) => TokenSelector::Label(l.clone()),
-                        TokenRef::Serial(s) => TokenSelector::Serial(s.clone()),
-                    },
-                    pin,
-                })
-                .map_err(|e| connection_error(&e))?;
-                Remote::Pkcs11(Arc::new(target))
-            }
-            KeystoreConfig::AwsKms {
-                region,
-                endpoint_url,
-                access_key_id,
-                ..
-            } => {
-                let secret_access_key = self.unsealed_secret(ks)?;
-                let target = AwsKmsTarget::open(AwsKmsConfig {
-                    region: region.clone(),
-                    endpoint_url: endpoint_url.clone(),
-                    access_key_id: access_key_id.clone(),
-                    secret_access_key,
-                })
-                .map_err(|e| connection_error(&e))?;
-                Remote::AwsKms(Arc::new(target))
-            }
-            KeystoreConfig::Xks {
-                uri_endpoint,
-                uri_path,
-                ca_cert_pem,
-                client_cert_pem,
-                access_key_id,
-            } => {
-                let sealed = self.unsealed_secret(ks)?;
-                let creds: XksSealedCredentials = serde_json::from_str(sealed.expose_secret())
-                    .map_err(|_| ConnectionError {
-                        code: ConnectionErrorCode::InvalidCredentials,
-                        message:
-                            "the stored xks credentials cannot be read; send xks_credentials again"
-                                .into(),
-                    })?;
-                let target = XksTarget::open(XksConfig {
-                    uri_endpoint: uri_endpoint.clone(),
-                    uri_path: uri_path.clone(),
-                    ca_cert_pem: ca_cert_pem.clone(),
-                    client_cert_pem: client_cert_pem.clone(),
-                    client_key_pem: creds.client_key_pem.clone().map(SecretString::from),
-                    access_key_id: access_key_id.clone(),
-                    secret_access_key: SecretString::from(creds.secret_access_key.clone()),
-                })
-                .map_err(|e| connection_error(&e))?;
-                Remote::Xks(Arc::new(target))
-            }
+        let not_a_target = || ConnectionError {
+            code: ConnectionErrorCode::InternalError,
+            message: format!("keystore {} is keyorchd's own token, not a target", ks.id),
         };
+        if matches!(ks.config, KeystoreConfig::Internal) {
+            return Err(not_a_target());
+        }
+        let secret = self.unsealed_secret(ks)?;
+        let remote = crate::targets::open(&ks.config, secret)
+            .map_err(|e| connection_error(&e))?
+            .ok_or_else(not_a_target)?;
         self.remotes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -247,51 +158,7 @@ impl Inner {
             }
             _ => self.remote(ks)?,
         };
-        let outcome = match &remote {
-            Remote::Pkcs11(target) => match mode {
-                ProbeMode::Connect => target.ensure_import_kek().map(|created| {
-                    if created {
-                        tracing::info!(keystore = %ks.id, "created EKMF-BYOK-KEK-FOR-IMPORT in the target");
-                    }
-                    None
-                }),
-                // Connect creates a missing import KEK; so a check predicts success
-                // unless the keystore is CONNECTED (then the KEK was deleted under us).
-                ProbeMode::Check | ProbeMode::Heartbeat => match target.check() {
-                    Err(TargetError::ImportKekMissing)
-                        if ks.state != ConnectionState::Connected =>
-                    {
-                        Ok(None)
-                    }
-                    other => other.map(|()| None),
-                },
-            },
-            Remote::AwsKms(target) => (|| {
-                target.check()?;
-                if mode == ProbeMode::Heartbeat {
-                    return Ok(None);
-                }
-                let denied = target.denied_permissions()?;
-                if !denied.is_empty() {
-                    return Err(TargetError::PermissionDenied(denied));
-                }
-                target.account_id()
-            })(),
-            Remote::Xks(target) => target.health().map(|h| {
-                if mode != ProbeMode::Heartbeat {
-                    tracing::info!(
-                        keystore = %ks.id,
-                        fleet_size = h.fleet_size,
-                        vendor = %h.vendor,
-                        model = %h.model,
-                        ekm_vendor = %h.ekm_vendor,
-                        members = ?h.members.iter().map(|m| format!("{} {}", m.id, m.health_status)).collect::<Vec<_>>(),
-                        "XKS proxy health"
-                    );
-                }
-                None
-            }),
-        };
+        let outcome = remote.probe(&ks.id, mode, ks.state == ConnectionState::Connected);
         let account = outcome.map_err(|e| {
             if !matches!(e, TargetError::ImportKekMissing) {
                 // A stale login or session: open afresh next time.
@@ -312,8 +179,8 @@ impl Inner {
         let denied_permissions = match &result {
             Err(e) if e.code == ConnectionErrorCode::InsufficientPermissions => {
                 match self.remote(ks) {
-                    Ok(Remote::AwsKms(t)) => t.denied_permissions().unwrap_or_default(),
-                    _ => Vec::new(),
+                    Ok(t) => t.denied_permissions().unwrap_or_default(),
+                    Err(_) => Vec::new(),
                 }
             }
             _ => Vec::new(),
@@ -343,7 +210,7 @@ impl Inner {
     /// two-phase: INSTALLING is durable before the target is touched, INSTALLED after it
     /// holds the key (with the right check value where the target computes one).
     pub(super) fn install_into(&self, key: &mut Key, ks: &Keystore) -> Result<(), ServiceError> {
-        if matches!(ks.config, KeystoreConfig::Xks { .. }) {
+        if !ks.config.holds_key_copies() {
             return Err(xks_keys_unimplemented(ks));
         }
         ks.require(KeystoreAction::Install)?;
@@ -368,11 +235,7 @@ impl Inner {
         self.put_key_now(key)?;
         failpoint("install.intent_recorded");
         let label = remote_ref(&key.id);
-        let result = match &remote {
-            Remote::Pkcs11(target) => self.install_pkcs11(target, key, ks, &label),
-            Remote::AwsKms(target) => self.install_aws(target, key, ks, &label),
-            Remote::Xks(_) => Err(xks_keys_unimplemented(ks)),
-        };
+        let result = self.install_remote(remote.as_ref(), key, ks, &label);
         match result {
             Ok(remote_id) => {
                 key.settle_instance(&ks.id, InstanceState::Installed, now());
@@ -384,11 +247,7 @@ impl Inner {
             Err(e) => {
                 // Leave no copy behind a failed install (the target may hold a wrong or
                 // half-made object): best effort, the reconciler retries.
-                let undo = match &remote {
-                    Remote::Pkcs11(t) => t.uninstall(&label).map(drop),
-                    Remote::AwsKms(t) => t.uninstall(&label).map(drop),
-                    Remote::Xks(_) => Ok(()),
-                };
+                let undo = remote.uninstall(&label).map(drop);
                 let joining = key
                     .instance(&ks.id)
                     .is_some_and(|i| i.target_change == TargetChange::Joining);
@@ -412,75 +271,31 @@ impl Inner {
         }
     }
 
-    /// Wrap in keyorch's HSM under the target's import KEK, unwrap in the target, compare
-    /// check values. Returns no remote id (the label is the reference).
-    fn install_pkcs11(
+    /// The target's install, then (after the `install.target_done` failpoint) its proof that
+    /// it holds the very key. Returns the target's id of the copy.
+    fn install_remote(
         &self,
-        target: &Pkcs11Target,
+        remote: &dyn Target,
         key: &Key,
         ks: &Keystore,
         label: &str,
     ) -> Result<String, ServiceError> {
-        let spki = target
-            .import_kek_spki()
-            .map_err(|e| self.target_error(ks, e))?;
-        let hash = if self.hsm.supports_oaep_sha256() && target.supports_oaep_sha256() {
-            OaepHash::Sha256
-        } else {
-            OaepHash::Sha1
-        };
-        let kr = key_ref(key)?;
-        let blob = self.hsm.wrap_for_transport(&kr, &spki, hash)?;
-        target
-            .install(label, kind(key.spec), &blob, hash, kr.spki_der)
-            .map_err(|e| self.target_error(ks, e))?;
+        let material = key_ref(key)?;
+        let remote_id = remote
+            .install(&self.hsm, &material, label)
+            .map_err(|e| self.install_error(ks, e))?;
         failpoint("install.target_done");
-        let kcv = target
-            .key_check_value(label, kind(key.spec))
-            .map_err(|e| self.target_error(ks, e))?;
-        if kcv.as_deref() != Some(key.kcv.as_str()) {
-            return Err(ServiceError::Internal(format!(
-                "keystore {} holds other material under {label} (check value {}, expected {}); run SyncKey",
-                ks.id,
-                kcv.unwrap_or_else(|| "none".into()),
-                key.kcv
-            )));
-        }
-        Ok(String::new())
+        remote
+            .confirm_install(&managed(key, ks), label, &remote_id)
+            .map_err(|e| self.install_error(ks, e))?;
+        Ok(remote_id)
     }
 
-    /// CreateKey (EXTERNAL) or the key already under the alias, import of the material
-    /// wrapped in keyorch's HSM, and EnableKey when a deactivation had disabled it. Returns
-    /// the key's ARN.
-    fn install_aws(
-        &self,
-        target: &AwsKmsTarget,
-        key: &Key,
-        ks: &Keystore,
-        label: &str,
-    ) -> Result<String, ServiceError> {
-        let kr = key_ref(key)?;
-        let arn = target
-            .install(&self.hsm, &kr, label)
-            .map_err(|e| self.target_error(ks, e))?;
-        failpoint("install.target_done");
-        let copy = target
-            .describe(label)
-            .map_err(|e| self.target_error(ks, e))?;
-        match copy {
-            Some(c) if c.arn == arn && c.owned && c.origin_external => {
-                if !c.enabled {
-                    target
-                        .set_enabled(label, true)
-                        .map_err(|e| self.target_error(ks, e))?;
-                }
-                Ok(arn)
-            }
-            other => Err(ServiceError::Internal(format!(
-                "keystore {}: after the import, alias/{label} names {}, not the key {arn} keyorch imported into",
-                ks.id,
-                other.map_or_else(|| "nothing".to_string(), |c| c.arn)
-            ))),
+    fn install_error(&self, ks: &Keystore, e: InstallError) -> ServiceError {
+        match e {
+            InstallError::Target(e) => self.target_error(ks, e),
+            InstallError::Hsm(e) => e.into(),
+            InstallError::Mismatch(m) => ServiceError::Internal(format!("keystore {}: {m}", ks.id)),
         }
     }
 
@@ -491,7 +306,7 @@ impl Inner {
             key.set_instance(&ks.id, InstanceState::NotInstalled, String::new(), now());
             return Ok(());
         }
-        if matches!(ks.config, KeystoreConfig::Xks { .. }) {
+        if !ks.config.holds_key_copies() {
             return Err(xks_keys_unimplemented(ks));
         }
         ks.require(KeystoreAction::Uninstall)?;
@@ -500,12 +315,9 @@ impl Inner {
         self.put_key_now(key)?;
         failpoint("uninstall.intent_recorded");
         let label = remote_ref(&key.id);
-        match &remote {
-            Remote::Pkcs11(t) => t.uninstall(&label).map(drop),
-            Remote::AwsKms(t) => t.uninstall(&label).map(drop),
-            Remote::Xks(_) => return Err(xks_keys_unimplemented(ks)),
-        }
-        .map_err(|e| self.target_error(ks, e))?;
+        remote
+            .uninstall(&label)
+            .map_err(|e| self.target_error(ks, e))?;
         failpoint("uninstall.target_done");
         key.set_remote_id(&ks.id, "");
         // An UninstallKey (target change LEAVING) also drops the keystore from the targets.
@@ -515,22 +327,23 @@ impl Inner {
         Ok(())
     }
 
-    /// Deactivation of `key`'s copy in `ks`: an aws_kms copy is disabled (DisableKey: the
-    /// material stays, so reactivation brings back the same AWS key); other copies are
-    /// uninstalled.
+    /// Deactivation of `key`'s copy in `ks`: a copy in a target that disables on deactivation
+    /// (aws_kms: DisableKey; the material stays, so reactivation brings back the same AWS
+    /// key) is disabled; other copies are uninstalled.
     pub(super) fn deactivate_in(&self, key: &mut Key, ks: &Keystore) -> Result<(), ServiceError> {
         let installed = key.instance(&ks.id).map(|i| i.state) == Some(InstanceState::Installed);
-        if !(installed && matches!(ks.config, KeystoreConfig::AwsKms { .. })) {
+        if !installed
+            || matches!(ks.config, KeystoreConfig::Internal)
+            || !ks.config.holds_key_copies()
+        {
             return self.uninstall_from(key, ks);
         }
         ks.require(KeystoreAction::Uninstall)?;
-        let Remote::AwsKms(target) = self.remote(ks).map_err(|ce| to_service(ks, ce))? else {
-            return Err(ServiceError::Internal(format!(
-                "keystore {} is aws_kms but its opened target is not",
-                ks.id
-            )));
-        };
-        target
+        let remote = self.remote(ks).map_err(|ce| to_service(ks, ce))?;
+        if !remote.disables_on_deactivation() {
+            return self.uninstall_from(key, ks);
+        }
+        remote
             .set_enabled(&remote_ref(&key.id), false)
             .map_err(|e| self.target_error(ks, e))?;
         failpoint("deactivate.target_done");
@@ -545,69 +358,24 @@ impl Inner {
         key: &Key,
         ks: &Keystore,
     ) -> Result<Option<RemoteCopy>, ServiceError> {
-        let same_kcv = |kcv: String| RemoteCopy {
-            same: kcv == key.kcv,
-            enabled: true,
-            detail: if kcv == key.kcv {
-                String::new()
-            } else {
-                "check value differs".into()
-            },
-            kcv,
-            remote_id: String::new(),
-        };
         if matches!(ks.config, KeystoreConfig::Internal) {
             return Ok(match key.material {
-                Some(_) => Some(same_kcv(self.hsm.check_key(&key_ref(key)?)?)),
+                Some(_) => Some(RemoteCopy::by_check_value(
+                    self.hsm.check_key(&key_ref(key)?)?,
+                    &key.kcv,
+                )),
                 None => None,
             });
         }
         ks.require(KeystoreAction::Install)
             .map_err(ServiceError::from)?;
-        let label = remote_ref(&key.id);
-        match self.remote(ks).map_err(|ce| to_service(ks, ce))? {
-            Remote::Xks(_) => Err(xks_keys_unimplemented(ks)),
-            Remote::Pkcs11(target) => Ok(target
-                .key_check_value(&label, kind(key.spec))
-                .map_err(|e| self.target_error(ks, e))?
-                .map(same_kcv)),
-            Remote::AwsKms(target) => {
-                let Some(c) = target
-                    .describe(&label)
-                    .map_err(|e| self.target_error(ks, e))?
-                else {
-                    return Ok(None);
-                };
-                // A key made but never given material holds nothing yet.
-                if c.key_state == "PendingImport" && c.owned {
-                    return Ok(None);
-                }
-                let recorded = key
-                    .instance(&ks.id)
-                    .map(|i| i.remote_id.clone())
-                    .unwrap_or_default();
-                let detail = if !c.owned {
-                    format!(
-                        "alias/{label} names {}, a key keyorch did not make for this key",
-                        c.arn
-                    )
-                } else if !recorded.is_empty() && recorded != c.arn {
-                    format!(
-                        "alias/{label} names {}, not the installed copy {recorded}",
-                        c.arn
-                    )
-                } else {
-                    String::new()
-                };
-                Ok(Some(RemoteCopy {
-                    same: detail.is_empty(),
-                    enabled: c.enabled,
-                    kcv: String::new(),
-                    remote_id: c.arn,
-                    detail,
-                }))
-            }
+        let remote = self.remote(ks).map_err(|ce| to_service(ks, ce))?;
+        if !ks.config.holds_key_copies() {
+            return Err(xks_keys_unimplemented(ks));
         }
+        remote
+            .copy(&managed(key, ks), &remote_ref(&key.id))
+            .map_err(|e| self.target_error(ks, e))
     }
 
     /// Removes a stray copy (SyncKey, reconciler), without touching the key record. A key
@@ -616,22 +384,31 @@ impl Inner {
         if matches!(ks.config, KeystoreConfig::Internal) {
             return Ok(());
         }
-        let label = remote_ref(&key.id);
-        match self.remote(ks).map_err(|ce| to_service(ks, ce))? {
-            Remote::Pkcs11(t) => t.uninstall(&label).map(drop),
-            Remote::AwsKms(t) => t.uninstall(&label).map(drop),
-            Remote::Xks(_) => return Err(xks_keys_unimplemented(ks)),
+        let remote = self.remote(ks).map_err(|ce| to_service(ks, ce))?;
+        if !ks.config.holds_key_copies() {
+            return Err(xks_keys_unimplemented(ks));
         }
-        .map_err(|e| self.target_error(ks, e))
+        remote
+            .uninstall(&remote_ref(&key.id))
+            .map(drop)
+            .map_err(|e| self.target_error(ks, e))
     }
 
-    /// EnableKey on an aws_kms copy that should be usable (SyncKey).
+    /// Makes a copy that should be usable usable again (SyncKey; aws_kms: EnableKey).
     pub(super) fn enable_remote(&self, key: &Key, ks: &Keystore) -> Result<(), ServiceError> {
-        if let Remote::AwsKms(t) = self.remote(ks).map_err(|ce| to_service(ks, ce))? {
-            t.set_enabled(&remote_ref(&key.id), true)
-                .map_err(|e| self.target_error(ks, e))?;
-        }
-        Ok(())
+        self.remote(ks)
+            .map_err(|ce| to_service(ks, ce))?
+            .set_enabled(&remote_ref(&key.id), true)
+            .map_err(|e| self.target_error(ks, e))
+    }
+}
+
+/// What a target needs to know of `key` to judge its copy in `ks`.
+fn managed<'a>(key: &'a Key, ks: &Keystore) -> ManagedKey<'a> {
+    ManagedKey {
+        kind: kind(key.spec),
+        kcv: &key.kcv,
+        recorded_remote_id: key.instance(&ks.id).map_or("", |i| i.remote_id.as_str()),
     }
 }
 

@@ -12,7 +12,7 @@ use secrecy::SecretString;
 
 use crate::hsm::{Hsm, KeyKind, KeyRef};
 
-use super::TargetError;
+use super::{InstallError, ManagedKey, ProbeMode, RemoteCopy, Target, TargetError};
 use client::Kms;
 
 pub use permissions::REQUIRED_PERMISSIONS;
@@ -295,6 +295,104 @@ impl AwsKmsTarget {
                 .call("DisableKey", |c| c.disable_key().key_id(arn).send())?;
         }
         Ok(())
+    }
+}
+
+/// AWS KMS's import flow (CreateKey with origin EXTERNAL, GetParametersForImport,
+/// ImportKeyMaterial); a deactivation disables the copy, so a reactivation brings back the same
+/// AWS key.
+impl Target for AwsKmsTarget {
+    fn probe(
+        &self,
+        _keystore_id: &str,
+        mode: ProbeMode,
+        _connected: bool,
+    ) -> Result<Option<String>, TargetError> {
+        self.check()?;
+        if mode == ProbeMode::Heartbeat {
+            return Ok(None);
+        }
+        let denied = AwsKmsTarget::denied_permissions(self)?;
+        if !denied.is_empty() {
+            return Err(TargetError::PermissionDenied(denied));
+        }
+        self.account_id()
+    }
+
+    fn denied_permissions(&self) -> Result<Vec<String>, TargetError> {
+        AwsKmsTarget::denied_permissions(self)
+    }
+
+    fn install(
+        &self,
+        hsm: &Hsm,
+        material: &KeyRef<'_>,
+        label: &str,
+    ) -> Result<String, InstallError> {
+        Ok(AwsKmsTarget::install(self, hsm, material, label)?)
+    }
+
+    fn confirm_install(
+        &self,
+        _key: &ManagedKey<'_>,
+        label: &str,
+        remote_id: &str,
+    ) -> Result<(), InstallError> {
+        match self.describe(label)? {
+            Some(c) if c.arn == remote_id && c.owned && c.origin_external => {
+                if !c.enabled {
+                    AwsKmsTarget::set_enabled(self, label, true)?;
+                }
+                Ok(())
+            }
+            other => Err(InstallError::Mismatch(format!(
+                "after the import, alias/{label} names {}, not the key {remote_id} keyorch imported into",
+                other.map_or_else(|| "nothing".to_string(), |c| c.arn)
+            ))),
+        }
+    }
+
+    fn uninstall(&self, label: &str) -> Result<bool, TargetError> {
+        AwsKmsTarget::uninstall(self, label)
+    }
+
+    fn copy(&self, key: &ManagedKey<'_>, label: &str) -> Result<Option<RemoteCopy>, TargetError> {
+        let Some(c) = self.describe(label)? else {
+            return Ok(None);
+        };
+        // A key made but never given material holds nothing yet.
+        if c.key_state == "PendingImport" && c.owned {
+            return Ok(None);
+        }
+        let recorded = key.recorded_remote_id;
+        let detail = if !c.owned {
+            format!(
+                "alias/{label} names {}, a key keyorch did not make for this key",
+                c.arn
+            )
+        } else if !recorded.is_empty() && recorded != c.arn {
+            format!(
+                "alias/{label} names {}, not the installed copy {recorded}",
+                c.arn
+            )
+        } else {
+            String::new()
+        };
+        Ok(Some(RemoteCopy {
+            same: detail.is_empty(),
+            enabled: c.enabled,
+            kcv: String::new(),
+            remote_id: c.arn,
+            detail,
+        }))
+    }
+
+    fn disables_on_deactivation(&self) -> bool {
+        true
+    }
+
+    fn set_enabled(&self, label: &str, enabled: bool) -> Result<(), TargetError> {
+        AwsKmsTarget::set_enabled(self, label, enabled)
     }
 }
 

@@ -1,11 +1,207 @@
 //! External keystore targets: the places outside keyorch's own token where managed keys are
-//! installed, one module per keystore type, and the error every target reports.
+//! installed, one module per keystore type behind one [`Target`] trait, the error every
+//! target reports, and [`open`], the one place that knows which type a configuration names.
+//!
+//! The service reaches every target through `Arc<dyn Target>`: a new keystore type is a module
+//! here (its target and `impl Target`), its configuration and credential types in the domain,
+//! its proto messages, and one arm in [`open`].
 
 pub mod aws_kms;
 pub mod pkcs11;
 pub mod xks;
 
-use crate::hsm::HsmError;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use crate::domain::{KeystoreConfig, TokenRef};
+use crate::hsm::{Hsm, HsmError, KeyKind, KeyRef, TokenSelector};
+
+/// Whether a probe may change the target (ConnectKeystore creates the import KEK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMode {
+    Connect,
+    Check,
+    /// The periodic health check: the one cheapest call that proves the target answers and
+    /// takes the credentials (no permission probing, which costs AWS a dozen requests).
+    Heartbeat,
+}
+
+/// What a target holds under a key's label.
+#[derive(Debug, Clone)]
+pub struct RemoteCopy {
+    /// The copy is the managed key (same check value; for AWS KMS: keyorch's own key for
+    /// this label, with the ARN recorded at install where there is one).
+    pub same: bool,
+    /// The copy is usable in the target (AWS KMS: key state Enabled).
+    pub enabled: bool,
+    /// The check value the target computed, where it can compute one (not AWS KMS).
+    pub kcv: String,
+    /// The target's own id of the copy (AWS KMS: the key ARN).
+    pub remote_id: String,
+    /// Why the copy is not the managed key, for reports.
+    pub detail: String,
+}
+
+impl RemoteCopy {
+    /// A copy known by the check value `kcv` the target computed, against the managed key's
+    /// `expected` one.
+    pub fn by_check_value(kcv: String, expected: &str) -> RemoteCopy {
+        let same = kcv == expected;
+        RemoteCopy {
+            same,
+            enabled: true,
+            detail: if same {
+                String::new()
+            } else {
+                "check value differs".into()
+            },
+            kcv,
+            remote_id: String::new(),
+        }
+    }
+}
+
+/// Why an install failed: in the target, in keyorch's HSM (wrapping for transport), or because
+/// the target holds other material under the label than the managed key.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// The managed key a confirmation or a status check is about.
+pub struct ManagedKey<'a> {
+    pub kind: KeyKind,
+    /// keyorch's check value of the key.
+    pub kcv: &'a str,
+    /// The target's own id of the copy recorded at install ("" when none was).
+    pub recorded_remote_id: &'a str,
+}
+
+/// One external keystore's target, opened with its configuration and credentials.
+///
+/// Calls block (PKCS#11, or an HTTP client with its own runtime); the service runs them on
+/// blocking threads. `label` is keyorch's reference of a managed key in the target
+/// (`keyorch-<key id>`). Errors are classified for the keystore's `connection_error_code`.
+pub trait Target: Send + Sync {
+    /// The connection checks. `Connect` may change the target (create the import KEK);
+    /// `connected` says whether the keystore is CONNECTED. Returns the provider account the
+    /// credentials belong to, where the target shows one.
+    fn probe(
+        &self,
+        keystore_id: &str,
+        mode: ProbeMode,
+        connected: bool,
+    ) -> Result<Option<String>, TargetError>;
+
+    /// The provider permissions the credentials lack, by the provider's names; empty where
+    /// the provider has none to name.
+    fn denied_permissions(&self) -> Result<Vec<String>, TargetError> {
+        Ok(Vec::new())
+    }
+
+    /// Puts the managed key (`material`, as keyorch's HSM holds it) under `label`, wrapped in
+    /// keyorch's HSM for the target's import
+    /// flow; idempotent (a copy already there is left for [`Target::confirm_install`] to
+    /// judge). Returns the target's own id of the copy ("" when the label is the reference).
+    fn install(
+        &self,
+        hsm: &Hsm,
+        material: &KeyRef<'_>,
+        label: &str,
+    ) -> Result<String, InstallError>;
+
+    /// After [`Target::install`]: proves that the target holds the managed key under `label`
+    /// (as `remote_id`) and makes it usable; [`InstallError::Mismatch`] when it holds other
+    /// material.
+    fn confirm_install(
+        &self,
+        key: &ManagedKey<'_>,
+        label: &str,
+        remote_id: &str,
+    ) -> Result<(), InstallError>;
+
+    /// Removes whatever keyorch installed under `label`; false when nothing was there. A key
+    /// under the label that keyorch did not make is never touched.
+    fn uninstall(&self, label: &str) -> Result<bool, TargetError>;
+
+    /// What the target holds under `label`, or None when it holds nothing.
+    fn copy(&self, key: &ManagedKey<'_>, label: &str) -> Result<Option<RemoteCopy>, TargetError>;
+
+    /// Whether a deactivation disables an installed copy (it stays, and a reactivation
+    /// enables the same copy) rather than uninstalling it.
+    fn disables_on_deactivation(&self) -> bool {
+        false
+    }
+
+    /// Makes the copy under `label` usable or not. Targets whose copies are always usable
+    /// (they are uninstalled on deactivation) accept `true` and refuse `false`.
+    fn set_enabled(&self, label: &str, enabled: bool) -> Result<(), TargetError> {
+        if enabled {
+            Ok(())
+        } else {
+            Err(TargetError::NotSupported(format!(
+                "copies in this target cannot be disabled (under {label}); they are uninstalled"
+            )))
+        }
+    }
+}
+
+/// Opens the target an external keystore's configuration names, with its unsealed secret
+/// (the PIN, the secret access key, or the xks credential JSON). `None` for keyorchd's own
+/// token, which is no target.
+pub fn open(
+    config: &KeystoreConfig,
+    secret: SecretString,
+) -> Result<Option<Arc<dyn Target>>, TargetError> {
+    Ok(Some(match config {
+        KeystoreConfig::Internal => return Ok(None),
+        KeystoreConfig::Pkcs11 { module_path, token } => {
+            Arc::new(pkcs11::Pkcs11Target::open(pkcs11::Pkcs11TargetConfig {
+                module: module_path.into(),
+                token: match token {
+                    TokenRef::Label(l) => TokenSelector::Label(l.clone()),
+                    TokenRef::Serial(s) => TokenSelector::Serial(s.clone()),
+                },
+                pin: secret,
+            })?)
+        }
+        KeystoreConfig::AwsKms {
+            region,
+            endpoint_url,
+            access_key_id,
+            ..
+        } => Arc::new(aws_kms::AwsKmsTarget::open(aws_kms::AwsKmsConfig {
+            region: region.clone(),
+            endpoint_url: endpoint_url.clone(),
+            access_key_id: access_key_id.clone(),
+            secret_access_key: secret,
+        })?),
+        KeystoreConfig::Xks {
+            uri_endpoint,
+            uri_path,
+            ca_cert_pem,
+            client_cert_pem,
+            access_key_id,
+        } => {
+            let creds = xks::XksSealedCredentials::parse(&secret)?;
+            Arc::new(xks::XksTarget::open(xks::XksConfig {
+                uri_endpoint: uri_endpoint.clone(),
+                uri_path: uri_path.clone(),
+                ca_cert_pem: ca_cert_pem.clone(),
+                client_cert_pem: client_cert_pem.clone(),
+                client_key_pem: creds.client_key_pem.clone().map(SecretString::from),
+                access_key_id: access_key_id.clone(),
+                secret_access_key: SecretString::from(creds.secret_access_key.clone()),
+            })?)
+        }
+    }))
+}
 
 /// Why a target operation failed, classified for the keystore's `connection_error_code`.
 ///

@@ -19,7 +19,7 @@ use secrecy::SecretString;
 
 use crate::hsm::{self, KeyKind, OaepHash, TokenSelector};
 
-use super::TargetError;
+use super::{InstallError, ManagedKey, ProbeMode, RemoteCopy, Target, TargetError};
 use import_kek::KekHandles;
 
 /// `CKA_LABEL` of the RSA key pair the target imports keys with.
@@ -365,4 +365,75 @@ impl Drop for LabelGuard {
 /// stays consistent between statements).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The BYOK flow of DESIGN §6: the key wrapped in keyorch's HSM under this token's import KEK
+/// (RSA-OAEP, SHA-256 where both tokens can, else SHA-1, around AES-KWP), unwrapped here, and
+/// proved by its check value.
+impl Target for Pkcs11Target {
+    fn probe(
+        &self,
+        keystore_id: &str,
+        mode: ProbeMode,
+        connected: bool,
+    ) -> Result<Option<String>, TargetError> {
+        match mode {
+            ProbeMode::Connect => {
+                if self.ensure_import_kek()? {
+                    tracing::info!(keystore = %keystore_id, "created EKMF-BYOK-KEK-FOR-IMPORT in the target");
+                }
+                Ok(None)
+            }
+            // Connect creates a missing import KEK; so a check predicts success unless the
+            // keystore is CONNECTED (then the KEK was deleted under us).
+            ProbeMode::Check | ProbeMode::Heartbeat => match self.check() {
+                Err(TargetError::ImportKekMissing) if !connected => Ok(None),
+                other => other.map(|()| None),
+            },
+        }
+    }
+
+    fn install(
+        &self,
+        hsm: &hsm::Hsm,
+        material: &hsm::KeyRef<'_>,
+        label: &str,
+    ) -> Result<String, InstallError> {
+        let spki = self.import_kek_spki()?;
+        let hash = if hsm.supports_oaep_sha256() && self.supports_oaep_sha256() {
+            OaepHash::Sha256
+        } else {
+            OaepHash::Sha1
+        };
+        let blob = hsm.wrap_for_transport(material, &spki, hash)?;
+        Pkcs11Target::install(self, label, material.kind, &blob, hash, material.spki_der)?;
+        Ok(String::new())
+    }
+
+    fn confirm_install(
+        &self,
+        key: &ManagedKey<'_>,
+        label: &str,
+        _remote_id: &str,
+    ) -> Result<(), InstallError> {
+        let kcv = self.key_check_value(label, key.kind)?;
+        if kcv.as_deref() != Some(key.kcv) {
+            return Err(InstallError::Mismatch(format!(
+                "the target holds other material under {label} (check value {}, expected {}); run SyncKey",
+                kcv.unwrap_or_else(|| "none".into()),
+                key.kcv
+            )));
+        }
+        Ok(())
+    }
+
+    fn uninstall(&self, label: &str) -> Result<bool, TargetError> {
+        Pkcs11Target::uninstall(self, label)
+    }
+
+    fn copy(&self, key: &ManagedKey<'_>, label: &str) -> Result<Option<RemoteCopy>, TargetError> {
+        Ok(self
+            .key_check_value(label, key.kind)?
+            .map(|kcv| RemoteCopy::by_check_value(kcv, key.kcv)))
+    }
 }

@@ -23,7 +23,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use super::TargetError;
+use super::{InstallError, ManagedKey, ProbeMode, RemoteCopy, Target, TargetError};
 
 /// The proxy's SigV4 service name.
 pub const SERVICE: &str = "kms-xks-proxy";
@@ -39,6 +39,26 @@ const CALL_DEADLINE: Duration = Duration::from_secs(5);
 const MAX_ANSWER: usize = 64 * 1024;
 /// Longest piece of the proxy's errorMessage repeated in our messages.
 const MAX_QUOTED: usize = 300;
+
+/// What is sealed for an xks keystore: the SigV4 secret and the client key (JSON, in
+/// zeroizing memory on both sides of the seal).
+#[derive(serde::Serialize, serde::Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct XksSealedCredentials {
+    pub secret_access_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_pem: Option<String>,
+}
+
+impl XksSealedCredentials {
+    /// Reads the unsealed JSON back.
+    pub fn parse(unsealed: &SecretString) -> Result<XksSealedCredentials, TargetError> {
+        serde_json::from_str(unsealed.expose_secret()).map_err(|_| {
+            TargetError::InvalidCredentials(
+                "the stored xks credentials cannot be read; send xks_credentials again".into(),
+            )
+        })
+    }
+}
 
 /// How to reach and authenticate to one proxy.
 pub struct XksConfig {
@@ -654,6 +674,64 @@ fn closed_early(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
+}
+
+/// Keys in xks keystores are references to external keys, not installed copies, and are not
+/// built yet: the service answers UNIMPLEMENTED before it gets here
+/// (`KeystoreConfig::holds_key_copies`), and these refuse in case it ever does.
+fn no_copies() -> TargetError {
+    TargetError::NotSupported(
+        "an xks keystore holds references to external keys, not installed copies".into(),
+    )
+}
+
+impl Target for XksTarget {
+    fn probe(
+        &self,
+        keystore_id: &str,
+        mode: ProbeMode,
+        _connected: bool,
+    ) -> Result<Option<String>, TargetError> {
+        let h = self.health()?;
+        if mode != ProbeMode::Heartbeat {
+            tracing::info!(
+                keystore = %keystore_id,
+                fleet_size = h.fleet_size,
+                vendor = %h.vendor,
+                model = %h.model,
+                ekm_vendor = %h.ekm_vendor,
+                members = ?h.members.iter().map(|m| format!("{} {}", m.id, m.health_status)).collect::<Vec<_>>(),
+                "XKS proxy health"
+            );
+        }
+        Ok(None)
+    }
+
+    fn install(
+        &self,
+        _hsm: &crate::hsm::Hsm,
+        _material: &crate::hsm::KeyRef<'_>,
+        _label: &str,
+    ) -> Result<String, InstallError> {
+        Err(no_copies().into())
+    }
+
+    fn confirm_install(
+        &self,
+        _key: &ManagedKey<'_>,
+        _label: &str,
+        _remote_id: &str,
+    ) -> Result<(), InstallError> {
+        Err(no_copies().into())
+    }
+
+    fn uninstall(&self, _label: &str) -> Result<bool, TargetError> {
+        Err(no_copies())
+    }
+
+    fn copy(&self, _key: &ManagedKey<'_>, _label: &str) -> Result<Option<RemoteCopy>, TargetError> {
+        Err(no_copies())
+    }
 }
 
 #[cfg(test)]
