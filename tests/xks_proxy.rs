@@ -617,6 +617,139 @@ async fn configured_endpoints_credentials_roles_and_key_ids() {
     }
 }
 
+/// Waits until keyorchd's logs hold `needle` `count` times or more.
+async fn wait_log_count(d: &TestDaemon, needle: &str, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while d.logs().matches(needle).count() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} (x{count}) in the logs:\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Credential rotation without a restart: SIGHUP puts a new `[[xks.endpoint]]` set in force
+/// (new credentials, key ids) for new requests; a file whose secret cannot be read changes
+/// nothing; listener settings wait for a restart and say so.
+#[tokio::test]
+async fn sighup_rotates_the_endpoint_credentials_and_key_ids() {
+    let mut d = TestDaemon::start().await;
+    let mut c = d.clients();
+    let fx = Fixture::new(&mut c).await;
+    let key = fx
+        .key(&mut c, "xks-rot", KeyAlgorithm::Aes, 256, true)
+        .await;
+    let dir = d.root().to_path_buf();
+    let (old_id, new_id) = ("DDDDDDDDDDDDDDDDDDDDDDDDDD", "EEEEEEEEEEEEEEEEEEEEEEEEEE");
+    let secret = |n: &str| {
+        let s = format!("{n}{}", "r".repeat(44));
+        let p = dir.join(format!("xks-rot-{n}"));
+        std::fs::write(&p, format!("{s}\n")).unwrap();
+        (p, s)
+    };
+    let (p_old, s_old) = secret("old");
+    let (p_new, s_new) = secret("new");
+    let port = free_port();
+    let section = |listen_port: u16, id: &str, file: &Path, ext: &str| {
+        format!(
+            "[xks]\nlisten = \"127.0.0.1:{listen_port}\"\n\
+             [[xks.endpoint]]\nuri_path = \"/rot/kms/xks/v1\"\n\
+             [[xks.endpoint.credential]]\naccess_key_id = \"{id}\"\nsecret_file = {file:?}\n\
+             [xks.endpoint.keys]\n\"{ext}\" = \"{kid}\"\n\
+             [[access.grant]]\naws_access_key_id = \"{id}\"\nvault = \"*\"\nroles = [\"user\"]\n",
+            kid = key.id,
+        )
+    };
+    d.restart_with_config(&section(port, old_id, &p_old, "ext-old"))
+        .await;
+    let signer = |id: &str, secret: &str| Signer {
+        base: format!("http://127.0.0.1:{port}/rot/kms/xks/v1"),
+        id: id.into(),
+        secret: secret.into(),
+        service: "kms-xks-proxy".into(),
+        method: "POST",
+        extra_headers: Vec::new(),
+        tls: Vec::new(),
+    };
+    let (old, new) = (signer(old_id, &s_old), signer(new_id, &s_new));
+    let sealed = old.post(
+        "keys/ext-old/encrypt",
+        &encrypt_body(b"before", None, false),
+    );
+    sealed.ok();
+    new.post("keys/ext-old/encrypt", &encrypt_body(b"x", None, false))
+        .error(401, "AuthenticationFailedException");
+
+    // The rotated file: the new credential only, and a new external key id.
+    let file = dir.join("keyorchd.toml");
+    let base = std::fs::read_to_string(&file).unwrap();
+    let base = base
+        .split("[xks]")
+        .next()
+        .expect("the config has an [xks] section")
+        .to_string();
+    std::fs::write(
+        &file,
+        format!("{base}{}", section(port, new_id, &p_new, "ext-new")),
+    )
+    .unwrap();
+    send_signal(d.pid(), libc::SIGHUP);
+    wait_log_count(&d, "configuration reloaded", 1).await;
+    assert!(
+        d.logs().contains("XKS proxy endpoints reloaded"),
+        "{}",
+        d.logs()
+    );
+    old.post("keys/ext-old/encrypt", &encrypt_body(b"x", None, false))
+        .error(401, "AuthenticationFailedException");
+    new.post("keys/ext-old/encrypt", &encrypt_body(b"x", None, false))
+        .error(404, "KeyNotFoundException");
+    let p = new.post("keys/ext-new/decrypt", &decrypt_body(&sealed, None));
+    assert_eq!(p.field("plaintext"), b"before");
+
+    // A secret file that cannot be read fails the reload; the rotated set stays.
+    let missing = dir.join("no-such-secret");
+    std::fs::write(
+        &file,
+        format!("{base}{}", section(port, old_id, &missing, "ext-old")),
+    )
+    .unwrap();
+    send_signal(d.pid(), libc::SIGHUP);
+    wait_log_count(&d, "reload failed, the previous settings stay in force", 1).await;
+    assert!(d.logs().contains("no-such-secret"), "{}", d.logs());
+    new.post("keys/ext-new/encrypt", &encrypt_body(b"x", None, false))
+        .ok();
+    old.post("keys/ext-old/encrypt", &encrypt_body(b"x", None, false))
+        .error(401, "AuthenticationFailedException");
+
+    // A new listen address waits for the restart (and is said to); the endpoints reload.
+    let other_port = free_port();
+    std::fs::write(
+        &file,
+        format!("{base}{}", section(other_port, new_id, &p_new, "ext-new")),
+    )
+    .unwrap();
+    send_signal(d.pid(), libc::SIGHUP);
+    wait_log_count(&d, "configuration reloaded", 2).await;
+    assert!(
+        d.logs()
+            .contains("[xks] (its presence, listen, TLS, client_common_name or max_in_flight) changed: it takes effect at the next restart"),
+        "{}",
+        d.logs()
+    );
+    new.post("keys/ext-new/encrypt", &encrypt_body(b"x", None, false))
+        .ok();
+    let logs = d.logs();
+    for secret in [&s_old, &s_new] {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret access key is in the logs"
+        );
+    }
+}
+
 /// HTTPS with mutual TLS, as AWS KMS connects to a proxy: the client certificate must chain
 /// to `client_ca` and carry `client_common_name`; otherwise no request is read at all.
 #[tokio::test]

@@ -414,6 +414,7 @@ fn run(args: Args) -> Result<(), StartError> {
             log: plan.reloader.log,
             services: services.clone(),
             current: plan.reloader.current,
+            xks: xks.as_ref().map(|x| x.endpoints()),
         };
         reloader.spawn()?;
         let socket = plan.socket.clone();

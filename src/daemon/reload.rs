@@ -1,10 +1,12 @@
 //! SIGHUP: re-reads the config file and applies what can change at run time — the access
-//! policy and the log level — without touching connections; a bad file keeps the old ones.
+//! policy, the log level and the XKS proxy's endpoints (their credentials, vaults and key
+//! ids) — without touching connections; a bad file keeps the old ones.
 
 use std::path::PathBuf;
 
 use super::config::Config;
 use super::logging::LogHandle;
+use crate::api::xks::XksEndpoints;
 use crate::service::Services;
 
 /// What a reload needs: the file, the running settings and where to apply new ones.
@@ -17,6 +19,8 @@ pub struct Reloader {
     pub services: Services,
     /// The settings in force.
     pub current: Option<Config>,
+    /// The XKS proxy's endpoints, when it serves.
+    pub xks: Option<XksEndpoints>,
 }
 
 impl Reloader {
@@ -40,13 +44,19 @@ impl Reloader {
         };
         tracing::info!(config = %path.display(), "SIGHUP received: reloading the configuration");
         // Reading the file and resolving user and group names may block.
+        let serving_xks = self.xks.is_some();
         let loaded = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path)?;
             let policy = config.policy()?;
-            Ok::<_, super::config::ConfigError>((config, policy))
+            // The endpoints' secret files are read now, so that one missing fails the reload.
+            let xks = match (&config.xks, serving_xks) {
+                (Some(section), true) => Some(super::xks::endpoint_settings(section)?),
+                _ => None,
+            };
+            Ok::<_, super::config::ConfigError>((config, policy, xks))
         })
         .await;
-        let (config, policy) = match loaded {
+        let (config, policy, xks_endpoints) = match loaded {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(e)) => {
                 tracing::error!("reload failed, the previous settings stay in force: {e}");
@@ -74,6 +84,13 @@ impl Reloader {
                 ("[security]", old.security != config.security),
                 ("[health]", old.health != config.health),
                 ("[aws]", old.aws != config.aws),
+                (
+                    "[xks] (its presence, listen, TLS, client_common_name or max_in_flight)",
+                    match (&old.xks, &config.xks) {
+                        (Some(a), Some(b)) => super::xks::listener_changed(a, b),
+                        (a, b) => a.is_some() != b.is_some(),
+                    },
+                ),
                 ("log.format", old.log.format != config.log.format),
             ] {
                 if changed {
@@ -88,6 +105,15 @@ impl Reloader {
             );
         }
         self.services.set_policy(policy);
+        if let (Some(handle), Some(endpoints)) = (&self.xks, xks_endpoints) {
+            let credentials: usize = endpoints.iter().map(|e| e.credentials.len()).sum();
+            tracing::info!(
+                endpoints = endpoints.len(),
+                credentials,
+                "XKS proxy endpoints reloaded: new credentials, vaults and key ids in force"
+            );
+            handle.replace(endpoints);
+        }
         tracing::info!(level = %level, grants, "configuration reloaded: new log level and access policy in force");
         self.current = Some(config);
     }

@@ -241,6 +241,18 @@ pub fn settings(s: &XksSection, listen: Option<SocketAddr>) -> Result<Settings, 
         _ => None,
     };
     check_listen(name, listen, tls.is_some())?;
+    Ok(Settings {
+        listen,
+        tls,
+        client_common_name: s.client_common_name.clone(),
+        endpoints: endpoint_settings(s)?,
+        max_in_flight: s.max_in_flight,
+    })
+}
+
+/// The `[[xks.endpoint]]` entries with their secrets read: at start, and at each SIGHUP.
+pub fn endpoint_settings(s: &XksSection) -> Result<Vec<EndpointSettings>, ConfigError> {
+    check_section(s)?;
     let mut endpoints = Vec::with_capacity(s.endpoint.len());
     for (i, e) in s.endpoint.iter().enumerate() {
         let mut credentials = Vec::with_capacity(e.credential.len());
@@ -267,13 +279,17 @@ pub fn settings(s: &XksSection, listen: Option<SocketAddr>) -> Result<Settings, 
             keys: e.keys.clone(),
         });
     }
-    Ok(Settings {
-        listen,
-        tls,
-        client_common_name: s.client_common_name.clone(),
-        endpoints,
-        max_in_flight: s.max_in_flight,
-    })
+    Ok(endpoints)
+}
+
+/// Whether `old` and `new` differ in what only a restart applies: everything but the
+/// endpoints (the listener, its TLS, the client name, the request limit).
+pub fn listener_changed(old: &XksSection, new: &XksSection) -> bool {
+    let strip = |s: &XksSection| XksSection {
+        endpoint: Vec::new(),
+        ..s.clone()
+    };
+    strip(old) != strip(new)
 }
 
 /// `--dev --xks-listen ADDR:PORT`: one endpoint at [`DEV_URI_PATH`] serving every vault,

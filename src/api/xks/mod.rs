@@ -77,10 +77,43 @@ pub struct Settings {
 /// Default of `[xks] max_in_flight`.
 pub const MAX_IN_FLIGHT: usize = 512;
 
+/// The endpoints in force. A reload (SIGHUP) replaces them whole; a request in progress
+/// finishes with the set it started with.
+#[derive(Clone)]
+pub struct XksEndpoints(Arc<std::sync::RwLock<Arc<Vec<Endpoint>>>>);
+
+impl XksEndpoints {
+    fn new(settings: Vec<EndpointSettings>) -> XksEndpoints {
+        XksEndpoints(Arc::new(std::sync::RwLock::new(Arc::new(endpoints(
+            settings,
+        )))))
+    }
+
+    fn current(&self) -> Arc<Vec<Endpoint>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `settings` in force for every request that starts from now on.
+    pub fn replace(&self, settings: Vec<EndpointSettings>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(endpoints(settings));
+    }
+}
+
+fn endpoints(settings: Vec<EndpointSettings>) -> Vec<Endpoint> {
+    settings
+        .into_iter()
+        .map(|e| Endpoint {
+            vault_id: Mutex::new(None),
+            settings: e,
+        })
+        .collect()
+}
+
 /// The bound listener, ready to serve.
 pub struct XksListener {
     listener: TcpListener,
     settings: Settings,
+    endpoints: XksEndpoints,
 }
 
 impl XksListener {
@@ -96,14 +129,24 @@ impl XksListener {
         };
         Ok(format!("{scheme}://{}", self.local_addr()?))
     }
+
+    /// The handle a reload replaces the endpoints through.
+    pub fn endpoints(&self) -> XksEndpoints {
+        self.endpoints.clone()
+    }
 }
 
-pub async fn bind(settings: Settings) -> Result<XksListener, ServeError> {
+pub async fn bind(mut settings: Settings) -> Result<XksListener, ServeError> {
     let addr = settings.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Xks { addr, source })?;
-    Ok(XksListener { listener, settings })
+    let endpoints = XksEndpoints::new(std::mem::take(&mut settings.endpoints));
+    Ok(XksListener {
+        listener,
+        settings,
+        endpoints,
+    })
 }
 
 /// Largest request body read: the spec's largest fields in base64, with ARNs of 2,048
@@ -119,7 +162,11 @@ pub async fn serve(
     limits: &Limits,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let XksListener { listener, settings } = listener;
+    let XksListener {
+        listener,
+        settings,
+        endpoints,
+    } = listener;
     let tls = settings.tls.clone().map(|config| http1::Tls {
         acceptor: TlsAcceptor::from(config),
         check: settings
@@ -129,14 +176,7 @@ pub async fn serve(
     });
     let proxy = Arc::new(Proxy {
         services,
-        endpoints: settings
-            .endpoints
-            .into_iter()
-            .map(|e| Endpoint {
-                vault_id: Mutex::new(None),
-                settings: e,
-            })
-            .collect(),
+        endpoints,
         timeout: limits.request_timeout,
         health: Mutex::new(None),
         in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
@@ -185,7 +225,7 @@ pub(crate) struct Endpoint {
 
 pub(crate) struct Proxy {
     services: Services,
-    endpoints: Vec<Endpoint>,
+    endpoints: XksEndpoints,
     timeout: Duration,
     /// The last deep health check: when, and whether the HSM answered.
     health: Mutex<Option<(Instant, bool)>>,
@@ -309,7 +349,8 @@ impl Proxy {
             ));
         }
         let path = parts.uri.path();
-        let (endpoint, op) = self.route(path).map_err(|e| (None, e))?;
+        let endpoints = self.endpoints.current();
+        let (endpoint, op) = route(&endpoints, path).map_err(|e| (None, e))?;
         let name = op.name();
         if parts.method != Method::POST {
             return Err((
@@ -348,23 +389,23 @@ impl Proxy {
         };
         answer.map_err(|e| (Some(name), e))
     }
+}
 
-    /// The endpoint whose URI path starts `path`, and the operation after it.
-    fn route(&self, path: &str) -> Result<(&Endpoint, Operation), XksError> {
-        for e in &self.endpoints {
-            if let Some(rest) = path.strip_prefix(e.settings.uri_path.as_str()) {
-                return operation(rest).map(|op| (e, op)).ok_or_else(|| {
+/// The endpoint whose URI path starts `path`, and the operation after it.
+fn route<'e>(endpoints: &'e [Endpoint], path: &str) -> Result<(&'e Endpoint, Operation), XksError> {
+    for e in endpoints {
+        if let Some(rest) = path.strip_prefix(e.settings.uri_path.as_str()) {
+            return operation(rest).map(|op| (e, op)).ok_or_else(|| {
                     XksError::uri(format!(
                         "{path}: expected {}/health or {}/keys/{{externalKeyId}}/metadata|encrypt|decrypt",
                         e.settings.uri_path, e.settings.uri_path
                     ))
                 });
-            }
         }
-        Err(XksError::uri(format!(
+    }
+    Err(XksError::uri(format!(
             "{path}: no XKS endpoint is configured at this path (an XksProxyUriPath ends in {XKS_URI_SUFFIX})"
         )))
-    }
 }
 
 /// SigV4 with service `kms-xks-proxy` under one of the endpoint's credentials.
