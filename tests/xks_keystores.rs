@@ -10,12 +10,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::aws::free_port;
 use common::*;
 use keyorch::proto::v1::{
-    create_keystore_request, test_keystore_connection_request, ConnectKeystoreRequest,
+    create_keystore_request, keystore, test_keystore_connection_request, ConnectKeystoreRequest,
     ConnectionErrorCode, ConnectionState, CreateKeystoreRequest, DeleteKeystoreRequest,
     DisconnectKeystoreRequest, HealthStatus, InstallKeyRequest, KeyAlgorithm, Keystore,
     KeystoreType, ListEventsRequest, TestKeystoreConnectionRequest, TestKeystoreConnectionResponse,
@@ -180,6 +181,130 @@ fn canned_server(answer: Option<&'static str>) -> u16 {
         }
     });
     port
+}
+
+/// A loopback server that answers every request with a healthy GetHealthStatus (the
+/// spec's fields) and keeps each request's head, to see how keyorchd signed it.
+fn recording_health_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        let body = r#"{"xksProxyFleetSize":1,"xksProxyVendor":"recorder","xksProxyModel":"test","ekmVendor":"none","ekmFleetDetails":[{"id":"ekm-1","model":"m","healthStatus":"ACTIVE"}]}"#;
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 16384];
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let n = s.read(&mut buf).unwrap_or(0);
+            record
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (port, seen)
+}
+
+/// The SigV4 credential scope keyorchd signed the last recorded request with.
+fn last_scope(seen: &Mutex<Vec<String>>) -> String {
+    let seen = seen.lock().unwrap();
+    let head = seen.last().expect("a request reached the recorder");
+    let auth = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no Authorization header in {head}"));
+    let credential = auth
+        .split("Credential=")
+        .nth(1)
+        .and_then(|c| c.split(',').next())
+        .unwrap_or_else(|| panic!("no Credential in {auth}"));
+    // AKID/date/region/service/aws4_request: keep region/service/aws4_request.
+    credential.splitn(3, '/').nth(2).unwrap().to_string()
+}
+
+/// Requests are signed for the keystore's signing_region (us-east-1 when it names none),
+/// as AWS KMS signs with its own region and a proxy may check it; an update changes it.
+#[tokio::test]
+async fn requests_are_signed_for_the_configured_region() {
+    let (port, seen) = recording_health_server();
+    let p = Proxy {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        uri_path: PATH.into(),
+        access_key_id: "ABCDEFGHIJKLMNOPQRST".into(),
+        secret: "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2U=".into(),
+    };
+    let d = TestDaemon::start().await;
+    let mut c = d.clients();
+    let fx = Fixture::new(&mut c).await;
+
+    let plain = ok(c.keystores.create_keystore(xks_req(
+        &fx.vault.id,
+        "default-region",
+        xks_config(&p),
+        Some(xks_credentials(&p)),
+        true,
+    )))
+    .await;
+    assert_connection(&plain, ConnectionState::Connected);
+    assert_eq!(last_scope(&seen), "us-east-1/kms-xks-proxy/aws4_request");
+
+    let mut config = xks_config(&p);
+    config.signing_region = "eu-west-3".into();
+    let ks = ok(c.keystores.create_keystore(xks_req(
+        &fx.vault.id,
+        "paris",
+        config,
+        Some(xks_credentials(&p)),
+        true,
+    )))
+    .await;
+    assert_connection(&ks, ConnectionState::Connected);
+    assert_eq!(last_scope(&seen), "eu-west-3/kms-xks-proxy/aws4_request");
+    let Some(keystore::Config::Xks(shown)) = &ks.config else {
+        panic!("{ks:?}")
+    };
+    assert_eq!(shown.signing_region, "eu-west-3");
+
+    // An update: disconnect, new region, connect.
+    disconnect(&mut c, &ks.id).await;
+    ok(c.keystores.update_keystore(UpdateKeystoreRequest {
+        id: ks.id.clone(),
+        xks: Some(XksKeystoreConfig {
+            signing_region: "ap-south-1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+    .await;
+    assert_connection(&connect(&mut c, &ks.id).await, ConnectionState::Connected);
+    assert_eq!(last_scope(&seen), "ap-south-1/kms-xks-proxy/aws4_request");
+
+    // Not a region: refused, naming the field, and nothing is made.
+    let before = seen.lock().unwrap().len();
+    let mut bad = xks_config(&p);
+    bad.signing_region = "Paris".into();
+    let status = fails(c.keystores.create_keystore(xks_req(
+        &fx.vault.id,
+        "bad-region",
+        bad,
+        Some(xks_credentials(&p)),
+        true,
+    )))
+    .await;
+    assert_invalid(&status, "xks.signing_region");
+    assert_eq!(seen.lock().unwrap().len(), before, "a request was sent");
 }
 
 #[tokio::test]

@@ -194,7 +194,9 @@ pub fn keystore(k: &Keystore) -> pb::Keystore {
                 ca_cert_pem,
                 client_cert_pem,
                 access_key_id,
+                signing_region,
             } => pb::keystore::Config::Xks(pb::XksKeystoreConfig {
+                signing_region: signing_region.clone().unwrap_or_default(),
                 uri_endpoint: uri_endpoint.clone(),
                 uri_path: uri_path.clone(),
                 ca_cert_pem: ca_cert_pem.clone().unwrap_or_default(),
@@ -383,6 +385,7 @@ pub fn xks_config(
         ca_cert_pem: Some(c.ca_cert_pem.clone()).filter(|p| !p.is_empty()),
         client_cert_pem: Some(c.client_cert_pem.clone()).filter(|p| !p.is_empty()),
         access_key_id: credentials_key_id.unwrap_or_default().to_string(),
+        signing_region: Some(c.signing_region.clone()).filter(|r| !r.is_empty()),
     })
 }
 
@@ -408,6 +411,7 @@ pub fn xks_patch(
         ca_cert_pem: pem("xks.ca_cert_pem", &c.ca_cert_pem, clear_ca_cert)?,
         client_cert_pem: pem("xks.client_cert_pem", &c.client_cert_pem, clear_client_cert)?,
         access_key_id: Some(c.access_key_id.clone()).filter(|v| !v.is_empty()),
+        signing_region: Some(c.signing_region.clone()).filter(|v| !v.is_empty()),
     })
 }
 

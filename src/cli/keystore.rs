@@ -143,6 +143,9 @@ pub struct XksArgs {
     /// xks: PEM file of the client certificate's private key ("-" reads standard input); sent as a credential.
     #[arg(long, value_name = "FILE")]
     pub client_key_file: Option<std::path::PathBuf>,
+    /// xks: the AWS region requests are signed for, as the proxy expects it (AWS KMS signs with its own region) [default: us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub signing_region: Option<String>,
 }
 
 /// A PEM file (certificates: not secret).
@@ -159,12 +162,14 @@ impl XksArgs {
             || self.uri_path.is_some()
             || self.ca_cert.is_some()
             || self.client_cert.is_some()
+            || self.signing_region.is_some()
     }
 
     fn config(&self) -> Result<XksKeystoreConfig, CliError> {
         Ok(XksKeystoreConfig {
             uri_endpoint: self.uri_endpoint.clone().unwrap_or_default(),
             uri_path: self.uri_path.clone().unwrap_or_default(),
+            signing_region: self.signing_region.clone().unwrap_or_default(),
             ca_cert_pem: self
                 .ca_cert
                 .as_deref()
@@ -647,6 +652,14 @@ pub fn record(k: &Keystore) -> Record {
             .optional("xks.ca_cert_pem", pem(&c.ca_cert_pem))
             .optional("xks.client_cert_pem", pem(&c.client_cert_pem))
             .field("xks.access_key_id", &c.access_key_id)
+            .field(
+                "xks.signing_region",
+                if c.signing_region.is_empty() {
+                    "us-east-1 (default)"
+                } else {
+                    &c.signing_region
+                },
+            )
             .field("has_credentials", k.has_credentials.to_string());
     }
     if let Some(h) = &k.health {
@@ -689,6 +702,7 @@ pub fn to_json(k: &Keystore) -> Value {
             "ca_cert_pem": c.ca_cert_pem,
             "client_cert_pem": c.client_cert_pem,
             "access_key_id": c.access_key_id,
+            "signing_region": c.signing_region,
         } }),
         None => Value::Null,
     };
@@ -938,6 +952,7 @@ mod tests {
                     ca_cert: Some("/ca.pem".into()),
                     client_cert: Some("/c.pem".into()),
                     client_key_file: Some("/c.key".into()),
+                    signing_region: None,
                 },
             }
         );

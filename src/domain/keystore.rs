@@ -79,8 +79,14 @@ pub enum KeystoreConfig {
         ca_cert_pem: Option<String>,
         client_cert_pem: Option<String>,
         access_key_id: String,
+        /// The region requests are signed for; None: [`DEFAULT_XKS_SIGNING_REGION`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signing_region: Option<String>,
     },
 }
+
+/// The region xks requests are signed for when the keystore names none.
+pub const DEFAULT_XKS_SIGNING_REGION: &str = "us-east-1";
 
 /// Why an xks keystore takes no keys yet (answered as UNIMPLEMENTED).
 pub const XKS_KEYS_NOT_BUILT: &str = "keys in xks keystores (references to keys in the external key manager, read through the proxy's metadata) are not built yet; an xks keystore can be created, connected, tested and health-checked, but no key can target it";
@@ -88,7 +94,7 @@ pub const XKS_KEYS_NOT_BUILT: &str = "keys in xks keystores (references to keys 
 /// Hosts an `http://` endpoint URL may name: plaintext only on this machine (emulators).
 const LOOPBACK_HOSTS: &[&str] = &["127.0.0.1", "[::1]", "localhost"];
 
-fn validate_region(region: &str) -> Result<(), DomainError> {
+fn validate_region(field: &str, region: &str) -> Result<(), DomainError> {
     let b = region.as_bytes();
     let ok = (1..=32).contains(&b.len())
         && b[0].is_ascii_lowercase()
@@ -99,7 +105,7 @@ fn validate_region(region: &str) -> Result<(), DomainError> {
         Ok(())
     } else {
         Err(DomainError::invalid(
-            "aws_kms.region",
+            field,
             "must be an AWS region name: 1 to 32 of a-z 0-9 -, starting with a letter and ending with a digit (e.g. eu-central-1)",
         ))
     }
@@ -361,7 +367,7 @@ impl KeystoreConfig {
                 access_key_id,
                 account_id,
             } => {
-                validate_region(region)?;
+                validate_region("aws_kms.region", region)?;
                 if let Some(url) = endpoint_url {
                     validate_endpoint_url(url)?;
                 }
@@ -379,8 +385,12 @@ impl KeystoreConfig {
                 ca_cert_pem,
                 client_cert_pem,
                 access_key_id,
+                signing_region,
             } => {
                 validate_xks_endpoint(uri_endpoint)?;
+                if let Some(r) = signing_region {
+                    validate_region("xks.signing_region", r)?;
+                }
                 if uri_path.is_empty() {
                     return Err(DomainError::invalid(
                         "xks.uri_path",
@@ -884,6 +894,7 @@ impl Keystore {
                     uri_path: old_p,
                     ca_cert_pem: old_ca,
                     client_cert_pem: old_cc,
+                    signing_region: old_r,
                     ..
                 },
                 KeystoreConfig::Xks {
@@ -891,6 +902,7 @@ impl Keystore {
                     uri_path: new_p,
                     ca_cert_pem: new_ca,
                     client_cert_pem: new_cc,
+                    signing_region: new_r,
                     ..
                 },
             ) => {
@@ -906,7 +918,12 @@ impl Keystore {
                         ));
                     }
                 }
-                if old_e != new_e || old_p != new_p || old_ca != new_ca || old_cc != new_cc {
+                if old_e != new_e
+                    || old_p != new_p
+                    || old_ca != new_ca
+                    || old_cc != new_cc
+                    || old_r != new_r
+                {
                     self.require(KeystoreAction::UpdateConnectionConfig)?;
                 }
             }
@@ -1193,6 +1210,7 @@ mod tests {
             ca_cert_pem: None,
             client_cert_pem: None,
             access_key_id: "ABCDEFGHIJKLMNOPQRST".into(),
+            signing_region: None,
         }
     }
 
@@ -1254,6 +1272,31 @@ mod tests {
         ] {
             assert_eq!(field_of(bad.validate().unwrap_err()), field, "{bad:?}");
         }
+        // The signing region follows AWS's region rule; absent means us-east-1.
+        let with_region = |r: &str| {
+            let mut c = xks("https://xks.example.com", "/kms/xks/v1");
+            if let KeystoreConfig::Xks { signing_region, .. } = &mut c {
+                *signing_region = Some(r.into());
+            }
+            c
+        };
+        for ok in ["eu-west-3", "us-gov-west-1", "ap-southeast-2"] {
+            assert!(with_region(ok).validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "EU-WEST-3",
+            "eu-west-",
+            "3-eu",
+            "eu west 3",
+            &"a1".repeat(17),
+        ] {
+            assert_eq!(
+                field_of(with_region(bad).validate().unwrap_err()),
+                "xks.signing_region",
+                "{bad:?}"
+            );
+        }
         let mut no_tls = xks("http://127.0.0.1:1", "/kms/xks/v1");
         if let KeystoreConfig::Xks { ca_cert_pem, .. } = &mut no_tls {
             *ca_cert_pem = Some("x".into());
@@ -1312,12 +1355,36 @@ mod tests {
             ks.update_config(xks("https://b.example.com", "/p/kms/xks/v1"), 9),
             Err(DomainError::KeystoreState { .. })
         ));
+        // So is the signing region.
+        let mut in_paris = with_ca.clone();
+        if let KeystoreConfig::Xks { signing_region, .. } = &mut in_paris {
+            *signing_region = Some("eu-west-3".into());
+        }
+        assert!(matches!(
+            ks.update_config(in_paris.clone(), 9),
+            Err(DomainError::KeystoreState { .. })
+        ));
+        ks.state = ConnectionState::Disconnected;
+        ks.update_config(in_paris, 9).unwrap();
+        ks.update_config(with_ca.clone(), 9).unwrap();
+        ks.state = ConnectionState::Connected;
         // A new access key id (with its secret) in any state.
         let mut rotated = with_ca;
         if let KeystoreConfig::Xks { access_key_id, .. } = &mut rotated {
             *access_key_id = "ZYXWVUTSRQPONMLKJIHG".into();
         }
         ks.update_config(rotated, 10).unwrap();
+    }
+
+    #[test]
+    fn xks_records_without_a_signing_region_still_decode() {
+        let old = r#"{"type":"xks","uri_endpoint":"https://x.example.com","uri_path":"/kms/xks/v1","ca_cert_pem":null,"client_cert_pem":null,"access_key_id":"ABCDEFGHIJKLMNOPQRST"}"#;
+        let c: KeystoreConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(c, xks("https://x.example.com", "/kms/xks/v1"));
+        // And None is not written, so the record is as before.
+        assert!(!serde_json::to_string(&c)
+            .unwrap()
+            .contains("signing_region"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use keystore::{
     validate_pin, validate_trust_anchor, validate_xks_access_key_id, validate_xks_secret,
     ConnectStart, ConnectionError, ConnectionErrorCode, ConnectionState, Health, HealthStatus,
     Keystore, KeystoreConfig, KeystoreType, NewKeystore, SealedCredentials, TokenRef,
-    MAX_TRUST_ANCHOR, MAX_XKS_PEM, XKS_KEYS_NOT_BUILT,
+    DEFAULT_XKS_SIGNING_REGION, MAX_TRUST_ANCHOR, MAX_XKS_PEM, XKS_KEYS_NOT_BUILT,
 };
 pub use names::{validate_description, validate_name, validate_tags, MAX_DESCRIPTION, MAX_NAME};
 pub use paging::{Page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};

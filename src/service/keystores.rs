@@ -158,6 +158,7 @@ pub struct XksPatch {
     pub ca_cert_pem: Option<Option<String>>,
     /// `Some(None)` stops presenting a client certificate.
     pub client_cert_pem: Option<Option<String>>,
+    pub signing_region: Option<String>,
     /// Output only: accepted when equal to the resulting value.
     pub access_key_id: Option<String>,
 }
@@ -340,6 +341,7 @@ fn merged_xks(
         ca_cert_pem,
         client_cert_pem,
         access_key_id,
+        signing_region,
     } = config
     else {
         return Err(DomainError::invalid("xks", "this keystore is not an xks keystore").into());
@@ -375,6 +377,7 @@ fn merged_xks(
         ca_cert_pem: patch.ca_cert_pem.unwrap_or_else(|| ca_cert_pem.clone()),
         client_cert_pem: new_client_cert,
         access_key_id: new_key_id,
+        signing_region: patch.signing_region.or_else(|| signing_region.clone()),
     })
 }
 

@@ -188,6 +188,7 @@ pub fn open(
             ca_cert_pem,
             client_cert_pem,
             access_key_id,
+            signing_region,
         } => {
             let creds = xks::XksSealedCredentials::parse(&secret)?;
             Arc::new(xks::XksTarget::open(xks::XksConfig {
@@ -198,6 +199,9 @@ pub fn open(
                 client_key_pem: creds.client_key_pem.clone().map(SecretString::from),
                 access_key_id: access_key_id.clone(),
                 secret_access_key: SecretString::from(creds.secret_access_key.clone()),
+                signing_region: signing_region
+                    .clone()
+                    .unwrap_or_else(|| crate::domain::DEFAULT_XKS_SIGNING_REGION.to_string()),
             })?)
         }
     }))

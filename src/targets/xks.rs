@@ -27,9 +27,6 @@ use super::{InstallError, ManagedKey, ProbeMode, RemoteCopy, Target, TargetError
 
 /// The proxy's SigV4 service name.
 pub const SERVICE: &str = "kms-xks-proxy";
-/// The region requests are signed for. The spec leaves the region to the proxy's
-/// configuration; proxies (keyorchd's among them) accept any.
-pub const SIGNING_REGION: &str = "us-east-1";
 /// Longest wait for DNS, TCP and the TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest time one request may take, connection included (AWS KMS allows a proxy 250 ms
@@ -73,6 +70,9 @@ pub struct XksConfig {
     pub client_key_pem: Option<SecretString>,
     pub access_key_id: String,
     pub secret_access_key: SecretString,
+    /// The region requests are signed for (AWS KMS signs with its own; the spec leaves the
+    /// check to the proxy's configuration).
+    pub signing_region: String,
 }
 
 impl fmt::Debug for XksConfig {
@@ -83,6 +83,7 @@ impl fmt::Debug for XksConfig {
             .field("ca_cert_pem", &self.ca_cert_pem.is_some())
             .field("client_cert_pem", &self.client_cert_pem.is_some())
             .field("access_key_id", &self.access_key_id)
+            .field("signing_region", &self.signing_region)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +119,7 @@ pub struct XksTarget {
     uri_path: String,
     access_key_id: String,
     secret: SecretString,
+    signing_region: String,
 }
 
 impl fmt::Debug for XksTarget {
@@ -338,6 +340,7 @@ impl XksTarget {
             uri_path: cfg.uri_path,
             access_key_id: cfg.access_key_id,
             secret: cfg.secret_access_key,
+            signing_region: cfg.signing_region,
         })
     }
 
@@ -586,7 +589,7 @@ impl XksTarget {
         .into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
-            .region(SIGNING_REGION)
+            .region(&self.signing_region)
             .name(SERVICE)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
@@ -749,6 +752,7 @@ mod tests {
             secret_access_key: SecretString::from(
                 "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2U=".to_string(),
             ),
+            signing_region: "us-east-1".into(),
         })
         .unwrap()
     }
