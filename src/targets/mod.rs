@@ -106,9 +106,9 @@ pub trait Target: Send + Sync {
     }
 
     /// Puts the managed key (`material`, as keyorch's HSM holds it) under `label`, wrapped in
-    /// keyorch's HSM for the target's import
-    /// flow; idempotent (a copy already there is left for [`Target::confirm_install`] to
-    /// judge). Returns the target's own id of the copy ("" when the label is the reference).
+    /// keyorch's HSM for the target's import flow; idempotent (a copy already there is left
+    /// for [`Target::confirm_install`] to judge). Returns the target's own id of the copy
+    /// ("" when the label is the reference).
     fn install(
         &self,
         hsm: &Hsm,
