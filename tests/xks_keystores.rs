@@ -365,8 +365,8 @@ async fn an_xks_keystore_connects_to_another_keyorchd_proxy() {
     // Connect on CONNECTED is a no-op.
     assert_connection(&connect(&mut c, &ks.id).await, ConnectionState::Connected);
 
-    // Keys in xks keystores are not built: CreateKey and InstallKey answer UNIMPLEMENTED
-    // and change nothing.
+    // No copy of a keyorch key goes into an xks keystore: CreateKey without
+    // external_key_id and InstallKey are refused as bad input and change nothing.
     let before = snapshot(&c).await;
     let s = fails(c.keys.create_key(key_req(
         &fx.vault.id,
@@ -377,10 +377,8 @@ async fn an_xks_keystore_connects_to_another_keyorchd_proxy() {
         true,
     )))
     .await;
-    let info = assert_status(&s, Code::Unimplemented, "UnsupportedOperationException");
-    assert!(info.reason == "UnsupportedOperationException");
-    assert!(s.message().contains("xks"), "{}", describe(&s));
-    assert!(s.message().contains("not built yet"), "{}", describe(&s));
+    assert_invalid(&s, "target_keystore_ids");
+    assert!(s.message().contains("external_key_id"), "{}", describe(&s));
     assert_unchanged(&before, &snapshot(&c).await, "CreateKey targeting xks");
     let key = fx
         .key(&mut c, "internal-key", KeyAlgorithm::Aes, 256, true)
@@ -391,8 +389,8 @@ async fn an_xks_keystore_connects_to_another_keyorchd_proxy() {
         keystore_id: ks.id.clone(),
     }))
     .await;
-    assert_status(&s, Code::Unimplemented, "UnsupportedOperationException");
-    assert!(s.message().contains("not built yet"), "{}", describe(&s));
+    assert_invalid(&s, "keystore_id");
+    assert!(s.message().contains("references"), "{}", describe(&s));
     assert_unchanged(&before, &snapshot(&c).await, "InstallKey into xks");
 
     // The proxy's identity is locked once connected, in every state (DISCONNECTED again
@@ -1196,5 +1194,280 @@ async fn bad_input_names_the_field_and_changes_nothing() {
         panic!("{u:?}");
     };
     assert!(x.ca_cert_pem.is_empty());
+    assert_never_leaked(&b, &mut c, &p.secret).await;
+}
+
+/// Keys of an xks keystore are references to keys of the proxy's external key manager
+/// (AWS KMS's keys with Origin EXTERNAL_KEY_STORE): daemon B's key names a key of daemon A
+/// by its external key id, holds no material of it, and encrypts, decrypts and makes data
+/// keys through A's proxy. The proof that A's key did the work: B's ciphertext opens with A's
+/// own Decrypt under the spec's AAD construction. Also: every refusal of CreateKey, drift
+/// when A disables the key, the keystore's disconnect cutting use, and the lifecycle.
+#[tokio::test]
+async fn external_keys_encrypt_and_decrypt_through_the_proxy() {
+    use keyorch::domain::xks::gcm_aad;
+    use keyorch::proto::v1::{
+        DecryptRequest, EncryptRequest, GenerateDataKeyRequest, InstanceState, KeyState,
+        SyncStatus, TargetKeyStatus,
+    };
+
+    let (a, p) = proxy_daemon().await;
+    let mut ca = a.clients();
+    let fa = Fixture::new(&mut ca).await;
+    let served = fa
+        .key(&mut ca, "served", KeyAlgorithm::Aes, 256, true)
+        .await;
+    let aes128 = fa
+        .key(&mut ca, "aes-128", KeyAlgorithm::Aes, 128, true)
+        .await;
+
+    let b = TestDaemon::start().await;
+    let mut c = b.clients();
+    let fx = Fixture::new(&mut c).await;
+    let ks = ok(c.keystores.create_keystore(xks_req(
+        &fx.vault.id,
+        "external",
+        xks_config(&p),
+        Some(xks_credentials(&p)),
+        true,
+    )))
+    .await;
+    assert_connection(&ks, ConnectionState::Connected);
+    let external = |name: &str, id: &str, activate: bool| {
+        let mut r = key_req(
+            &fx.vault.id,
+            name,
+            KeyAlgorithm::Aes,
+            256,
+            &[&ks.id],
+            activate,
+        );
+        r.external_key_id = id.to_string();
+        r
+    };
+
+    // Refusals: nothing is created by any of them.
+    let before = snapshot(&c).await;
+    let s = fails(c.keys.create_key(external("bad-id", "a/b", true))).await;
+    assert_invalid(&s, "external_key_id");
+    let mut r = external("aes-128", &served.id, true);
+    r.key_size_bits = 128;
+    assert_invalid(&fails(c.keys.create_key(r)).await, "algorithm");
+    let mut r = external("two", &served.id, true);
+    r.target_keystore_ids.push(fx.keystore.id.clone());
+    assert_invalid(&fails(c.keys.create_key(r)).await, "target_keystore_ids");
+    let mut r = external("internal", &served.id, true);
+    r.target_keystore_ids = vec![fx.keystore.id.clone()];
+    assert_invalid(&fails(c.keys.create_key(r)).await, "external_key_id");
+    let s = fails(c.keys.create_key(external("missing", "no-such-key", true))).await;
+    let info = assert_status(&s, Code::FailedPrecondition, "XksKeyNotFoundException");
+    assert_eq!(info.metadata.get("keystore_id"), Some(&ks.id));
+    assert!(
+        s.message().contains("KeyNotFoundException"),
+        "{}",
+        describe(&s)
+    );
+    let s = fails(c.keys.create_key(external("small", &aes128.id, true))).await;
+    assert_status(
+        &s,
+        Code::FailedPrecondition,
+        "XksKeyInvalidConfigurationException",
+    );
+    assert!(s.message().contains("AES_128"), "{}", describe(&s));
+    assert_unchanged(&before, &snapshot(&c).await, "refused external CreateKey");
+
+    // The reference: ACTIVE, its one instance INSTALLED and naming the external key, no
+    // check value (keyorch holds no material).
+    let key = ok(c.keys.create_key(external("ext", &served.id, true))).await;
+    assert_eq!(key_state(&key), KeyState::Active);
+    assert_eq!(key.external_key_id, served.id);
+    assert_eq!(key.key_check_value, "");
+    assert_eq!(key.instances.len(), 1);
+    assert_eq!(key.instances[0].state, InstanceState::Installed as i32);
+    assert_eq!(key.instances[0].remote_id, served.id);
+    let s = fails(c.keys.create_key(external("again", &served.id, true))).await;
+    let info = assert_status(&s, Code::AlreadyExists, "XksKeyAlreadyInUseException");
+    assert_eq!(
+        info.metadata.get("field").map(String::as_str),
+        Some("external_key_id")
+    );
+    assert!(s.message().contains(&key.id), "{}", describe(&s));
+
+    // Encrypt in B; A's key opens it with the spec's AAD binding (no ciphertext metadata).
+    let enc = |aad: &[u8]| EncryptRequest {
+        key_id: key.id.clone(),
+        plaintext: b"external secret".to_vec(),
+        aad: aad.to_vec(),
+    };
+    let sealed = ok(c.crypto.encrypt(enc(b"ctx"))).await.ciphertext;
+    assert_eq!(sealed[0], b'X');
+    assert_eq!(sealed[1], 12, "IV length");
+    let iv = &sealed[2..14];
+    assert_eq!(sealed[14], 0, "no ciphertext metadata");
+    let mut a_blob = iv.to_vec();
+    a_blob.extend_from_slice(&sealed[15..]);
+    let opened_by_a = ok(ca.crypto.decrypt(DecryptRequest {
+        key_id: served.id.clone(),
+        ciphertext: a_blob,
+        aad: gcm_aad(b"ctx", b"").unwrap(),
+    }))
+    .await;
+    assert_eq!(opened_by_a.plaintext, b"external secret");
+    let dec = |ciphertext: Vec<u8>, aad: &[u8]| DecryptRequest {
+        key_id: key.id.clone(),
+        ciphertext,
+        aad: aad.to_vec(),
+    };
+    let opened = ok(c.crypto.decrypt(dec(sealed.clone(), b"ctx"))).await;
+    assert_eq!(opened.plaintext, b"external secret");
+    // Wrong AAD, a flipped byte, a ciphertext of keyorch's own format: refused.
+    let s = fails(c.crypto.decrypt(dec(sealed.clone(), b"other"))).await;
+    assert_status(&s, Code::InvalidArgument, "InvalidCiphertextException");
+    let mut flipped = sealed.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let s = fails(c.crypto.decrypt(dec(flipped, b"ctx"))).await;
+    assert_status(&s, Code::InvalidArgument, "InvalidCiphertextException");
+    let s = fails(c.crypto.decrypt(dec(sealed[1..].to_vec(), b"ctx"))).await;
+    assert_status(&s, Code::InvalidArgument, "InvalidCiphertextException");
+    // More than the XKS limit of 4,300 bytes is refused before the proxy is asked.
+    let mut big = enc(b"");
+    big.plaintext = vec![7; 4301];
+    assert_invalid(&fails(c.crypto.encrypt(big)).await, "plaintext");
+    let dk = ok(c.crypto.generate_data_key(GenerateDataKeyRequest {
+        key_id: key.id.clone(),
+        number_of_bytes: 32,
+        aad: Vec::new(),
+    }))
+    .await;
+    assert_eq!(dk.plaintext.len(), 32);
+    let opened = ok(c.crypto.decrypt(dec(dk.ciphertext.clone(), b""))).await;
+    assert_eq!(opened.plaintext, dk.plaintext);
+
+    // An external key stays in its keystore.
+    let s = fails(c.keys.install_key(InstallKeyRequest {
+        id: key.id.clone(),
+        keystore_id: fx.keystore.id.clone(),
+    }))
+    .await;
+    assert_status(
+        &s,
+        Code::FailedPrecondition,
+        "UnsupportedOperationException",
+    );
+    let s = fails(c.keys.uninstall_key(InstallKeyRequest {
+        id: key.id.clone(),
+        keystore_id: ks.id.clone(),
+    }))
+    .await;
+    assert_status(
+        &s,
+        Code::FailedPrecondition,
+        "UnsupportedOperationException",
+    );
+
+    // Status: in sync; A deactivates its key behind B's back: drift, and B's Encrypt fails
+    // with AWS's error for a misconfigured external key; SyncKey cannot repair it (it is
+    // A's), A's reactivation does.
+    let st = ok(c.keys.get_key_status_in_keystores(key_id(&key.id))).await;
+    assert_eq!(
+        st.keystores[0].status,
+        TargetKeyStatus::Active as i32,
+        "{st:?}"
+    );
+    assert_eq!(st.keystores[0].sync, SyncStatus::Ok as i32, "{st:?}");
+    ok(ca.keys.deactivate_key(key_id(&served.id))).await;
+    let st = ok(c.keys.get_key_status_in_keystores(key_id(&key.id))).await;
+    assert_eq!(
+        st.keystores[0].status,
+        TargetKeyStatus::NotActive as i32,
+        "{st:?}"
+    );
+    assert_ne!(st.keystores[0].sync, SyncStatus::Ok as i32, "{st:?}");
+    assert!(st.keystores[0].message.contains("DISABLED"), "{st:?}");
+    let s = fails(c.crypto.encrypt(enc(b"ctx"))).await;
+    assert_status(
+        &s,
+        Code::FailedPrecondition,
+        "XksKeyInvalidConfigurationException",
+    );
+    let synced = ok(c.keys.sync_key(key_id(&key.id))).await;
+    assert_ne!(synced.keystores[0].sync, SyncStatus::Ok as i32);
+    ok(ca.keys.activate_key(key_id(&served.id))).await;
+    ok(c.crypto.encrypt(enc(b"ctx"))).await;
+
+    // Disconnecting B's keystore cuts every use; connecting brings it back.
+    ok(c.keystores.disconnect_keystore(DisconnectKeystoreRequest {
+        id: ks.id.clone(),
+        force: true,
+        ..Default::default()
+    }))
+    .await;
+    let s = fails(c.crypto.decrypt(dec(sealed.clone(), b"ctx"))).await;
+    assert_eq!(s.code(), Code::FailedPrecondition, "{}", describe(&s));
+    assert_eq!(
+        get_key(&mut c, &key.id).await.instances[0].state,
+        InstanceState::Unavailable as i32
+    );
+    connect(&mut c, &ks.id).await;
+    ok(c.crypto.decrypt(dec(sealed.clone(), b"ctx"))).await;
+
+    // Lifecycle: DEACTIVATED decrypts but does not encrypt; destroyed, it does neither; once
+    // deleted, the external key may be referenced again. A's key is untouched throughout.
+    let k = ok(c.keys.deactivate_key(key_id(&key.id))).await;
+    assert_eq!(k.instances[0].state, InstanceState::NotInstalled as i32);
+    assert_status(
+        &fails(c.crypto.encrypt(enc(b"ctx"))).await,
+        Code::FailedPrecondition,
+        "KMSInvalidStateException",
+    );
+    ok(c.crypto.decrypt(dec(sealed.clone(), b"ctx"))).await;
+    ok(c.keys.destroy_key(key_id(&key.id))).await;
+    assert_eq!(
+        fails(c.crypto.decrypt(dec(sealed.clone(), b"ctx")))
+            .await
+            .code(),
+        Code::FailedPrecondition
+    );
+    ok(c.keys.delete_key(key_id(&key.id))).await;
+    let again = ok(c.keys.create_key(external("again", &served.id, false))).await;
+    assert_eq!(key_state(&again), KeyState::PreActive);
+    assert_eq!(again.instances[0].state, InstanceState::NotInstalled as i32);
+    let again = ok(c.keys.activate_key(key_id(&again.id))).await;
+    assert_eq!(again.instances[0].state, InstanceState::Installed as i32);
+    let opened = ok(c.crypto.decrypt(DecryptRequest {
+        key_id: again.id.clone(),
+        ciphertext: sealed.clone(),
+        aad: b"ctx".to_vec(),
+    }))
+    .await;
+    assert_eq!(opened.plaintext, b"external secret");
+    assert_eq!(
+        key_state(&get_key(&mut ca, &served.id).await),
+        KeyState::Active
+    );
+
+    // The CLI creates one too.
+    let mine = fa
+        .key(&mut ca, "for-cli", KeyAlgorithm::Aes, 256, true)
+        .await;
+    let out = run_ok(
+        std::process::Command::new(TestDaemon::cli_binary())
+            .arg("--socket")
+            .arg(b.socket())
+            .args(["-o", "json", "key", "create", "--vault", &fx.vault.id])
+            .args(["--name", "from-cli", "--algorithm", "aes", "--size", "256"])
+            .args([
+                "--target",
+                &ks.id,
+                "--activate",
+                "--external-key-id",
+                &mine.id,
+            ]),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    assert_eq!(v["external_key_id"], mine.id.as_str(), "{out}");
+    assert_eq!(v["state"], "KEY_STATE_ACTIVE", "{out}");
+
     assert_never_leaked(&b, &mut c, &p.secret).await;
 }

@@ -283,6 +283,10 @@ pub fn key(k: &Key) -> pb::Key {
             })
             .collect(),
         key_check_value: k.kcv.clone(),
+        external_key_id: k
+            .external_ref()
+            .map(|(_, id)| id.to_string())
+            .unwrap_or_default(),
         tags: k.tags.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
         created_at: ts(k.created_at),
         updated_at: ts(k.updated_at),

@@ -53,6 +53,7 @@ impl KeyService for Keys {
                 targets: r.target_keystore_ids,
                 activate: r.activate,
                 tags: r.tags.into_iter().collect::<BTreeMap<_, _>>(),
+                external_key_id: (!r.external_key_id.is_empty()).then_some(r.external_key_id),
             })
             .await;
         let created = |k: &Key| Some((k.id.clone(), k.vault_id.clone()));

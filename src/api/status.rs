@@ -114,6 +114,14 @@ fn classify(err: &ServiceError, meta: &mut HashMap<String, String>) -> (Code, &'
                     Code::FailedPrecondition,
                     "CustomKeyStoreInvalidStateException",
                 ),
+                DomainError::ExternalKey { keystore_id, .. } => {
+                    meta.insert("keystore_id".into(), keystore_id.clone());
+                    (Code::FailedPrecondition, "UnsupportedOperationException")
+                }
+                DomainError::ExternalKeyInUse { key_id, .. } => {
+                    meta.insert("resource_id".into(), key_id.clone());
+                    (Code::AlreadyExists, "XksKeyAlreadyInUseException")
+                }
             }
         }
         ServiceError::PermissionDenied {
@@ -142,6 +150,21 @@ fn classify(err: &ServiceError, meta: &mut HashMap<String, String>) -> (Code, &'
             (Code::InvalidArgument, "InvalidCiphertextException")
         }
         ServiceError::Unimplemented(_) => (Code::Unimplemented, "UnsupportedOperationException"),
+        ServiceError::ExternalKey {
+            keystore_id,
+            missing,
+            ..
+        } => {
+            meta.insert("keystore_id".into(), keystore_id.clone());
+            if *missing {
+                (Code::FailedPrecondition, "XksKeyNotFoundException")
+            } else {
+                (
+                    Code::FailedPrecondition,
+                    "XksKeyInvalidConfigurationException",
+                )
+            }
+        }
         ServiceError::Hsm(h) => match h {
             HsmError::Device { .. } => (Code::Unavailable, "KMSInternalException"),
             _ => (Code::Internal, "KMSInternalException"),

@@ -91,6 +91,7 @@ impl Fixture {
                 target_keystore_ids: targets,
                 activate: true,
                 tags: HashMap::from([("purpose".to_string(), "bench".to_string())]),
+                external_key_id: String::new(),
             })
             .await?
             .into_inner();

@@ -197,6 +197,7 @@ pub async fn scale(args: BenchScaleArgs, ctx: &Context) -> Result<Outcome, CliEr
                     target_keystore_ids: vec![keystore_id.clone()],
                     activate: true,
                     tags: Default::default(),
+                    external_key_id: String::new(),
                 })
                 .await?
                 .into_inner();

@@ -224,6 +224,7 @@ fn new_key(vault_id: &str, name: &str, keystore_id: &str) -> CreateKeyRequest {
         target_keystore_ids: vec![keystore_id.to_string()],
         activate: true,
         tags: Default::default(),
+        external_key_id: String::new(),
     }
 }
 

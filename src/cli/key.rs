@@ -115,6 +115,11 @@ pub enum KeyCommand {
         /// Tag as KEY=VALUE (repeatable).
         #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
         tags: Vec<Tag>,
+        /// Reference this key of the one target, an xks keystore, instead of generating
+        /// material in keyorch's HSM (needs --algorithm aes --size 256; the proxy must show it
+        /// as an ENABLED AES_256 key for ENCRYPT and DECRYPT).
+        #[arg(long, value_name = "ID")]
+        external_key_id: Option<String>,
     },
     /// Show one key.
     Get {
@@ -258,6 +263,7 @@ pub async fn run(cmd: KeyCommand, ctx: &Context) -> Result<Outcome, CliError> {
             activate,
             description,
             tags,
+            external_key_id,
         } => {
             client
                 .create_key(CreateKeyRequest {
@@ -269,6 +275,7 @@ pub async fn run(cmd: KeyCommand, ctx: &Context) -> Result<Outcome, CliError> {
                     target_keystore_ids: targets,
                     activate,
                     tags: tag_map(tags),
+                    external_key_id: external_key_id.unwrap_or_default(),
                 })
                 .await?
         }
@@ -395,6 +402,10 @@ pub fn record(k: &Key) -> Record {
         .field("key_size_bits", k.key_size_bits.to_string())
         .field("state", short_name::<KeyState>(k.state))
         .field("key_check_value", &k.key_check_value)
+        .optional(
+            "external_key_id",
+            (!k.external_key_id.is_empty()).then(|| k.external_key_id.clone()),
+        )
         .field("target_keystore_ids", k.target_keystore_ids.join(", "))
         .field("tags", tags.join(", "));
     for i in &k.instances {
@@ -451,6 +462,7 @@ pub fn to_json(k: &Key) -> Value {
         "target_keystore_ids": k.target_keystore_ids,
         "instances": instances,
         "key_check_value": k.key_check_value,
+        "external_key_id": k.external_key_id,
         "tags": tags,
         "created_at": timestamp_json(&k.created_at),
         "updated_at": timestamp_json(&k.updated_at),
@@ -547,6 +559,7 @@ mod tests {
                 },
             ],
             key_check_value: "0011223344556677".into(),
+            external_key_id: String::new(),
             tags: HashMap::from([("team".into(), "pay".into()), ("env".into(), "prod".into())]),
             created_at: ts(1_700_000_000),
             updated_at: ts(1_700_000_100),
@@ -609,6 +622,7 @@ mod tests {
                         value: "a=b".into()
                     }
                 ],
+                external_key_id: None,
             }
         );
         let base = [

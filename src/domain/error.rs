@@ -141,6 +141,22 @@ pub enum DomainError {
     KeyUnavailable { id: String, reason: String },
     #[error("key {key_id} is installed only in keystore {keystore_id}; UninstallKey would leave the ACTIVE key installed nowhere (deactivate it instead)")]
     LastInstance { key_id: String, keystore_id: String },
+    /// AWS KMS: UnsupportedOperationException (e.g. ImportKeyMaterial on a key of an
+    /// external key store).
+    #[error("key {id} references the external key {external_key_id} of xks keystore {keystore_id}; {action} does not apply to it (its material never leaves the external key manager)")]
+    ExternalKey {
+        id: String,
+        keystore_id: String,
+        external_key_id: String,
+        action: KeyAction,
+    },
+    /// AWS KMS: XksKeyAlreadyInUseException.
+    #[error("external_key_id: the external key {external_key_id} of keystore {keystore_id} is already referenced by key {key_id}")]
+    ExternalKeyInUse {
+        keystore_id: String,
+        external_key_id: String,
+        key_id: String,
+    },
 }
 
 fn allowed_hint(allowed: &[ConnectionState]) -> String {
@@ -184,6 +200,7 @@ impl DomainError {
             | DomainError::KeystoreNameInUse { .. }
             | DomainError::KeyNameInUse { .. } => Some("name"),
             DomainError::SigningAlgorithm { .. } => Some("algorithm"),
+            DomainError::ExternalKeyInUse { .. } => Some("external_key_id"),
             _ => None,
         }
     }

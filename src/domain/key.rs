@@ -250,6 +250,24 @@ impl fmt::Debug for Material {
     }
 }
 
+/// Where a key's material lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeyOrigin {
+    /// Generated in keyorchd's HSM, stored wrapped under the master KEK, installed as copies.
+    #[default]
+    Keyorch,
+    /// A key of an xks keystore's external key manager, named by its external key id: keyorch
+    /// holds no material, and Encrypt and Decrypt go through the keystore's proxy.
+    External,
+}
+
+impl KeyOrigin {
+    pub fn is_keyorch(&self) -> bool {
+        *self == KeyOrigin::Keyorch
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Key {
     pub id: String,
@@ -271,6 +289,9 @@ pub struct Key {
     pub deactivated_at: Option<Millis>,
     pub destroyed_at: Option<Millis>,
     pub compromised_at: Option<Millis>,
+    /// Absent (KEYORCH) in records written before external keys existed.
+    #[serde(default, skip_serializing_if = "KeyOrigin::is_keyorch")]
+    pub origin: KeyOrigin,
 }
 
 /// A validated create request, before the material exists.
@@ -360,7 +381,98 @@ impl Key {
             deactivated_at: None,
             destroyed_at: None,
             compromised_at: None,
+            origin: KeyOrigin::Keyorch,
         })
+    }
+
+    /// A PRE_ACTIVE reference to the key `external_key_id` of the xks keystore that is the
+    /// request's one target. It has no material and no check value; its one instance names
+    /// the external key (remote_ref and remote_id) and is INSTALLED while the key is ACTIVE
+    /// and the proxy's metadata allows Encrypt and Decrypt.
+    pub fn new_external(
+        req: NewKey,
+        external_key_id: &str,
+        now: Millis,
+    ) -> Result<Key, DomainError> {
+        req.validate()?;
+        if req.targets.len() != 1 {
+            return Err(DomainError::invalid(
+                "target_keystore_ids",
+                "a key that references an external key has exactly one target: the xks keystore that holds it",
+            ));
+        }
+        if req.spec != KeySpec::Aes256 {
+            return Err(DomainError::invalid(
+                "algorithm",
+                format!("a key of an xks keystore is AES with key_size_bits 256 (XKS serves AES_256 keys only), not {}", req.spec),
+            ));
+        }
+        if !super::xks::valid_external_key_id(external_key_id) {
+            return Err(DomainError::invalid(
+                "external_key_id",
+                format!(
+                    "must be 1 to {} of A-Z a-z 0-9 - . _",
+                    super::xks::MAX_XKS_KEY_ID
+                ),
+            ));
+        }
+        let instances = vec![Instance {
+            keystore_id: req.targets[0].clone(),
+            state: InstanceState::NotInstalled,
+            remote_ref: external_key_id.to_string(),
+            remote_id: external_key_id.to_string(),
+            error: String::new(),
+            updated_at: now,
+            target_change: TargetChange::None,
+        }];
+        Ok(Key {
+            id: req.id,
+            vault_id: req.vault_id,
+            name: req.name,
+            description: req.description,
+            spec: req.spec,
+            state: KeyState::PreActive,
+            targets: req.targets,
+            instances,
+            kcv: String::new(),
+            material: None,
+            tags: req.tags,
+            created_at: now,
+            updated_at: now,
+            activated_at: None,
+            deactivated_at: None,
+            destroyed_at: None,
+            compromised_at: None,
+            origin: KeyOrigin::External,
+        })
+    }
+
+    pub fn is_external(&self) -> bool {
+        self.origin == KeyOrigin::External
+    }
+
+    /// The xks keystore and the external key id of an external key.
+    pub fn external_ref(&self) -> Option<(&str, &str)> {
+        if !self.is_external() {
+            return None;
+        }
+        self.instances
+            .first()
+            .map(|i| (i.keystore_id.as_str(), i.remote_id.as_str()))
+    }
+
+    /// InstallKey and UninstallKey move copies of keyorch's own keys; an external key stays
+    /// where its external key manager holds it.
+    pub fn require_movable(&self, action: KeyAction) -> Result<(), DomainError> {
+        match self.external_ref() {
+            Some((keystore_id, external_key_id)) => Err(DomainError::ExternalKey {
+                id: self.id.clone(),
+                keystore_id: keystore_id.to_string(),
+                external_key_id: external_key_id.to_string(),
+                action,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The state `action` leads to, or the documented rejection.

@@ -88,8 +88,8 @@ pub enum KeystoreConfig {
 /// The region xks requests are signed for when the keystore names none.
 pub const DEFAULT_XKS_SIGNING_REGION: &str = "us-east-1";
 
-/// Why an xks keystore takes no keys yet (answered as UNIMPLEMENTED).
-pub const XKS_KEYS_NOT_BUILT: &str = "keys in xks keystores (references to keys in the external key manager, read through the proxy's metadata) are not built yet; an xks keystore can be created, connected, tested and health-checked, but no key can target it";
+/// Why no copy of a keyorch key goes into an xks keystore.
+pub const XKS_HOLDS_REFERENCES: &str = "an xks keystore holds references to keys of its external key manager, not copies of keyorch's keys; create a key with external_key_id to reference one";
 
 /// Hosts an `http://` endpoint URL may name: plaintext only on this machine (emulators).
 const LOOPBACK_HOSTS: &[&str] = &["127.0.0.1", "[::1]", "localhost"];
@@ -427,7 +427,8 @@ impl KeystoreConfig {
     }
 
     /// Whether managed keys are installed in a keystore of this type as copies. Not xks: its
-    /// keys are references to external keys, which are not built yet ([`XKS_KEYS_NOT_BUILT`]).
+    /// keys are references to keys of the external key manager behind its proxy
+    /// ([`crate::domain::KeyOrigin::External`]).
     pub fn holds_key_copies(&self) -> bool {
         !matches!(self, KeystoreConfig::Xks { .. })
     }
@@ -437,7 +438,7 @@ impl KeystoreConfig {
     pub fn accepts(&self, spec: KeySpec) -> Result<(), String> {
         match self {
             KeystoreConfig::Internal | KeystoreConfig::Pkcs11 { .. } => Ok(()),
-            KeystoreConfig::Xks { .. } => Err(XKS_KEYS_NOT_BUILT.to_string()),
+            KeystoreConfig::Xks { .. } => Err(XKS_HOLDS_REFERENCES.to_string()),
             KeystoreConfig::AwsKms { .. } => match spec {
                 KeySpec::Aes256 | KeySpec::HmacSha256 => Ok(()),
                 KeySpec::Aes128 | KeySpec::Aes192 => Err(format!(
@@ -1228,11 +1229,11 @@ mod tests {
             assert!(ok.validate().is_ok(), "{ok:?}");
             assert!(ok.needs_credentials());
             assert_eq!(ok.keystore_type(), KeystoreType::Xks);
-            // Keys in xks keystores are not built: every key spec is refused.
-            assert!(ok
-                .accepts(KeySpec::Aes256)
-                .unwrap_err()
-                .contains("not built yet"));
+            // No copy of a keyorch key goes into an xks keystore, whatever its spec.
+            assert!(!ok.holds_key_copies());
+            for spec in KeySpec::ALL {
+                assert!(ok.accepts(spec).unwrap_err().contains("external_key_id"));
+            }
         }
         let long_host = format!("https://{}.com", "a".repeat(125));
         for (bad, field) in [

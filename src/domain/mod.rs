@@ -18,15 +18,15 @@ pub use access::{Action, Policy, Principal, Requirement, Role, Subject, ANY_VAUL
 pub use audit::{verify_chain, AuditEntry, AuditEvent, ChainBreak, GENESIS_HASH};
 pub use error::{DomainError, KeyAction, KeystoreAction};
 pub use key::{
-    remote_ref, Family, Instance, InstanceState, Key, KeySpec, KeyState, Material, NewKey,
-    TargetChange,
+    remote_ref, Family, Instance, InstanceState, Key, KeyOrigin, KeySpec, KeyState, Material,
+    NewKey, TargetChange,
 };
 pub use keystore::{
     fails_after_checks, stranded_keys, validate_aws_secret, validate_pem_certificates,
     validate_pin, validate_trust_anchor, validate_xks_access_key_id, validate_xks_secret,
     ConnectStart, ConnectionError, ConnectionErrorCode, ConnectionState, Health, HealthStatus,
     Keystore, KeystoreConfig, KeystoreType, NewKeystore, SealedCredentials, TokenRef,
-    DEFAULT_XKS_SIGNING_REGION, MAX_TRUST_ANCHOR, MAX_XKS_PEM, XKS_KEYS_NOT_BUILT,
+    DEFAULT_XKS_SIGNING_REGION, MAX_TRUST_ANCHOR, MAX_XKS_PEM, XKS_HOLDS_REFERENCES,
 };
 pub use names::{validate_description, validate_name, validate_tags, MAX_DESCRIPTION, MAX_NAME};
 pub use paging::{Page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};

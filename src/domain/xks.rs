@@ -109,6 +109,123 @@ pub fn check_data(field: &str, data: &[u8]) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// What a proxy's GetKeyMetadata says of an external key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalKeyMetadata {
+    pub key_spec: String,
+    pub key_usage: Vec<String>,
+    pub key_status: String,
+}
+
+impl ExternalKeyMetadata {
+    /// Why keyorch cannot encrypt and decrypt with the key, or `None`. AWS KMS's rules for
+    /// a key of an external key store: `AES_256`, `ENCRYPT` and `DECRYPT` among its usages,
+    /// `ENABLED`.
+    pub fn problem(&self) -> Option<String> {
+        let mut why = Vec::new();
+        if self.key_spec != "AES_256" {
+            why.push(format!(
+                "its keySpec is {:?}, not \"AES_256\"",
+                self.key_spec
+            ));
+        }
+        for usage in ["ENCRYPT", "DECRYPT"] {
+            if !self.key_usage.iter().any(|u| u == usage) {
+                why.push(format!("its keyUsage lacks {usage}"));
+            }
+        }
+        if self.key_status != "ENABLED" {
+            why.push(format!(
+                "its keyStatus is {:?}, not \"ENABLED\"",
+                self.key_status
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+/// First byte of the ciphertext keyorch returns for a key of an xks keystore.
+pub const EXTERNAL_CIPHERTEXT_VERSION: u8 = b'X';
+
+/// What a proxy's Encrypt returned, as keyorch hands it out and takes it back:
+/// `'X' || u8(len iv) || iv || u8(len metadata) || metadata || ciphertext || tag(16)`.
+/// The caller's AAD is not in it: Decrypt needs it again, as for keyorch's own keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalCiphertext {
+    pub iv: Vec<u8>,
+    pub metadata: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    pub tag: Vec<u8>,
+}
+
+impl ExternalCiphertext {
+    /// The parts' rules: an IV of 12 or 16 bytes (the spec's), metadata of at most 20
+    /// bytes, 1 to 4300 bytes of ciphertext, a 16-byte tag.
+    pub fn check(&self) -> Result<(), String> {
+        if self.iv.len() != 12 && self.iv.len() != 16 {
+            return Err(format!(
+                "initializationVector must be 12 or 16 bytes (got {})",
+                self.iv.len()
+            ));
+        }
+        if self.metadata.len() > MAX_XKS_METADATA {
+            return Err(format!(
+                "ciphertextMetadata must be at most {MAX_XKS_METADATA} bytes (got {})",
+                self.metadata.len()
+            ));
+        }
+        if self.ciphertext.is_empty() || self.ciphertext.len() > MAX_XKS_DATA {
+            return Err(format!(
+                "ciphertext must be 1 to {MAX_XKS_DATA} bytes (got {})",
+                self.ciphertext.len()
+            ));
+        }
+        if self.tag.len() != XKS_TAG_LEN {
+            return Err(format!(
+                "authenticationTag must be {XKS_TAG_LEN} bytes (got {})",
+                self.tag.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bytes handed out; the parts must pass [`ExternalCiphertext::check`].
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            3 + self.iv.len() + self.metadata.len() + self.ciphertext.len() + self.tag.len(),
+        );
+        out.push(EXTERNAL_CIPHERTEXT_VERSION);
+        out.push(self.iv.len() as u8);
+        out.extend_from_slice(&self.iv);
+        out.push(self.metadata.len() as u8);
+        out.extend_from_slice(&self.metadata);
+        out.extend_from_slice(&self.ciphertext);
+        out.extend_from_slice(&self.tag);
+        out
+    }
+
+    /// The parts of bytes made by [`ExternalCiphertext::encode`]; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<ExternalCiphertext> {
+        let (&version, rest) = bytes.split_first()?;
+        if version != EXTERNAL_CIPHERTEXT_VERSION {
+            return None;
+        }
+        let (&iv_len, rest) = rest.split_first()?;
+        let (iv, rest) = rest.split_at_checked(usize::from(iv_len))?;
+        let (&meta_len, rest) = rest.split_first()?;
+        let (metadata, rest) = rest.split_at_checked(usize::from(meta_len))?;
+        let (ciphertext, tag) = rest.split_at_checked(rest.len().checked_sub(XKS_TAG_LEN)?)?;
+        let parts = ExternalCiphertext {
+            iv: iv.to_vec(),
+            metadata: metadata.to_vec(),
+            ciphertext: ciphertext.to_vec(),
+            tag: tag.to_vec(),
+        };
+        parts.check().ok()?;
+        Some(parts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +294,74 @@ mod tests {
         ) {
             let same = gcm_aad(&a1, &m1).unwrap() == gcm_aad(&a2, &m2).unwrap();
             prop_assert_eq!(same, a1 == a2 && m1 == m2);
+        }
+    }
+
+    fn metadata(spec: &str, usage: &[&str], status: &str) -> ExternalKeyMetadata {
+        ExternalKeyMetadata {
+            key_spec: spec.into(),
+            key_usage: usage.iter().map(|u| u.to_string()).collect(),
+            key_status: status.into(),
+        }
+    }
+
+    #[test]
+    fn external_keys_must_be_enabled_aes_256_for_encrypt_and_decrypt() {
+        assert_eq!(
+            metadata("AES_256", &["DECRYPT", "ENCRYPT"], "ENABLED").problem(),
+            None
+        );
+        let p = metadata("AES_256", &["ENCRYPT"], "ENABLED")
+            .problem()
+            .unwrap();
+        assert!(
+            p.contains("lacks DECRYPT") && !p.contains("lacks ENCRYPT"),
+            "{p}"
+        );
+        let p = metadata("RSA_2048", &["ENCRYPT", "DECRYPT"], "DISABLED")
+            .problem()
+            .unwrap();
+        assert!(p.contains("RSA_2048") && p.contains("DISABLED"), "{p}");
+        assert!(metadata("AES_256", &[], "ENABLED").problem().is_some());
+    }
+
+    fn parts() -> impl Strategy<Value = ExternalCiphertext> {
+        (
+            prop::sample::select(vec![12usize, 16]),
+            0..=MAX_XKS_METADATA,
+            1..200usize,
+            any::<u8>(),
+        )
+            .prop_map(|(iv, meta, ct, b)| ExternalCiphertext {
+                iv: vec![b; iv],
+                metadata: vec![b.wrapping_add(1); meta],
+                ciphertext: vec![b.wrapping_add(2); ct],
+                tag: vec![b.wrapping_add(3); XKS_TAG_LEN],
+            })
+    }
+
+    proptest! {
+        /// What is encoded decodes to the same parts; no shorter prefix and no other
+        /// version byte decodes.
+        #[test]
+        fn external_ciphertexts_round_trip(p in parts(), cut in 1usize..40) {
+            let bytes = p.encode();
+            prop_assert_eq!(ExternalCiphertext::decode(&bytes), Some(p.clone()));
+            let shorter = &bytes[..bytes.len().saturating_sub(cut)];
+            // Dropping bytes off the end may still parse as a shorter ciphertext, never as
+            // the same parts.
+            prop_assert_ne!(ExternalCiphertext::decode(shorter), Some(p));
+            let mut other = bytes.clone();
+            other[0] ^= 0x01;
+            prop_assert_eq!(ExternalCiphertext::decode(&other), None);
+        }
+
+        #[test]
+        fn any_bytes_decode_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Some(p) = ExternalCiphertext::decode(&bytes) {
+                prop_assert!(p.check().is_ok());
+                prop_assert_eq!(p.encode(), bytes);
+            }
         }
     }
 }

@@ -168,6 +168,16 @@ fn ciphertext_error(key_id: &str) -> impl Fn(HsmError) -> ServiceError + '_ {
 }
 
 impl Services {
+    /// Whether `key_id` names an external key, whose Encrypt and Decrypt are calls to its
+    /// keystore's proxy: those run on the blocking pool, never on the crypto lane, whose
+    /// few threads a slow proxy would hold up. An unknown id is not: the lane's checks
+    /// answer for it.
+    fn is_external(&self, key_id: &str) -> bool {
+        self.inner
+            .key_for_use(key_id)
+            .is_ok_and(|e| e.key.is_external())
+    }
+
     pub async fn encrypt(
         &self,
         principal: &Principal,
@@ -178,6 +188,16 @@ impl Services {
         let plaintext = SecretBytes::new(plaintext);
         check_payload("plaintext", PayloadKind::Plaintext, &plaintext)?;
         check_payload("aad", PayloadKind::Aad, &aad)?;
+        if self.is_external(&key_id) {
+            let principal = principal.clone();
+            return self
+                .blocking(move |inner| {
+                    let key = inner.usable_key(&principal, &key_id, CryptoOp::Encrypt)?;
+                    let who = principal.to_string();
+                    inner.external_encrypt(&who, &key, "Encrypt", &plaintext, &aad)
+                })
+                .await;
+        }
         self.with_usable_key(principal, key_id, CryptoOp::Encrypt, move |inner, key| {
             Ok(inner.hsm.encrypt(&key_ref(key)?, &plaintext, &aad)?)
         })
@@ -193,6 +213,17 @@ impl Services {
     ) -> Result<SecretBytes, ServiceError> {
         check_payload("ciphertext", PayloadKind::Ciphertext, &ciphertext)?;
         check_payload("aad", PayloadKind::Aad, &aad)?;
+        if self.is_external(&key_id) {
+            let principal = principal.clone();
+            return self
+                .blocking(move |inner| {
+                    let key = inner.usable_key(&principal, &key_id, CryptoOp::Decrypt)?;
+                    let who = principal.to_string();
+                    let plaintext = inner.external_decrypt(&who, &key, &ciphertext, &aad)?;
+                    Ok(SecretBytes::new(plaintext.to_vec()))
+                })
+                .await;
+        }
         let id = key_id.clone();
         self.with_usable_key(principal, key_id, CryptoOp::Decrypt, move |inner, key| {
             inner
@@ -222,6 +253,22 @@ impl Services {
             }
         };
         check_payload("aad", PayloadKind::Aad, &aad)?;
+        if self.is_external(&key_id) {
+            let principal = principal.clone();
+            return self
+                .blocking(move |inner| {
+                    let key = inner.usable_key(&principal, &key_id, CryptoOp::GenerateDataKey)?;
+                    let plaintext = inner.hsm.random(len)?;
+                    let who = principal.to_string();
+                    let ciphertext =
+                        inner.external_encrypt(&who, &key, "GenerateDataKey", &plaintext, &aad)?;
+                    Ok(DataKey {
+                        plaintext,
+                        ciphertext,
+                    })
+                })
+                .await;
+        }
         self.with_usable_key(
             principal,
             key_id,
@@ -497,8 +544,16 @@ impl Services {
     }
 }
 
-/// XKS v1 serves AES-256 keys only.
+/// XKS v1 serves AES-256 keys only, and keyorchd's proxy only keys its HSM holds (not the
+/// external keys of its own xks keystores).
 fn aes_256_only(key: &Key, op: CryptoOp) -> Result<(), ServiceError> {
+    if let Some((keystore_id, external_key_id)) = key.external_ref() {
+        return Err(DomainError::KeyUnavailable {
+            id: key.id.clone(),
+            reason: format!("it references the external key {external_key_id} of xks keystore {keystore_id}; keyorchd's XKS proxy serves only keys its own HSM holds"),
+        }
+        .into());
+    }
     if key.spec == KeySpec::Aes256 {
         Ok(())
     } else {

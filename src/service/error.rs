@@ -33,6 +33,15 @@ pub enum ServiceError {
         key_id: String,
         cause: Box<ServiceError>,
     },
+    /// The external key behind a key of an xks keystore cannot serve: the proxy does not
+    /// know it (`missing`), or it is not an enabled AES-256 key for Encrypt and Decrypt.
+    #[error("key {key_id}: keystore {keystore_id}: {message}")]
+    ExternalKey {
+        key_id: String,
+        keystore_id: String,
+        missing: bool,
+        message: String,
+    },
     /// A feature that is not there yet.
     #[error("{0}")]
     Unimplemented(String),

@@ -39,6 +39,9 @@ pub struct CreateKey {
     pub targets: Vec<String>,
     pub activate: bool,
     pub tags: BTreeMap<String, String>,
+    /// A reference to this key of the one target, an xks keystore, instead of material
+    /// generated in keyorch's HSM.
+    pub external_key_id: Option<String>,
 }
 
 #[derive(Default)]
@@ -125,9 +128,6 @@ impl Inner {
                 )
                 .into());
             }
-            if ks.keystore_type() == KeystoreType::Xks {
-                return Err(super::remote::xks_keys_unimplemented(&ks));
-            }
             ks.require(KeystoreAction::CreateKeyTargeting)?;
             if let Err(limit) = ks.config.accepts(spec) {
                 return Err(DomainError::invalid(
@@ -189,9 +189,10 @@ impl Inner {
         // copy NOT_INSTALLED or on its way there, and the reconciler finishes the
         // deactivation instead of leaving the key ACTIVE with some copies gone.
         keystores.sort_by_key(|ks| !matches!(ks.config, KeystoreConfig::Internal));
-        // Check every external keystore first, so nothing is half done by a refusal.
+        // Check every external keystore that holds a copy first, so nothing is half done by
+        // a refusal (an xks keystore's external key is left where it is: nothing remote).
         for ks in &keystores {
-            if !matches!(ks.config, KeystoreConfig::Internal) {
+            if !matches!(ks.config, KeystoreConfig::Internal) && ks.config.holds_key_copies() {
                 ks.require(KeystoreAction::Uninstall)?;
             }
         }
@@ -218,7 +219,11 @@ impl Inner {
             Ok(Some(c)) if expected => (
                 TargetStatus::NotActive,
                 c.kcv,
-                format!("the copy {} is disabled in the target", c.remote_id),
+                if c.detail.is_empty() {
+                    format!("the copy {} is disabled in the target", c.remote_id)
+                } else {
+                    format!("{} in the target: {}", c.remote_id, c.detail)
+                },
             ),
             Ok(Some(c)) => (TargetStatus::NotActive, c.kcv, String::new()),
             Err(e) => (TargetStatus::Error, String::new(), e.to_string()),
@@ -231,11 +236,15 @@ impl Inner {
                 !expected
                     && (
                         // Internal keystores hold the key whenever keyorch does: not a copy
-                        // to remove; a DISABLED aws_kms copy is what deactivation leaves.
+                        // to remove; a DISABLED aws_kms copy is what deactivation leaves; an
+                        // xks keystore's external key stays its external key manager's.
                         instance == Some(InstanceState::Disabled)
                             || self
                                 .keystore(keystore_id)
-                                .map(|ks| matches!(ks.config, KeystoreConfig::Internal))
+                                .map(|ks| {
+                                    matches!(ks.config, KeystoreConfig::Internal)
+                                        || !ks.config.holds_key_copies()
+                                })
                                 .unwrap_or(false)
                     )
             }
@@ -248,6 +257,104 @@ impl Inner {
             target_kcv,
             message,
         }
+    }
+
+    /// The xks keystore an external key is created in: the key's one target, in its vault,
+    /// CONNECTED, of a type that holds references.
+    fn external_keystore(&self, key: &Key) -> Result<Keystore, ServiceError> {
+        let (keystore_id, _) = key
+            .external_ref()
+            .ok_or_else(|| ServiceError::Internal(format!("key {} has no external key", key.id)))?;
+        let ks: Keystore = self
+            .store
+            .get(Table::Keystores, keystore_id)?
+            .ok_or_else(|| DomainError::KeystoreNotFound(keystore_id.to_string()))?;
+        if ks.vault_id != key.vault_id {
+            return Err(DomainError::invalid(
+                "target_keystore_ids",
+                format!(
+                    "keystore {keystore_id} belongs to vault {}, not to the key's vault {}",
+                    ks.vault_id, key.vault_id
+                ),
+            )
+            .into());
+        }
+        if ks.config.holds_key_copies() {
+            return Err(DomainError::invalid(
+                "external_key_id",
+                format!(
+                    "only keys of xks keystores reference external keys; keystore {keystore_id} is {}",
+                    ks.keystore_type()
+                ),
+            )
+            .into());
+        }
+        ks.require(KeystoreAction::CreateKeyTargeting)?;
+        Ok(ks)
+    }
+
+    /// CreateKey with external_key_id: a key that references `external_key_id` of its one
+    /// target, an xks keystore, once that proxy's GetKeyMetadata shows an enabled AES-256
+    /// key for Encrypt and Decrypt (AWS KMS's CreateKey with Origin EXTERNAL_KEY_STORE).
+    /// Nothing changes in the target; one external key is referenced by one key at most.
+    fn create_external_key(
+        &self,
+        new: NewKey,
+        external_key_id: &str,
+        activate: bool,
+    ) -> Result<Key, ServiceError> {
+        let mut key = Key::new_external(new, external_key_id, now())?;
+        require_id("vault_id", &key.vault_id)?;
+        self.vault(&key.vault_id)?;
+        let ks = self.external_keystore(&key)?;
+        // The proxy is asked before the write lock is taken (a network call).
+        let mut probe = key.clone();
+        self.install_into(&mut probe, &ks)?;
+        let _w = self.lock();
+        self.vault(&key.vault_id)?;
+        if self
+            .store
+            .name_owner(Table::Keys, &key.vault_id, &key.name)?
+            .is_some()
+        {
+            return Err(DomainError::KeyNameInUse {
+                vault_id: key.vault_id,
+                name: key.name,
+            }
+            .into());
+        }
+        // External key ids are claimed per keystore in the names index (keystore ids and
+        // vault ids, the scopes of key names, never coincide: "ks-…" and "vault-…").
+        if let Some(owner) = self
+            .store
+            .name_owner(Table::Keys, &ks.id, external_key_id)?
+        {
+            return Err(DomainError::ExternalKeyInUse {
+                keystore_id: ks.id.clone(),
+                external_key_id: external_key_id.to_string(),
+                key_id: owner,
+            }
+            .into());
+        }
+        let ks = self.external_keystore(&key)?;
+        let mut b = Batch::new();
+        b.put(Table::Keys, &key.id, &key)?;
+        b.claim_name(Table::Keys, &key.vault_id, &key.name, &key.id);
+        b.claim_name(Table::Keys, &ks.id, external_key_id, &key.id);
+        self.commit(b)?;
+        tracing::info!(key = %key.id, keystore = %ks.id, external_key_id, "external key created");
+        if activate {
+            let next = key.require(KeyAction::Activate)?;
+            self.install_everywhere(&mut key)
+                .map_err(|e| ServiceError::NotActivated {
+                    key_id: key.id.clone(),
+                    cause: Box::new(e),
+                })?;
+            key.enter(next, now());
+            self.put_key(&key)?;
+            tracing::info!(key = %key.id, "key activated");
+        }
+        self.seen(key)
     }
 
     fn seen(&self, key: Key) -> Result<Key, ServiceError> {
@@ -303,6 +410,9 @@ impl Services {
                 targets: req.targets,
                 tags: req.tags,
             };
+            if let Some(external_key_id) = req.external_key_id {
+                return inner.create_external_key(new, &external_key_id, req.activate);
+            }
             new.validate()?;
             require_id("vault_id", &new.vault_id)?;
             inner.vault(&new.vault_id)?;
@@ -438,6 +548,9 @@ impl Services {
             let mut b = Batch::new();
             b.delete(Table::Keys, &key.id);
             b.release_name(Table::Keys, &key.vault_id, &key.name);
+            if let Some((keystore_id, external_key_id)) = key.external_ref() {
+                b.release_name(Table::Keys, keystore_id, external_key_id);
+            }
             inner.commit(b)?;
             tracing::info!(key = %id, "key deleted");
             Ok(())
@@ -450,6 +563,7 @@ impl Services {
             let _w = inner.lock();
             let mut key = inner.key(&id)?;
             key.require(KeyAction::Install)?;
+            key.require_movable(KeyAction::Install)?;
             require_id("keystore_id", &keystore_id)?;
             let ks = inner.keystore(&keystore_id)?;
             if ks.vault_id != key.vault_id {
@@ -461,9 +575,6 @@ impl Services {
                     ),
                 )
                 .into());
-            }
-            if ks.keystore_type() == KeystoreType::Xks {
-                return Err(super::remote::xks_keys_unimplemented(&ks));
             }
             // Also a repeated install is refused while the keystore is not CONNECTED.
             ks.require(KeystoreAction::Install)?;
@@ -499,7 +610,9 @@ impl Services {
             let mut key = inner.key(&id)?;
             for t in key.targets.clone() {
                 let st = inner.status_in(&key, &t);
-                if st.in_sync || st.status == TargetStatus::Error {
+                // An external key is its external key manager's: SyncKey reports its drift
+                // (missing, disabled) but has no copy to put back.
+                if st.in_sync || st.status == TargetStatus::Error || key.is_external() {
                     continue;
                 }
                 let ks = inner.keystore(&t)?;
@@ -535,6 +648,7 @@ impl Services {
             let _w = inner.lock();
             let mut key = inner.key(&id)?;
             key.require(KeyAction::Uninstall)?;
+            key.require_movable(KeyAction::Uninstall)?;
             require_id("keystore_id", &keystore_id)?;
             if key.instance(&keystore_id).is_none() {
                 return Err(DomainError::invalid(

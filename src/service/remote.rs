@@ -10,12 +10,12 @@ use super::keys::{key_ref, kind};
 use super::{now, Inner, ServiceError};
 use crate::domain::{
     remote_ref, ConnectionError, ConnectionErrorCode, ConnectionState, DomainError, InstanceState,
-    Key, KeySpec, Keystore, KeystoreAction, KeystoreConfig, TargetChange, XKS_KEYS_NOT_BUILT,
+    Key, KeySpec, Keystore, KeystoreAction, KeystoreConfig, TargetChange,
 };
 use crate::hsm::HsmError;
 use crate::store::{Batch, Table};
 pub(crate) use crate::targets::ProbeMode;
-use crate::targets::{InstallError, ManagedKey, RemoteCopy, Target, TargetError};
+use crate::targets::{ExternalCall, InstallError, ManagedKey, RemoteCopy, Target, TargetError};
 
 /// Environment variable naming a step at which keyorchd aborts (tests only; see docs).
 pub const FAILPOINT_ENV: &str = "KEYORCH_FAILPOINT";
@@ -50,6 +50,11 @@ pub(crate) fn connection_error(e: &TargetError) -> ConnectionError {
         TargetError::XksInvalidTls(_) => ConnectionErrorCode::XksProxyInvalidTlsConfiguration,
         TargetError::XksNotReachable(_) => ConnectionErrorCode::XksProxyNotReachable,
         TargetError::XksTimedOut(_) => ConnectionErrorCode::XksProxyTimedOut,
+        // Errors of one external key, not of the connection: named as a missing or
+        // misconfigured target object where a connection code is asked for.
+        TargetError::XksKeyNotFound(_) => ConnectionErrorCode::TargetNotFound,
+        TargetError::XksKeyInvalid(_) => ConnectionErrorCode::InvalidConfiguration,
+        TargetError::InvalidCiphertext(_) => ConnectionErrorCode::InternalError,
     };
     ConnectionError {
         code,
@@ -72,11 +77,6 @@ fn hsm_connection_error(e: &HsmError) -> ConnectionError {
 
 /// An opened external target, cached per keystore id.
 pub(crate) type Remote = Arc<dyn Target>;
-
-/// Keys in xks keystores are not built yet: every key operation on one answers this.
-pub(super) fn xks_keys_unimplemented(ks: &Keystore) -> ServiceError {
-    ServiceError::Unimplemented(format!("keystore {}: {XKS_KEYS_NOT_BUILT}", ks.id))
-}
 
 fn to_service(ks: &Keystore, ce: ConnectionError) -> ServiceError {
     ServiceError::Target {
@@ -210,10 +210,10 @@ impl Inner {
     /// two-phase: INSTALLING is durable before the target is touched, INSTALLED after it
     /// holds the key (with the right check value where the target computes one).
     pub(super) fn install_into(&self, key: &mut Key, ks: &Keystore) -> Result<(), ServiceError> {
-        if !ks.config.holds_key_copies() {
-            return Err(xks_keys_unimplemented(ks));
-        }
         ks.require(KeystoreAction::Install)?;
+        if key.is_external() {
+            return self.verify_external(key, ks);
+        }
         check_accepts(ks, key.spec)?;
         let remote = match &ks.config {
             // keyorchd's own token: installing proves the stored blob unwraps under the
@@ -271,6 +271,122 @@ impl Inner {
         }
     }
 
+    /// "Installing" an external key: its own xks keystore's proxy still knows it as an enabled
+    /// AES-256 key for Encrypt and Decrypt. Nothing in the target changes, so no intent is
+    /// recorded; a refusal leaves the instance as it was.
+    fn verify_external(&self, key: &mut Key, ks: &Keystore) -> Result<(), ServiceError> {
+        let external_key_id = match key.external_ref() {
+            Some((own, id)) if own == ks.id => id.to_string(),
+            // Another keystore: an external key stays in its own.
+            _ => {
+                key.require_movable(crate::domain::KeyAction::Install)?;
+                return Err(ServiceError::Internal(format!(
+                    "key {} has no external key",
+                    key.id
+                )));
+            }
+        };
+        let remote = self.remote(ks).map_err(|ce| to_service(ks, ce))?;
+        let metadata = remote
+            .external_key(&external_key_id)
+            .map_err(|e| self.external_error(&key.id, ks, e))?;
+        if let Some(problem) = metadata.problem() {
+            return Err(ServiceError::ExternalKey {
+                key_id: key.id.clone(),
+                keystore_id: ks.id.clone(),
+                missing: false,
+                message: format!("the external key {external_key_id} cannot be used: {problem}"),
+            });
+        }
+        key.set_instance(&ks.id, InstanceState::Installed, String::new(), now());
+        Ok(())
+    }
+
+    /// A failure of a call on an external key, in the words of AWS KMS for keys of external
+    /// key stores: the key is missing or unusable in the external key manager, the
+    /// ciphertext is not one it can open, or the connection failed.
+    pub(super) fn external_error(
+        &self,
+        key_id: &str,
+        ks: &Keystore,
+        e: TargetError,
+    ) -> ServiceError {
+        match e {
+            TargetError::XksKeyNotFound(_) | TargetError::XksKeyInvalid(_) => {
+                ServiceError::ExternalKey {
+                    key_id: key_id.to_string(),
+                    keystore_id: ks.id.clone(),
+                    missing: matches!(e, TargetError::XksKeyNotFound(_)),
+                    message: e.to_string(),
+                }
+            }
+            TargetError::InvalidCiphertext(_) => ServiceError::InvalidCiphertext {
+                key_id: key_id.to_string(),
+            },
+            other => self.target_error(ks, other),
+        }
+    }
+
+    /// The xks keystore of an external key, its target and the call's request metadata.
+    fn external_target(&self, key: &Key) -> Result<(Keystore, Remote, String), ServiceError> {
+        let (keystore_id, external_key_id) = key
+            .external_ref()
+            .ok_or_else(|| ServiceError::Internal(format!("key {} has no external key", key.id)))?;
+        let ks = self.keystore(keystore_id)?;
+        let remote = self.remote(&ks).map_err(|ce| to_service(&ks, ce))?;
+        Ok((ks, remote, external_key_id.to_string()))
+    }
+
+    /// Encrypt (or GenerateDataKey, named by `operation`) with an external key, through its
+    /// keystore's proxy: the ciphertext keyorch hands out (`ExternalCiphertext`).
+    pub(super) fn external_encrypt(
+        &self,
+        principal: &str,
+        key: &Key,
+        operation: &str,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, ServiceError> {
+        crate::domain::xks::check_data("plaintext", plaintext)?;
+        let (ks, remote, external_key_id) = self.external_target(key)?;
+        let call = ExternalCall {
+            external_key_id: &external_key_id,
+            key_id: &key.id,
+            principal,
+            operation,
+        };
+        remote
+            .external_encrypt(&call, plaintext, aad)
+            .map(|sealed| sealed.encode())
+            .map_err(|e| self.external_error(&key.id, &ks, e))
+    }
+
+    /// Decrypt with an external key: the reverse of [`Inner::external_encrypt`].
+    pub(super) fn external_decrypt(
+        &self,
+        principal: &str,
+        key: &Key,
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ServiceError> {
+        let sealed =
+            crate::domain::xks::ExternalCiphertext::decode(ciphertext).ok_or_else(|| {
+                ServiceError::InvalidCiphertext {
+                    key_id: key.id.clone(),
+                }
+            })?;
+        let (ks, remote, external_key_id) = self.external_target(key)?;
+        let call = ExternalCall {
+            external_key_id: &external_key_id,
+            key_id: &key.id,
+            principal,
+            operation: "Decrypt",
+        };
+        remote
+            .external_decrypt(&call, &sealed, aad)
+            .map_err(|e| self.external_error(&key.id, &ks, e))
+    }
+
     /// The target's install, then (after the `install.target_done` failpoint) its proof that
     /// it holds the very key. Returns the target's id of the copy.
     fn install_remote(
@@ -302,12 +418,11 @@ impl Inner {
     /// Removes `key`'s copy from `ks` and records NOT_INSTALLED. External targets must be
     /// CONNECTED and are two-phase (UNINSTALLING, then NOT_INSTALLED).
     pub(super) fn uninstall_from(&self, key: &mut Key, ks: &Keystore) -> Result<(), ServiceError> {
-        if matches!(ks.config, KeystoreConfig::Internal) {
+        // keyorchd's own token holds nothing to remove; an xks keystore holds the external
+        // key, which is its external key manager's and stays there.
+        if matches!(ks.config, KeystoreConfig::Internal) || !ks.config.holds_key_copies() {
             key.set_instance(&ks.id, InstanceState::NotInstalled, String::new(), now());
             return Ok(());
-        }
-        if !ks.config.holds_key_copies() {
-            return Err(xks_keys_unimplemented(ks));
         }
         ks.require(KeystoreAction::Uninstall)?;
         let remote = self.remote(ks).map_err(|ce| to_service(ks, ce))?;
@@ -370,9 +485,6 @@ impl Inner {
         ks.require(KeystoreAction::Install)
             .map_err(ServiceError::from)?;
         let remote = self.remote(ks).map_err(|ce| to_service(ks, ce))?;
-        if !ks.config.holds_key_copies() {
-            return Err(xks_keys_unimplemented(ks));
-        }
         remote
             .copy(&managed(key, ks), &remote_ref(&key.id))
             .map_err(|e| self.target_error(ks, e))
@@ -381,13 +493,10 @@ impl Inner {
     /// Removes a stray copy (SyncKey, reconciler), without touching the key record. A key
     /// under the label that keyorch did not make is never touched (the target refuses).
     pub(super) fn remove_remote(&self, key: &Key, ks: &Keystore) -> Result<(), ServiceError> {
-        if matches!(ks.config, KeystoreConfig::Internal) {
+        if matches!(ks.config, KeystoreConfig::Internal) || !ks.config.holds_key_copies() {
             return Ok(());
         }
         let remote = self.remote(ks).map_err(|ce| to_service(ks, ce))?;
-        if !ks.config.holds_key_copies() {
-            return Err(xks_keys_unimplemented(ks));
-        }
         remote
             .uninstall(&remote_ref(&key.id))
             .map(drop)

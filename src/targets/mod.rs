@@ -13,7 +13,9 @@ pub mod xks;
 use std::sync::Arc;
 
 use secrecy::SecretString;
+use zeroize::Zeroizing;
 
+use crate::domain::xks::{ExternalCiphertext, ExternalKeyMetadata};
 use crate::domain::{KeystoreConfig, TokenRef};
 use crate::hsm::{Hsm, HsmError, KeyKind, KeyRef, TokenSelector};
 
@@ -139,6 +141,36 @@ pub trait Target: Send + Sync {
         false
     }
 
+    /// Keystores whose keys are references to keys of their own (xks): the external key's
+    /// metadata, as the target reports it.
+    fn external_key(&self, external_key_id: &str) -> Result<ExternalKeyMetadata, TargetError> {
+        Err(references_only(external_key_id))
+    }
+
+    /// AES-GCM with the external key, in the external key manager; `call` names the caller
+    /// and keyorch's key for the target's own log. The answer has
+    /// been checked (its integrity value, where the target gives one).
+    fn external_encrypt(
+        &self,
+        call: &ExternalCall<'_>,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<ExternalCiphertext, TargetError> {
+        let _ = (plaintext, aad);
+        Err(references_only(call.external_key_id))
+    }
+
+    /// The reverse of [`Target::external_encrypt`].
+    fn external_decrypt(
+        &self,
+        call: &ExternalCall<'_>,
+        sealed: &ExternalCiphertext,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, TargetError> {
+        let _ = (sealed, aad);
+        Err(references_only(call.external_key_id))
+    }
+
     /// Makes the copy under `label` usable or not. Targets whose copies are always usable
     /// (they are uninstalled on deactivation) accept `true` and refuse `false`.
     fn set_enabled(&self, label: &str, enabled: bool) -> Result<(), TargetError> {
@@ -150,6 +182,24 @@ pub trait Target: Send + Sync {
             )))
         }
     }
+}
+
+/// Who asks an external key manager for what: the request metadata of a call on an
+/// external key.
+pub struct ExternalCall<'a> {
+    pub external_key_id: &'a str,
+    /// keyorch's key id.
+    pub key_id: &'a str,
+    /// The caller, as keyorch names it.
+    pub principal: &'a str,
+    /// keyorch's operation: Encrypt, Decrypt or GenerateDataKey.
+    pub operation: &'a str,
+}
+
+fn references_only(external_key_id: &str) -> TargetError {
+    TargetError::NotSupported(format!(
+        "this target holds copies of keyorch's keys, not external keys (asked for {external_key_id:?})"
+    ))
 }
 
 /// Opens the target an external keystore's configuration names, with its unsealed secret
@@ -259,6 +309,16 @@ pub enum TargetError {
     /// XKS proxy: no answer in time.
     #[error("the XKS proxy did not answer in time: {0}")]
     XksTimedOut(String),
+    /// XKS proxy: 404 KeyNotFoundException for an external key.
+    #[error("the XKS proxy has no such external key: {0}")]
+    XksKeyNotFound(String),
+    /// XKS proxy: the external key cannot serve the request (400 InvalidStateException or
+    /// InvalidKeyUsageException), or its metadata does not allow Encrypt and Decrypt.
+    #[error("the external key cannot be used: {0}")]
+    XksKeyInvalid(String),
+    /// The target could not open the ciphertext (XKS: 400 InvalidCiphertextException).
+    #[error("the target refused the ciphertext: {0}")]
+    InvalidCiphertext(String),
     /// Anything else, with the failing call and its `CKR_` name.
     #[error("target failure: {0}")]
     Internal(String),

@@ -22,8 +22,13 @@ use tokio::runtime::Runtime;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use zeroize::Zeroizing;
 
-use super::{InstallError, ManagedKey, ProbeMode, RemoteCopy, Target, TargetError};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use super::{ExternalCall, InstallError, ManagedKey, ProbeMode, RemoteCopy, Target, TargetError};
+use crate::domain::xks::{ExternalCiphertext, ExternalKeyMetadata};
 
 /// The proxy's SigV4 service name.
 pub const SERVICE: &str = "kms-xks-proxy";
@@ -359,9 +364,20 @@ impl XksTarget {
                 "kmsRequestId": uuid::Uuid::new_v4().to_string(),
                 "kmsOperation": "KmsHealthCheck",
             }
-        })
-        .to_string();
-        let url = self.url("health");
+        });
+        let (url, status, answer) = self.call("health", &body)?;
+        self.health_answer(&url, status, &answer)
+    }
+
+    /// One operation (`health`, `keys/{id}/encrypt`, ...) within [`CALL_DEADLINE`]: its URL,
+    /// status and answer (zeroized when dropped: a Decrypt's answer is plaintext).
+    fn call(
+        &self,
+        op: &str,
+        body: &Value,
+    ) -> Result<(String, http::StatusCode, Zeroizing<Vec<u8>>), TargetError> {
+        let url = self.url(op);
+        let body = body.to_string();
         let rt = runtime()?;
         let (status, answer) = rt.block_on(async {
             match tokio::time::timeout(CALL_DEADLINE, self.post(&url, body)).await {
@@ -372,7 +388,52 @@ impl XksTarget {
                 ))),
             }
         })?;
-        self.health_answer(&url, status, &answer)
+        Ok((url, status, Zeroizing::new(answer)))
+    }
+
+    /// A proxy's error answer, classified: the spec's error names where they say more than
+    /// the status (a missing key, a disabled key, a ciphertext it cannot open).
+    fn error_answer(&self, url: &str, status: http::StatusCode, answer: &[u8]) -> TargetError {
+        let secret = self.secret.expose_secret();
+        let json: Option<Value> = serde_json::from_slice(answer).ok();
+        let (name, message) = match &json {
+            Some(v) => (
+                v["errorName"].as_str().unwrap_or("").to_string(),
+                v["errorMessage"].as_str().unwrap_or("").to_string(),
+            ),
+            None => (String::new(), String::from_utf8_lossy(answer).to_string()),
+        };
+        let what = format!(
+            "POST {url} answered {status}{}{}",
+            if name.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", quoted(&name, secret))
+            },
+            if message.trim().is_empty() {
+                String::new()
+            } else {
+                format!(": {}", quoted(message.trim(), secret))
+            }
+        );
+        match (status.as_u16(), name.as_str()) {
+            (401, _) => TargetError::InvalidCredentials(format!(
+                "{what} (access key id {}; check the secret access key and the proxy's clock)",
+                self.access_key_id
+            )),
+            (403, _) => TargetError::XksAccessDenied(what),
+            (404, "KeyNotFoundException") => TargetError::XksKeyNotFound(what),
+            (404, _) => TargetError::XksInvalidConfiguration(format!(
+                "{what} (check xks.uri_path {:?})",
+                self.uri_path
+            )),
+            (400, "InvalidCiphertextException") => TargetError::InvalidCiphertext(what),
+            (400, "InvalidStateException" | "InvalidKeyUsageException") => {
+                TargetError::XksKeyInvalid(what)
+            }
+            (503, "DependencyTimeoutException") => TargetError::XksTimedOut(what),
+            _ => TargetError::XksInvalidResponse(what),
+        }
     }
 
     /// Reads a GetHealthStatus answer.
@@ -383,42 +444,10 @@ impl XksTarget {
         answer: &[u8],
     ) -> Result<XksHealth, TargetError> {
         let secret = self.secret.expose_secret();
-        let json: Option<Value> = serde_json::from_slice(answer).ok();
         if status != http::StatusCode::OK {
-            let (name, message) = match &json {
-                Some(v) => (
-                    v["errorName"].as_str().unwrap_or("").to_string(),
-                    v["errorMessage"].as_str().unwrap_or("").to_string(),
-                ),
-                None => (String::new(), String::from_utf8_lossy(answer).to_string()),
-            };
-            let what = format!(
-                "POST {url} answered {status}{}{}",
-                if name.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {}", quoted(&name, secret))
-                },
-                if message.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", quoted(message.trim(), secret))
-                }
-            );
-            return Err(match status.as_u16() {
-                401 => TargetError::InvalidCredentials(format!(
-                    "{what} (access key id {}; check the secret access key and the proxy's clock)",
-                    self.access_key_id
-                )),
-                403 => TargetError::XksAccessDenied(what),
-                404 => TargetError::XksInvalidConfiguration(format!(
-                    "{what} (check xks.uri_path {:?})",
-                    self.uri_path
-                )),
-                503 if name == "DependencyTimeoutException" => TargetError::XksTimedOut(what),
-                _ => TargetError::XksInvalidResponse(what),
-            });
+            return Err(self.error_answer(url, status, answer));
         }
+        let json: Option<Value> = serde_json::from_slice(answer).ok();
         let invalid = |why: &str| {
             TargetError::XksInvalidResponse(format!(
                 "POST {url} answered 200 but {why} (GetHealthStatus of aws-kms-xksproxy-api-spec v1.0.3)"
@@ -679,13 +708,67 @@ fn closed_early(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Keys in xks keystores are references to external keys, not installed copies, and are not
-/// built yet: the service answers UNIMPLEMENTED before it gets here
-/// (`KeystoreConfig::holds_key_copies`), and these refuse in case it ever does.
+/// An xks keystore holds references to external keys, not installed copies: the service
+/// never installs into one (`KeystoreConfig::holds_key_copies`), and these refuse in case
+/// it ever does.
 fn no_copies() -> TargetError {
     TargetError::NotSupported(
         "an xks keystore holds references to external keys, not installed copies".into(),
     )
+}
+
+/// The request metadata of a call on an external key (the spec's `requestMetadata`):
+/// keyorch's caller as awsPrincipalArn and keyorch's key id as kmsKeyArn, for the proxy's
+/// log and its own authorization; keyorch is no AWS account and sends no ARN of one.
+fn request_metadata(call: &ExternalCall<'_>, with_key: bool) -> Value {
+    let mut m = serde_json::json!({
+        "awsPrincipalArn": call.principal,
+        "kmsOperation": call.operation,
+        "kmsRequestId": uuid::Uuid::new_v4().to_string(),
+    });
+    if with_key {
+        m["kmsKeyArn"] = Value::from(call.key_id);
+    }
+    m
+}
+
+/// A path segment of the external key id (its syntax, A-Z a-z 0-9 - . _, needs no escaping;
+/// anything else is refused before a request is made).
+fn key_path(external_key_id: &str, op: &str) -> Result<String, TargetError> {
+    if !crate::domain::xks::valid_external_key_id(external_key_id) {
+        return Err(TargetError::XksKeyInvalid(format!(
+            "{external_key_id:?} is not an external key id (1 to 128 of A-Z a-z 0-9 - . _)"
+        )));
+    }
+    Ok(format!("keys/{external_key_id}/{op}"))
+}
+
+/// A base64 field of a 200 answer.
+fn b64_field(v: &Value, name: &str, url: &str) -> Result<Vec<u8>, TargetError> {
+    let text = v[name].as_str().ok_or_else(|| {
+        TargetError::XksInvalidResponse(format!("POST {url} answered 200 without {name}"))
+    })?;
+    STANDARD.decode(text).map_err(|_| {
+        TargetError::XksInvalidResponse(format!(
+            "POST {url} answered 200 with {name} that is not base64"
+        ))
+    })
+}
+
+impl XksTarget {
+    fn ok_json(
+        &self,
+        url: &str,
+        status: http::StatusCode,
+        answer: &[u8],
+    ) -> Result<Value, TargetError> {
+        if status != http::StatusCode::OK {
+            return Err(self.error_answer(url, status, answer));
+        }
+        serde_json::from_slice(answer).map_err(|_| {
+            TargetError::XksInvalidResponse(format!("POST {url} answered 200 but not with JSON"))
+        })
+    }
 }
 
 impl Target for XksTarget {
@@ -732,8 +815,158 @@ impl Target for XksTarget {
         Err(no_copies())
     }
 
-    fn copy(&self, _key: &ManagedKey<'_>, _label: &str) -> Result<Option<RemoteCopy>, TargetError> {
-        Err(no_copies())
+    /// The external key recorded for the key (`recorded_remote_id`), by its metadata: None
+    /// when the proxy does not know it, not `enabled` when its metadata does not allow
+    /// Encrypt and Decrypt (the reason in `detail`).
+    fn copy(&self, key: &ManagedKey<'_>, _label: &str) -> Result<Option<RemoteCopy>, TargetError> {
+        let call = ExternalCall {
+            external_key_id: key.recorded_remote_id,
+            key_id: "",
+            principal: "keyorchd",
+            operation: "DescribeKey",
+        };
+        match self.external_key_metadata(&call) {
+            Ok(m) => {
+                let problem = m.problem();
+                Ok(Some(RemoteCopy {
+                    same: true,
+                    enabled: problem.is_none(),
+                    kcv: String::new(),
+                    remote_id: key.recorded_remote_id.to_string(),
+                    detail: problem.unwrap_or_default(),
+                }))
+            }
+            Err(TargetError::XksKeyNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn external_key(&self, external_key_id: &str) -> Result<ExternalKeyMetadata, TargetError> {
+        self.external_key_metadata(&ExternalCall {
+            external_key_id,
+            key_id: "",
+            principal: "keyorchd",
+            operation: "CreateKey",
+        })
+    }
+
+    fn external_encrypt(
+        &self,
+        call: &ExternalCall<'_>,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<ExternalCiphertext, TargetError> {
+        let mut body = serde_json::json!({
+            "requestMetadata": request_metadata(call, true),
+            "plaintext": STANDARD.encode(plaintext),
+            "encryptionAlgorithm": "AES_GCM",
+            "ciphertextDataIntegrityValueAlgorithm": "SHA_256",
+        });
+        if !aad.is_empty() {
+            body["additionalAuthenticatedData"] = Value::from(STANDARD.encode(aad));
+        }
+        let sent = self.call(&key_path(call.external_key_id, "encrypt")?, &body);
+        // The request held the plaintext (base64): wipe it.
+        if let Some(Value::String(p)) = body.get_mut("plaintext") {
+            zeroize::Zeroize::zeroize(p);
+        }
+        let (url, status, answer) = sent?;
+        let v = self.ok_json(&url, status, &answer)?;
+        let sealed = ExternalCiphertext {
+            iv: b64_field(&v, "initializationVector", &url)?,
+            metadata: match v.get("ciphertextMetadata") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(_) => b64_field(&v, "ciphertextMetadata", &url)?,
+            },
+            ciphertext: b64_field(&v, "ciphertext", &url)?,
+            tag: b64_field(&v, "authenticationTag", &url)?,
+        };
+        sealed.check().map_err(|why| {
+            TargetError::XksInvalidResponse(format!("POST {url} answered 200 but its {why}"))
+        })?;
+        // Asked for: the proxy's integrity value must be the one of what it returned (the
+        // spec's Appendix C), or the answer was corrupted on its way.
+        let cdiv = b64_field(&v, "ciphertextDataIntegrityValue", &url)?;
+        let expected = crate::domain::xks::cdiv(
+            aad,
+            &sealed.metadata,
+            &sealed.iv,
+            &sealed.ciphertext,
+            &sealed.tag,
+        );
+        if cdiv != expected {
+            return Err(TargetError::XksInvalidResponse(format!(
+                "POST {url} answered 200 with a ciphertextDataIntegrityValue that is not SHA-256 of what it returned"
+            )));
+        }
+        Ok(sealed)
+    }
+
+    fn external_decrypt(
+        &self,
+        call: &ExternalCall<'_>,
+        sealed: &ExternalCiphertext,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, TargetError> {
+        let mut body = serde_json::json!({
+            "requestMetadata": request_metadata(call, true),
+            "ciphertext": STANDARD.encode(&sealed.ciphertext),
+            "encryptionAlgorithm": "AES_GCM",
+            "initializationVector": STANDARD.encode(&sealed.iv),
+            "authenticationTag": STANDARD.encode(&sealed.tag),
+        });
+        if !aad.is_empty() {
+            body["additionalAuthenticatedData"] = Value::from(STANDARD.encode(aad));
+        }
+        if !sealed.metadata.is_empty() {
+            body["ciphertextMetadata"] = Value::from(STANDARD.encode(&sealed.metadata));
+        }
+        let (url, status, answer) =
+            self.call(&key_path(call.external_key_id, "decrypt")?, &body)?;
+        let mut v = self.ok_json(&url, status, &answer)?;
+        let plaintext = b64_field(&v, "plaintext", &url).map(Zeroizing::new);
+        if let Some(Value::String(p)) = v.get_mut("plaintext") {
+            zeroize::Zeroize::zeroize(p);
+        }
+        plaintext
+    }
+}
+
+impl XksTarget {
+    /// GetKeyMetadata.
+    fn external_key_metadata(
+        &self,
+        call: &ExternalCall<'_>,
+    ) -> Result<ExternalKeyMetadata, TargetError> {
+        let body = serde_json::json!({ "requestMetadata": request_metadata(call, false) });
+        let (url, status, answer) =
+            self.call(&key_path(call.external_key_id, "metadata")?, &body)?;
+        let v = self.ok_json(&url, status, &answer)?;
+        let secret = self.secret.expose_secret();
+        let text = |name: &str| {
+            v[name].as_str().map(|t| quoted(t, secret)).ok_or_else(|| {
+                TargetError::XksInvalidResponse(format!(
+                    "POST {url} answered 200 without {name} (GetKeyMetadata of aws-kms-xksproxy-api-spec v1.0.3)"
+                ))
+            })
+        };
+        let key_spec = text("keySpec")?;
+        let key_status = text("keyStatus")?;
+        let key_usage = v["keyUsage"]
+            .as_array()
+            .ok_or_else(|| {
+                TargetError::XksInvalidResponse(format!(
+                    "POST {url} answered 200 without a keyUsage list"
+                ))
+            })?
+            .iter()
+            .filter_map(|u| u.as_str().map(|t| quoted(t, secret)))
+            .collect();
+        Ok(ExternalKeyMetadata {
+            key_spec,
+            key_usage,
+            key_status,
+        })
     }
 }
 

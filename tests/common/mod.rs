@@ -789,6 +789,7 @@ pub fn key_req(
         target_keystore_ids: targets.iter().map(|s| s.to_string()).collect(),
         activate,
         tags: HashMap::new(),
+        external_key_id: String::new(),
     }
 }
 

@@ -47,7 +47,11 @@ pub fn exception(err: ServiceError, ctx: Context) -> AwsError {
                 Context::Crypto => Exception::KmsInvalidState,
                 Context::Management => Exception::CustomKeyStoreInvalidState,
             },
+            DomainError::ExternalKey { .. } => Exception::UnsupportedOperation,
+            DomainError::ExternalKeyInUse { .. } => Exception::XksKeyAlreadyInUse,
         },
+        ServiceError::ExternalKey { missing: true, .. } => Exception::XksKeyNotFound,
+        ServiceError::ExternalKey { missing: false, .. } => Exception::XksKeyInvalidConfiguration,
         ServiceError::PermissionDenied { .. } => Exception::AccessDenied,
         // The backing token refused (import KEK missing, a mechanism, the network):
         // AWS's word for a backing cluster that cannot serve is this one.

@@ -360,6 +360,7 @@ impl Endpoint {
             targets: vec![ks.id.clone()],
             activate: true,
             tags,
+            external_key_id: None,
         };
         let outcome = self.services.create_key(req).await;
         let key = call

@@ -37,6 +37,9 @@ pub enum Exception {
     UnrecognizedClient,
     UnsupportedOperation,
     Validation,
+    XksKeyAlreadyInUse,
+    XksKeyInvalidConfiguration,
+    XksKeyNotFound,
 }
 
 impl Exception {
@@ -67,6 +70,9 @@ impl Exception {
             UnrecognizedClient => "UnrecognizedClientException",
             UnsupportedOperation => "UnsupportedOperationException",
             Validation => "ValidationException",
+            XksKeyAlreadyInUse => "XksKeyAlreadyInUseException",
+            XksKeyInvalidConfiguration => "XksKeyInvalidConfigurationException",
+            XksKeyNotFound => "XksKeyNotFoundException",
         }
     }
 

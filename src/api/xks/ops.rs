@@ -215,8 +215,10 @@ impl Proxy {
             )));
         }
         // The spec knows AES_256 only; other keys are named as the AWS endpoint names
-        // them and offer no usage, so KMS refuses to create an XKS key on them.
+        // them and offer no usage, so KMS refuses to create an XKS key on them. Neither
+        // do keyorch's references to external keys (the proxy serves its HSM's keys only).
         let (spec, usage): (&str, &[&str]) = match key.spec {
+            KeySpec::Aes256 if key.is_external() => ("AES_256", &[]),
             KeySpec::Aes256 => ("AES_256", &["ENCRYPT", "DECRYPT"]),
             other => (crate::api::aws::model::key_spec(other).0, &[]),
         };

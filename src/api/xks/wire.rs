@@ -128,11 +128,15 @@ pub fn exception(err: ServiceError) -> XksError {
             | DomainError::KeystoreNameInUse { .. }
             | DomainError::KeyNameInUse { .. }
             | DomainError::VaultNotEmpty { .. }
-            | DomainError::KeystoreHasKeys { .. } => Internal,
+            | DomainError::KeystoreHasKeys { .. }
+            | DomainError::ExternalKeyInUse { .. } => Internal,
+            DomainError::ExternalKey { .. } => UnsupportedOperation,
         },
         ServiceError::PermissionDenied { .. } => AccessDenied,
         ServiceError::InvalidCiphertext { .. } => InvalidCiphertext,
         ServiceError::Unimplemented(_) => UnsupportedOperation,
+        // keyorchd's proxy serves keys its HSM holds, never external keys of its own.
+        ServiceError::ExternalKey { .. } => Internal,
         ServiceError::NotActivated { .. }
         | ServiceError::Target { .. }
         | ServiceError::Hsm(_)
