@@ -531,3 +531,136 @@ async fn configured_access_keys_hold_vault_roles_over_https() {
         assert!(!out.contains(secret));
     }
 }
+
+/// EXTERNAL_KEY_STORE through the AWS endpoint, driven by boto3 and the aws CLI: daemon B's
+/// endpoint makes a custom key store on daemon A's XKS proxy (keyorchd's own, on its own
+/// token), a key with Origin EXTERNAL_KEY_STORE on one of A's keys, encrypts and decrypts
+/// through it; the seed's `aws kms disconnect-custom-key-store` cuts every use, a reconnect
+/// restores it. A's secret access key is a canary: nothing of B's may hold it.
+#[tokio::test]
+async fn external_key_stores_through_boto3_and_the_aws_cli() {
+    let port = common::aws::free_port();
+    let a = TestDaemon::start_with_args(&["--xks-listen", &format!("127.0.0.1:{port}")]).await;
+    a.wait_for_stdout_line("  xks proxy: http://127.0.0.1:")
+        .await;
+    let creds = std::fs::read_to_string(a.state_dir().join("xks-credentials")).unwrap();
+    let get = |k: &str| {
+        creds
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap_or_else(|| panic!("{k} in xks-credentials"))
+            .to_string()
+    };
+    let (path, key_id, secret) = (
+        get("uri_path"),
+        get("access_key_id"),
+        get("secret_access_key"),
+    );
+    let mut ca = a.clients();
+    let fa = Fixture::new(&mut ca).await;
+    let served = fa
+        .key(
+            &mut ca,
+            "served",
+            keyorch::proto::v1::KeyAlgorithm::Aes,
+            256,
+            true,
+        )
+        .await;
+    let small = fa
+        .key(
+            &mut ca,
+            "small",
+            keyorch::proto::v1::KeyAlgorithm::Aes,
+            128,
+            true,
+        )
+        .await;
+
+    let b = TestDaemon::start_with_args(&["--aws-listen", LISTEN]).await;
+    let url = endpoint(&b).await;
+    let proxy = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("KEYORCH_XKS_ENDPOINT", proxy.as_str()),
+        ("KEYORCH_XKS_PATH", path.as_str()),
+        ("KEYORCH_XKS_ACCESS_KEY_ID", key_id.as_str()),
+        ("KEYORCH_XKS_SECRET", secret.as_str()),
+        ("KEYORCH_XKS_KEY_ID", served.id.as_str()),
+        ("KEYORCH_XKS_SMALL_KEY_ID", small.id.as_str()),
+    ];
+    let (first, r) = driver(&b, &url, "external", &env);
+    let store = r["store"].as_str().unwrap().to_string();
+    let key = r["key"].as_str().unwrap().to_string();
+    let ciphertext = r["ciphertext"].as_str().unwrap().to_string();
+
+    // The seed's example, with only --endpoint-url added.
+    let out = assert_ok(
+        &aws(
+            &b,
+            &url,
+            &[
+                "disconnect-custom-key-store",
+                "--custom-key-store-id",
+                &store,
+            ],
+        ),
+        "aws kms disconnect-custom-key-store",
+    );
+    assert_eq!(connection_state_via_cli(&b, &url, &store), "DISCONNECTED");
+    let described = assert_ok(
+        &aws(
+            &b,
+            &url,
+            &[
+                "describe-custom-key-stores",
+                "--custom-key-store-id",
+                &store,
+            ],
+        ),
+        "aws kms describe-custom-key-stores",
+    );
+    assert!(described.contains("EXTERNAL_KEY_STORE"), "{described}");
+
+    let mut env2 = env.to_vec();
+    env2.extend([
+        ("KEYORCH_XKS_STORE", store.as_str()),
+        ("KEYORCH_XKS_KEY", key.as_str()),
+        ("KEYORCH_XKS_CIPHERTEXT", ciphertext.as_str()),
+    ]);
+    let (second, _) = driver(&b, &url, "external_after", &env2);
+    // A's key served B's calls and is untouched by B's deletion.
+    assert_eq!(
+        key_state(&get_key(&mut ca, &served.id).await),
+        keyorch::proto::v1::KeyState::Active
+    );
+
+    // The canary: B's logs, state files, audit events and every answer it gave.
+    assert!(
+        !b.logs().contains(&secret),
+        "the xks secret is in keyorchd's logs"
+    );
+    for printed in [&first, &second, &out, &described] {
+        assert!(
+            !printed.contains(&secret),
+            "the xks secret came back to a client"
+        );
+    }
+    for file in walk_files(&b.state_dir()) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !contains_bytes(&bytes, secret.as_bytes()),
+            "the xks secret is in {}",
+            file.display()
+        );
+    }
+    let mut c = b.clients();
+    let events = ok(c.audit.list_events(ListEventsRequest {
+        page: Some(keyorch::proto::v1::PageRequest {
+            page_size: 1000,
+            page_token: String::new(),
+        }),
+        ..Default::default()
+    }))
+    .await;
+    assert!(!format!("{events:?}").contains(&secret));
+}

@@ -247,11 +247,23 @@ def exceptions():
     e = expect("ValidationException", c.create_custom_key_store, CustomKeyStoreName="no-password",
                CloudHsmClusterId=cluster, TrustAnchorCertificate=anchor())
     assert "keyStorePassword" in e.response["Error"]["Message"], e.response
+    # External key stores: plain http only to loopback; no VPC endpoint services; the
+    # credential's lengths; nothing made by any of them.
+    xks = dict(CustomKeyStoreName="xks", CustomKeyStoreType="EXTERNAL_KEY_STORE",
+               XksProxyUriEndpoint="https://xks.example.com", XksProxyUriPath="/kms/xks/v1",
+               XksProxyConnectivity="PUBLIC_ENDPOINT",
+               XksProxyAuthenticationCredential={"AccessKeyId": "A" * 20, "RawSecretAccessKey": "s" * 43})
+    e = expect("ValidationException", c.create_custom_key_store,
+               **{**xks, "XksProxyUriEndpoint": "http://xks.example.com"})
+    assert "uri_endpoint" in e.response["Error"]["Message"], e.response
     expect(c.exceptions.UnsupportedOperationException, c.create_custom_key_store,
-           CustomKeyStoreName="xks", CustomKeyStoreType="EXTERNAL_KEY_STORE",
-           XksProxyUriEndpoint="https://xks.example.com", XksProxyUriPath="/kms/xks/v1",
-           XksProxyConnectivity="PUBLIC_ENDPOINT",
-           XksProxyAuthenticationCredential={"AccessKeyId": "A" * 20, "RawSecretAccessKey": "s" * 43})
+           **{**xks, "XksProxyConnectivity": "VPC_ENDPOINT_SERVICE"})
+    expect("ValidationException", c.create_custom_key_store,
+           **{**xks, "XksProxyAuthenticationCredential": {"AccessKeyId": "A" * 20, "RawSecretAccessKey": "s" * 42}})
+    expect("ValidationException", c.create_custom_key_store,
+           **{k: v for k, v in xks.items() if k != "XksProxyConnectivity"})
+    assert all(s["CustomKeyStoreName"] != "xks"
+               for s in c.describe_custom_key_stores()["CustomKeyStores"])
     expect(c.exceptions.UnsupportedOperationException, c.list_aliases)
     expect("ValidationException", c.describe_custom_key_stores, Limit=0)
     expect(c.exceptions.InvalidMarkerException, c.describe_custom_key_stores, Marker="not-ours")
@@ -453,7 +465,110 @@ def configured():
     RESULTS["store"] = store
 
 
-SCENARIOS = {f.__name__: f for f in (story, finish, exceptions, signatures, configured)}
+def xks_store_args():
+    x = os.environ
+    return dict(
+        CustomKeyStoreName="ExternalStore",
+        CustomKeyStoreType="EXTERNAL_KEY_STORE",
+        XksProxyUriEndpoint=x["KEYORCH_XKS_ENDPOINT"],
+        XksProxyUriPath=x["KEYORCH_XKS_PATH"],
+        XksProxyAuthenticationCredential={
+            "AccessKeyId": x["KEYORCH_XKS_ACCESS_KEY_ID"],
+            "RawSecretAccessKey": x["KEYORCH_XKS_SECRET"],
+        },
+        XksProxyConnectivity="PUBLIC_ENDPOINT",
+    )
+
+
+def external():
+    """EXTERNAL_KEY_STORE: a store on another keyorchd's XKS proxy, a key with Origin
+    EXTERNAL_KEY_STORE on one of its keys, crypto through it, and every refusal of
+    CreateKey. Leaves the store CONNECTED for the seed's disconnect from the aws CLI."""
+    c = client()
+    x = os.environ
+    base = xks_store_args()
+    expect("UnsupportedOperationException", c.create_custom_key_store,
+           **{**base, "XksProxyConnectivity": "VPC_ENDPOINT_SERVICE",
+              "XksProxyVpcEndpointServiceName": "com.amazonaws.vpce.us-east-1.vpce-svc-0123456789abcdef0"})
+    expect("ValidationException", c.create_custom_key_store,
+           **{**base, "KeyStorePassword": "something-long"})
+    r = show("create_custom_key_store", c.create_custom_key_store(**base))
+    assert set(r) == {"CustomKeyStoreId", "ResponseMetadata"}, r
+    store = r["CustomKeyStoreId"]
+    d = c.describe_custom_key_stores(CustomKeyStoreId=store)["CustomKeyStores"][0]
+    show("describe", d)
+    assert d["CustomKeyStoreType"] == "EXTERNAL_KEY_STORE", d
+    assert d["ConnectionState"] == "DISCONNECTED", d
+    assert d["XksProxyConfiguration"] == {
+        "Connectivity": "PUBLIC_ENDPOINT",
+        "AccessKeyId": x["KEYORCH_XKS_ACCESS_KEY_ID"],
+        "UriEndpoint": x["KEYORCH_XKS_ENDPOINT"],
+        "UriPath": x["KEYORCH_XKS_PATH"],
+    }, d
+    assert "CloudHsmClusterId" not in d, d
+    listed = [s["CustomKeyStoreId"] for s in c.describe_custom_key_stores()["CustomKeyStores"]]
+    assert store in listed, listed
+
+    c.connect_custom_key_store(CustomKeyStoreId=store)
+    d, _ = wait_state(c, store, {"CONNECTED", "FAILED"})
+    assert d["ConnectionState"] == "CONNECTED", d
+
+    k = show("create_key", c.create_key(CustomKeyStoreId=store, Origin="EXTERNAL_KEY_STORE",
+                                        XksKeyId=x["KEYORCH_XKS_KEY_ID"]))["KeyMetadata"]
+    assert k["Origin"] == "EXTERNAL_KEY_STORE", k
+    assert k["CustomKeyStoreId"] == store, k
+    assert k["XksKeyConfiguration"] == {"Id": x["KEYORCH_XKS_KEY_ID"]}, k
+    assert k["KeyState"] == "Enabled" and k["KeySpec"] == "SYMMETRIC_DEFAULT", k
+    expect("XksKeyNotFoundException", c.create_key, CustomKeyStoreId=store,
+           Origin="EXTERNAL_KEY_STORE", XksKeyId="no-such-key")
+    e = expect("XksKeyInvalidConfigurationException", c.create_key, CustomKeyStoreId=store,
+               Origin="EXTERNAL_KEY_STORE", XksKeyId=x["KEYORCH_XKS_SMALL_KEY_ID"])
+    assert "AES_128" in e.response["Error"]["Message"], e.response
+    expect("XksKeyAlreadyInUseException", c.create_key, CustomKeyStoreId=store,
+           Origin="EXTERNAL_KEY_STORE", XksKeyId=x["KEYORCH_XKS_KEY_ID"])
+    expect("ValidationException", c.create_key, CustomKeyStoreId=store, Origin="AWS_CLOUDHSM")
+    expect("ValidationException", c.create_key, CustomKeyStoreId=store, Origin="EXTERNAL_KEY_STORE")
+    expect("ValidationException", c.create_key, XksKeyId=x["KEYORCH_XKS_KEY_ID"],
+           CustomKeyStoreId=store, Origin="AWS_KMS")
+
+    ctx = {"purpose": "xks-test"}
+    ct = c.encrypt(KeyId=k["KeyId"], Plaintext=b"through the proxy", EncryptionContext=ctx)["CiphertextBlob"]
+    r = c.decrypt(CiphertextBlob=ct, EncryptionContext=ctx)
+    assert r["Plaintext"] == b"through the proxy", r
+    assert r["KeyId"] == k["Arn"], r
+    expect("InvalidCiphertextException", c.decrypt, CiphertextBlob=ct,
+           EncryptionContext={"purpose": "other"})
+    dk = c.generate_data_key(KeyId=k["KeyId"], KeySpec="AES_256")
+    assert c.decrypt(CiphertextBlob=dk["CiphertextBlob"])["Plaintext"] == dk["Plaintext"]
+    RESULTS.update(store=store, key=k["KeyId"], ciphertext=base64.b64encode(ct).decode())
+
+
+def external_after():
+    """After the seed's `aws kms disconnect-custom-key-store`: the key is Unavailable and
+    every use is KMSInvalidStateException; the credential rotates while disconnected; a
+    reconnect restores use; the proxy's URI is locked; the key is scheduled for deletion."""
+    c = client()
+    x = os.environ
+    store, key = x["KEYORCH_XKS_STORE"], x["KEYORCH_XKS_KEY"]
+    ct = base64.b64decode(x["KEYORCH_XKS_CIPHERTEXT"])
+    ctx = {"purpose": "xks-test"}
+    assert c.describe_key(KeyId=key)["KeyMetadata"]["KeyState"] == "Unavailable"
+    expect(c.exceptions.KMSInvalidStateException, c.encrypt, KeyId=key, Plaintext=b"x")
+    expect(c.exceptions.KMSInvalidStateException, c.decrypt, CiphertextBlob=ct, EncryptionContext=ctx)
+    c.update_custom_key_store(CustomKeyStoreId=store, NewCustomKeyStoreName="ExternalStore2",
+                              XksProxyAuthenticationCredential=xks_store_args()["XksProxyAuthenticationCredential"])
+    c.connect_custom_key_store(CustomKeyStoreId=store)
+    d, _ = wait_state(c, store, {"CONNECTED", "FAILED"})
+    assert d["ConnectionState"] == "CONNECTED" and d["CustomKeyStoreName"] == "ExternalStore2", d
+    assert c.decrypt(CiphertextBlob=ct, EncryptionContext=ctx)["Plaintext"] == b"through the proxy"
+    expect("ValidationException", c.update_custom_key_store, CustomKeyStoreId=store,
+           XksProxyUriPath="/other/kms/xks/v1")
+    r = c.schedule_key_deletion(KeyId=key, PendingWindowInDays=7)
+    assert r["KeyState"] == "PendingDeletion", r
+    expect(c.exceptions.KMSInvalidStateException, c.decrypt, CiphertextBlob=ct, EncryptionContext=ctx)
+
+
+SCENARIOS = {f.__name__: f for f in (story, finish, exceptions, signatures, configured, external, external_after)}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]]()

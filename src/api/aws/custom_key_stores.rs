@@ -1,6 +1,9 @@
 //! Create/Connect/Disconnect/Describe/Update/DeleteCustomKeyStore. An AWS_CLOUDHSM key
 //! store is a pkcs11 keystore in the caller's vault: CloudHsmClusterId is the token
-//! label, KeyStorePassword its user PIN, TrustAnchorCertificate kept with it.
+//! label, KeyStorePassword its user PIN, TrustAnchorCertificate kept with it. An
+//! EXTERNAL_KEY_STORE is an xks keystore in the caller's vault: XksProxyUriEndpoint and
+//! XksProxyUriPath name the proxy, XksProxyAuthenticationCredential is its SigV4
+//! credential, and requests to it are signed for the caller's region, as AWS KMS signs.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +21,7 @@ use crate::domain::{
 };
 use crate::service::{
     CreateKeystore, DisconnectOptions, KeystoreFilter, Scope, Secret, ServiceError, UpdateKeystore,
+    XksPatch,
 };
 
 fn mgmt(e: ServiceError) -> AwsError {
@@ -43,11 +47,19 @@ struct CreateInput {
     trust_anchor_certificate: Option<String>,
     key_store_password: Option<Sensitive>,
     custom_key_store_type: Option<String>,
-    xks_proxy_uri_endpoint: Option<Value>,
-    xks_proxy_uri_path: Option<Value>,
+    xks_proxy_uri_endpoint: Option<String>,
+    xks_proxy_uri_path: Option<String>,
     xks_proxy_vpc_endpoint_service_name: Option<Value>,
-    xks_proxy_authentication_credential: Option<Value>,
-    xks_proxy_connectivity: Option<Value>,
+    xks_proxy_authentication_credential: Option<XksCredential>,
+    xks_proxy_connectivity: Option<String>,
+}
+
+/// XksProxyAuthenticationCredential: the secret is write-only, as KeyStorePassword.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct XksCredential {
+    access_key_id: Option<String>,
+    raw_secret_access_key: Option<Sensitive>,
 }
 
 #[derive(Deserialize)]
@@ -72,11 +84,11 @@ struct UpdateInput {
     new_custom_key_store_name: Option<String>,
     key_store_password: Option<Sensitive>,
     cloud_hsm_cluster_id: Option<String>,
-    xks_proxy_uri_endpoint: Option<Value>,
-    xks_proxy_uri_path: Option<Value>,
+    xks_proxy_uri_endpoint: Option<String>,
+    xks_proxy_uri_path: Option<String>,
     xks_proxy_vpc_endpoint_service_name: Option<Value>,
-    xks_proxy_authentication_credential: Option<Value>,
-    xks_proxy_connectivity: Option<Value>,
+    xks_proxy_authentication_credential: Option<XksCredential>,
+    xks_proxy_connectivity: Option<String>,
 }
 
 /// AWS's CustomKeyStoreName rule (1–256), then keyorch's name rule, both naming `field`.
@@ -91,7 +103,8 @@ fn password(p: &Sensitive) -> Result<(), AwsError> {
     check_len("KeyStorePassword", p.0.expose_secret(), 7, 32)
 }
 
-fn xks_given(fields: [&Option<Value>; 5]) -> Option<&'static str> {
+/// The first of the external key store fields that is given, by its AWS name.
+fn xks_given(fields: [bool; 5]) -> Option<&'static str> {
     const NAMES: [&str; 5] = [
         XKS_FIELDS[0],
         XKS_FIELDS[1],
@@ -102,8 +115,45 @@ fn xks_given(fields: [&Option<Value>; 5]) -> Option<&'static str> {
     fields
         .iter()
         .zip(NAMES)
-        .find(|(v, _)| v.is_some())
+        .find(|(given, _)| **given)
         .map(|(_, n)| n)
+}
+
+/// XksProxyConnectivity: keyorch reaches proxies at their URI endpoint (PUBLIC_ENDPOINT);
+/// there is no VPC here to reach an endpoint service through.
+fn connectivity(given: &str) -> Result<(), AwsError> {
+    match given {
+        "PUBLIC_ENDPOINT" => Ok(()),
+        "VPC_ENDPOINT_SERVICE" => Err(AwsError::unsupported(
+            "XksProxyConnectivity VPC_ENDPOINT_SERVICE is not supported: keyorch reaches XKS proxies at their URI endpoint; use PUBLIC_ENDPOINT",
+        )),
+        _ => Err(AwsError::validation(
+            "XksProxyConnectivity",
+            "Member must satisfy enum value set: [VPC_ENDPOINT_SERVICE, PUBLIC_ENDPOINT]",
+        )),
+    }
+}
+
+/// AWS's XksProxyAuthenticationCredential rules (AccessKeyId 20–30, RawSecretAccessKey
+/// 43–64 characters; keyorch's character rules follow in the domain). The message never
+/// holds the secret.
+fn xks_secret(c: XksCredential) -> Result<Secret, AwsError> {
+    use secrecy::ExposeSecret;
+    let access_key_id = required("AccessKeyId", &c.access_key_id, 20, 30)?.to_string();
+    let secret = c
+        .raw_secret_access_key
+        .ok_or_else(|| AwsError::required("RawSecretAccessKey"))?;
+    check_len("RawSecretAccessKey", secret.0.expose_secret(), 43, 64)?;
+    Ok(Secret::Xks {
+        access_key_id,
+        secret_access_key: secret.0,
+        client_key_pem: None,
+    })
+}
+
+/// Whether a keystore is a custom key store of the AWS endpoint's kinds.
+fn is_custom_store(ks: &Keystore) -> bool {
+    matches!(ks.keystore_type(), KeystoreType::Pkcs11 | KeystoreType::Xks)
 }
 
 /// One `CustomKeyStores` entry. Never the password.
@@ -115,11 +165,28 @@ fn entry(ks: &Keystore) -> Value {
         "ConnectionState": model::connection_state(ks.state),
         "CreationDate": model::epoch_seconds(ks.created_at),
     });
-    if let KeystoreConfig::Pkcs11 { token, .. } = &ks.config {
-        let id = match token {
-            TokenRef::Label(l) | TokenRef::Serial(l) => l,
-        };
-        e["CloudHsmClusterId"] = json!(id);
+    match &ks.config {
+        KeystoreConfig::Pkcs11 { token, .. } => {
+            let id = match token {
+                TokenRef::Label(l) | TokenRef::Serial(l) => l,
+            };
+            e["CloudHsmClusterId"] = json!(id);
+        }
+        KeystoreConfig::Xks {
+            uri_endpoint,
+            uri_path,
+            access_key_id,
+            ..
+        } => {
+            e["CustomKeyStoreType"] = json!("EXTERNAL_KEY_STORE");
+            e["XksProxyConfiguration"] = json!({
+                "Connectivity": "PUBLIC_ENDPOINT",
+                "AccessKeyId": access_key_id,
+                "UriEndpoint": uri_endpoint,
+                "UriPath": uri_path,
+            });
+        }
+        _ => {}
     }
     if let Some(pem) = &ks.trust_anchor_certificate {
         e["TrustAnchorCertificate"] = json!(pem);
@@ -175,7 +242,7 @@ impl Endpoint {
             Err(e) => return Err(mgmt(e)),
         };
         let vault = self.caller_vault(caller, false).await?;
-        if Some(&ks.vault_id) != vault.as_ref() || ks.keystore_type() != KeystoreType::Pkcs11 {
+        if Some(&ks.vault_id) != vault.as_ref() || !is_custom_store(&ks) {
             return Err(not_found());
         }
         Ok(ks)
@@ -192,9 +259,8 @@ impl Endpoint {
         match r.custom_key_store_type.as_deref().unwrap_or("AWS_CLOUDHSM") {
             "AWS_CLOUDHSM" => {}
             "EXTERNAL_KEY_STORE" => {
-                return Err(AwsError::unsupported(
-                    "CustomKeyStoreType EXTERNAL_KEY_STORE is not supported by the AWS endpoint yet: create an xks keystore through keyorch's gRPC API (keyorch keystore create --type xks), or use AWS_CLOUDHSM (a PKCS#11 token)",
-                ))
+                let name = name.to_string();
+                return self.create_external_key_store(caller, r, name).await;
             }
             _ => {
                 return Err(AwsError::validation(
@@ -204,11 +270,11 @@ impl Endpoint {
             }
         }
         if let Some(f) = xks_given([
-            &r.xks_proxy_uri_endpoint,
-            &r.xks_proxy_uri_path,
-            &r.xks_proxy_vpc_endpoint_service_name,
-            &r.xks_proxy_authentication_credential,
-            &r.xks_proxy_connectivity,
+            r.xks_proxy_uri_endpoint.is_some(),
+            r.xks_proxy_uri_path.is_some(),
+            r.xks_proxy_vpc_endpoint_service_name.is_some(),
+            r.xks_proxy_authentication_credential.is_some(),
+            r.xks_proxy_connectivity.is_some(),
         ]) {
             return Err(AwsError::validation(
                 f,
@@ -297,6 +363,93 @@ impl Endpoint {
         let created = self.services.create_keystore(req).await;
         if let Err(ServiceError::Domain(crate::domain::DomainError::VaultNotFound(_))) = &created {
             // The vault was deleted since it was resolved: resolve it again next time.
+            self.forget_vault(caller);
+        }
+        let ks = call
+            .conclude(&self.services, created, |k: &Keystore| {
+                Some((k.id.clone(), k.vault_id.clone()))
+            })
+            .await
+            .map_err(mgmt)?;
+        Ok(json!({ "CustomKeyStoreId": ks.id }))
+    }
+
+    /// CreateCustomKeyStore of an EXTERNAL_KEY_STORE: an xks keystore (docs/keystores.md
+    /// §8), DISCONNECTED, its requests signed for the caller's region.
+    async fn create_external_key_store(
+        &self,
+        caller: &Caller<'_>,
+        r: CreateInput,
+        name: String,
+    ) -> Result<Value, AwsError> {
+        for (given, field) in [
+            (r.cloud_hsm_cluster_id.is_some(), "CloudHsmClusterId"),
+            (
+                r.trust_anchor_certificate.is_some(),
+                "TrustAnchorCertificate",
+            ),
+            (r.key_store_password.is_some(), "KeyStorePassword"),
+        ] {
+            if given {
+                return Err(AwsError::validation(
+                    field,
+                    "Member applies only to CustomKeyStoreType AWS_CLOUDHSM",
+                ));
+            }
+        }
+        let uri_endpoint = required("XksProxyUriEndpoint", &r.xks_proxy_uri_endpoint, 10, 128)?;
+        let uri_path = required("XksProxyUriPath", &r.xks_proxy_uri_path, 10, 128)?;
+        connectivity(required(
+            "XksProxyConnectivity",
+            &r.xks_proxy_connectivity,
+            1,
+            64,
+        )?)?;
+        if r.xks_proxy_vpc_endpoint_service_name.is_some() {
+            return Err(AwsError::validation(
+                "XksProxyVpcEndpointServiceName",
+                "Member applies only to XksProxyConnectivity VPC_ENDPOINT_SERVICE",
+            ));
+        }
+        let secret = xks_secret(
+            r.xks_proxy_authentication_credential
+                .ok_or_else(|| AwsError::required("XksProxyAuthenticationCredential"))?,
+        )?;
+        let Secret::Xks { access_key_id, .. } = &secret else {
+            return Err(AwsError::internal("an xks credential was expected"));
+        };
+        let config = KeystoreConfig::Xks {
+            uri_endpoint: uri_endpoint.to_string(),
+            uri_path: uri_path.to_string(),
+            ca_cert_pem: None,
+            client_cert_pem: None,
+            access_key_id: access_key_id.clone(),
+            signing_region: Some(caller.region.clone()),
+        };
+        let vault = self
+            .caller_vault(caller, true)
+            .await?
+            .ok_or_else(|| AwsError::internal("the caller's vault is not available"))?;
+        let call = Call::authorize(
+            &self.services,
+            caller.principal.clone(),
+            Action::CreateKeystore,
+            Scope::Vault(vault.clone()),
+        )
+        .await
+        .map_err(mgmt)?;
+        let req = CreateKeystore {
+            vault_id: vault,
+            name,
+            description: format!("EXTERNAL_KEY_STORE custom key store ({uri_endpoint}{uri_path})"),
+            keystore_type: KeystoreType::Xks,
+            config: Some(config),
+            secret: Some(secret),
+            trust_anchor_certificate: None,
+            connect: false,
+        };
+        let created = self.services.create_keystore(req).await;
+        if let Err(ServiceError::Domain(crate::domain::DomainError::VaultNotFound(_))) = &created {
             self.forget_vault(caller);
         }
         let ks = call
@@ -425,19 +578,22 @@ impl Endpoint {
                     }
                     return Ok(json!({ "CustomKeyStores": [], "Truncated": false }));
                 };
-                let listing = self
+                // Both kinds of custom key store; keystores of other types are left out of
+                // the page (which may then hold fewer than Limit entries, as AWS allows).
+                let mut listing = self
                     .services
                     .describe_keystores(
                         KeystoreFilter {
                             vault_id: Some(vault),
                             name: name.clone(),
-                            keystore_type: Some(KeystoreType::Pkcs11),
+                            keystore_type: None,
                             state: None,
                         },
                         page,
                     )
                     .await
                     .map_err(mgmt)?;
+                listing.items.retain(is_custom_store);
                 if let Some(name) = name {
                     if listing.items.is_empty() {
                         return Err(AwsError::new(
@@ -478,12 +634,15 @@ impl Endpoint {
         let (call, ks) = self
             .authorized_store(caller, &id, Action::UpdateKeystore)
             .await?;
+        if ks.keystore_type() == KeystoreType::Xks {
+            return self.update_external_key_store(call, id, r).await;
+        }
         if let Some(f) = xks_given([
-            &r.xks_proxy_uri_endpoint,
-            &r.xks_proxy_uri_path,
-            &r.xks_proxy_vpc_endpoint_service_name,
-            &r.xks_proxy_authentication_credential,
-            &r.xks_proxy_connectivity,
+            r.xks_proxy_uri_endpoint.is_some(),
+            r.xks_proxy_uri_path.is_some(),
+            r.xks_proxy_vpc_endpoint_service_name.is_some(),
+            r.xks_proxy_authentication_credential.is_some(),
+            r.xks_proxy_connectivity.is_some(),
         ]) {
             return Err(AwsError::validation(
                 f,
@@ -520,6 +679,68 @@ impl Endpoint {
         let update = UpdateKeystore {
             name: r.new_custom_key_store_name.clone(),
             secret: r.key_store_password.map(|p| Secret::Pkcs11Pin(p.0)),
+            ..UpdateKeystore::default()
+        };
+        let outcome = self.services.update_keystore(id, update).await;
+        call.conclude(&self.services, outcome, none)
+            .await
+            .map_err(mgmt)?;
+        Ok(json!({}))
+    }
+
+    /// UpdateCustomKeyStore of an EXTERNAL_KEY_STORE, by keyorch's rules for xks keystores
+    /// (docs/keystores.md §8.1): the name and the credential change in any state (AWS
+    /// rotates XksProxyAuthenticationCredential on a connected store too); the URI endpoint
+    /// and path until the first successful connect, locked after it (the proxy's identity:
+    /// a ValidationException naming the field).
+    async fn update_external_key_store(
+        &self,
+        call: Call,
+        id: String,
+        r: UpdateInput,
+    ) -> Result<Value, AwsError> {
+        for (given, field) in [
+            (r.cloud_hsm_cluster_id.is_some(), "CloudHsmClusterId"),
+            (r.key_store_password.is_some(), "KeyStorePassword"),
+        ] {
+            if given {
+                return Err(AwsError::validation(
+                    field,
+                    "Member applies only to AWS_CLOUDHSM key stores; this is an external key store",
+                ));
+            }
+        }
+        if let Some(e) = &r.xks_proxy_uri_endpoint {
+            check_len("XksProxyUriEndpoint", e, 10, 128)?;
+        }
+        if let Some(p) = &r.xks_proxy_uri_path {
+            check_len("XksProxyUriPath", p, 10, 128)?;
+        }
+        if let Some(c) = &r.xks_proxy_connectivity {
+            connectivity(c)?;
+        }
+        if r.xks_proxy_vpc_endpoint_service_name.is_some() {
+            return Err(AwsError::validation(
+                "XksProxyVpcEndpointServiceName",
+                "Member applies only to XksProxyConnectivity VPC_ENDPOINT_SERVICE",
+            ));
+        }
+        let secret = r
+            .xks_proxy_authentication_credential
+            .map(xks_secret)
+            .transpose()?;
+        let xks =
+            (r.xks_proxy_uri_endpoint.is_some() || r.xks_proxy_uri_path.is_some()).then(|| {
+                XksPatch {
+                    uri_endpoint: r.xks_proxy_uri_endpoint.clone(),
+                    uri_path: r.xks_proxy_uri_path.clone(),
+                    ..XksPatch::default()
+                }
+            });
+        let update = UpdateKeystore {
+            name: r.new_custom_key_store_name.clone(),
+            xks,
+            secret,
             ..UpdateKeystore::default()
         };
         let outcome = self.services.update_keystore(id, update).await;

@@ -2,7 +2,7 @@
 //! API's counterpart is `api::status`). Exhaustive: a new error variant must be mapped here.
 
 use super::wire::{AwsError, Exception};
-use crate::domain::{DomainError, KeyState};
+use crate::domain::{ConnectionErrorCode, DomainError, KeyState};
 use crate::service::ServiceError;
 
 /// What kind of call failed: crypto with a key whose custom key store is disconnected is
@@ -55,7 +55,19 @@ pub fn exception(err: ServiceError, ctx: Context) -> AwsError {
         ServiceError::PermissionDenied { .. } => Exception::AccessDenied,
         // The backing token refused (import KEK missing, a mechanism, the network):
         // AWS's word for a backing cluster that cannot serve is this one.
-        ServiceError::Target { .. } => Exception::CloudHsmClusterInvalidConfiguration,
+        ServiceError::Target { code, .. } => match code {
+            // AWS's exceptions for a proxy of an external key store that fails.
+            ConnectionErrorCode::XksProxyInvalidResponse => Exception::XksProxyInvalidResponse,
+            ConnectionErrorCode::XksProxyNotReachable | ConnectionErrorCode::XksProxyTimedOut => {
+                Exception::XksProxyUriUnreachable
+            }
+            ConnectionErrorCode::XksProxyAccessDenied
+            | ConnectionErrorCode::XksProxyInvalidConfiguration
+            | ConnectionErrorCode::XksProxyInvalidTlsConfiguration => {
+                Exception::XksProxyInvalidConfiguration
+            }
+            _ => Exception::CloudHsmClusterInvalidConfiguration,
+        },
         ServiceError::InvalidCiphertext { .. } => Exception::InvalidCiphertext,
         ServiceError::Unimplemented(_) => Exception::UnsupportedOperation,
         ServiceError::NotActivated { .. } => {

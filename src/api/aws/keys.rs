@@ -224,6 +224,12 @@ impl Endpoint {
         if let Some(t) = key.destroyed_at {
             m["DeletionDate"] = json!(model::epoch_seconds(t));
         }
+        if let Some((store, external_key_id)) = key.external_ref() {
+            m["Origin"] = json!("EXTERNAL_KEY_STORE");
+            m["CustomKeyStoreId"] = json!(store);
+            m["XksKeyConfiguration"] = json!({ "Id": external_key_id });
+            return m;
+        }
         // The first pkcs11 target is the key's custom key store (AWS_CLOUDHSM origin).
         for t in &key.targets {
             if let Ok(ks) = self.services.get_keystore(t.clone()).await {
@@ -298,23 +304,24 @@ impl Endpoint {
         if r.multi_region == Some(true) {
             return Err(AwsError::unsupported("multi-Region keys are not supported"));
         }
-        if r.xks_key_id.is_some() {
-            return Err(AwsError::unsupported(
-                "XksKeyId is not supported: keyorch has no external key stores yet",
-            ));
+        if let Some(x) = &r.xks_key_id {
+            check_len("XksKeyId", x, 1, 128)?;
+            if r.origin.as_deref() != Some("EXTERNAL_KEY_STORE") {
+                return Err(AwsError::validation(
+                    "XksKeyId",
+                    "Member applies only to Origin EXTERNAL_KEY_STORE",
+                ));
+            }
         }
         let store = match (r.origin.as_deref(), r.custom_key_store_id.as_deref()) {
-            (Some("AWS_CLOUDHSM"), Some(id)) => id.to_string(),
-            (Some("AWS_CLOUDHSM"), None) => return Err(AwsError::required("CustomKeyStoreId")),
+            (Some("AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE"), Some(id)) => id.to_string(),
+            (Some("AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE"), None) => {
+                return Err(AwsError::required("CustomKeyStoreId"))
+            }
             (None | Some("AWS_KMS" | "EXTERNAL"), Some(_)) => {
                 return Err(AwsError::validation(
                     "Origin",
-                    "Member must be AWS_CLOUDHSM when CustomKeyStoreId is given",
-                ))
-            }
-            (Some("EXTERNAL_KEY_STORE"), _) => {
-                return Err(AwsError::unsupported(
-                    "Origin EXTERNAL_KEY_STORE is not supported yet: keyorch has no external key stores",
+                    "Member must be AWS_CLOUDHSM or EXTERNAL_KEY_STORE when CustomKeyStoreId is given",
                 ))
             }
             (Some("EXTERNAL"), None) => {
@@ -352,6 +359,30 @@ impl Endpoint {
         .await
         .map_err(mgmt)?;
         let ks = self.own_store(caller, &store).await?;
+        // The origin names the store's kind, as in AWS.
+        let external = r.origin.as_deref() == Some("EXTERNAL_KEY_STORE");
+        if external != (ks.keystore_type() == crate::domain::KeystoreType::Xks) {
+            return Err(AwsError::validation(
+                "Origin",
+                format!(
+                    "custom key store {} is {}: its keys have Origin {}",
+                    ks.id,
+                    if external {
+                        "an AWS_CLOUDHSM key store"
+                    } else {
+                        "an EXTERNAL_KEY_STORE"
+                    },
+                    if external {
+                        "AWS_CLOUDHSM"
+                    } else {
+                        "EXTERNAL_KEY_STORE"
+                    },
+                ),
+            ));
+        }
+        if external && r.xks_key_id.is_none() {
+            return Err(AwsError::required("XksKeyId"));
+        }
         let req = CreateKey {
             vault_id: ks.vault_id.clone(),
             name: format!("aws-{}", uuid::Uuid::new_v4().simple()),
@@ -360,7 +391,7 @@ impl Endpoint {
             targets: vec![ks.id.clone()],
             activate: true,
             tags,
-            external_key_id: None,
+            external_key_id: r.xks_key_id.clone(),
         };
         let outcome = self.services.create_key(req).await;
         let key = call

@@ -40,6 +40,9 @@ pub enum Exception {
     XksKeyAlreadyInUse,
     XksKeyInvalidConfiguration,
     XksKeyNotFound,
+    XksProxyInvalidConfiguration,
+    XksProxyInvalidResponse,
+    XksProxyUriUnreachable,
 }
 
 impl Exception {
@@ -73,6 +76,9 @@ impl Exception {
             XksKeyAlreadyInUse => "XksKeyAlreadyInUseException",
             XksKeyInvalidConfiguration => "XksKeyInvalidConfigurationException",
             XksKeyNotFound => "XksKeyNotFoundException",
+            XksProxyInvalidConfiguration => "XksProxyInvalidConfigurationException",
+            XksProxyInvalidResponse => "XksProxyInvalidResponseException",
+            XksProxyUriUnreachable => "XksProxyUriUnreachableException",
         }
     }
 
