@@ -842,6 +842,14 @@ async fn mutual_tls_with_the_client_common_name() {
     };
     refused(&with(&other), "common name intruder");
     refused(&with(&stranger), "another CA");
+    // The client CA's own certificate for the right common name, expired (as the test
+    // client's bogus-mtls/expired_cert.pem, which expired 2022-11-07).
+    let (expired, expired_key) = expired_client_leaf(&client_ca, kms_cn, 5);
+    let expired = (
+        write("expired.pem", &expired),
+        write("expired.key", &expired_key),
+    );
+    refused(&with(&expired), "expired certificate");
     let mut none = with(&kms);
     none.tls.truncate(2);
     refused(&none, "no client certificate");
@@ -858,4 +866,84 @@ async fn mutual_tls_with_the_client_common_name() {
         !logs.contains(secret),
         "the secret access key is in the logs"
     );
+}
+
+/// The test client's wrong-secret and wrong-prefix cases on the key operations, not only
+/// on `/health` (its #13, #18, #19): the right access key id with a wrong secret is 401
+/// on GetKeyMetadata and Encrypt, and `<prefix>/invalid/kms/xks/v1` is 404 on Encrypt.
+#[tokio::test]
+async fn wrong_secret_and_invalid_prefix_on_metadata_and_encrypt() {
+    let (d, s) = dev_proxy().await;
+    let mut c = d.clients();
+    let fx = Fixture::new(&mut c).await;
+    let key = fx.key(&mut c, "xks-1", KeyAlgorithm::Aes, 256, true).await;
+    let m = format!("keys/{}/metadata", key.id);
+    let enc = format!("keys/{}/encrypt", key.id);
+    let meta = json!({ "requestMetadata": metadata("DescribeKey") });
+    let body = encrypt_body(b"Hello World!", None, false);
+    // The same requests, rightly signed at the right path, are answered.
+    s.post(&m, &meta).ok();
+    s.post(&enc, &body).ok();
+
+    // The client's "Invalid" + secret, with the endpoint's own access key id.
+    let mut bad = s.clone();
+    bad.secret = format!("Invalid{}", s.secret);
+    bad.post(&m, &meta)
+        .error(401, "AuthenticationFailedException");
+    bad.post(&enc, &body)
+        .error(401, "AuthenticationFailedException");
+
+    // The client's `$URI_PREFIX/invalid`.
+    let mut bad = s.clone();
+    bad.base = s
+        .base
+        .replace(PATH, &format!("/keyorch/invalid{}", "/kms/xks/v1"));
+    bad.post(&enc, &body).error(404, "InvalidUriPathException");
+}
+
+/// The test client's impotent-key cases (its #46–#49): a key that can neither encrypt nor
+/// decrypt (AES-128, HMAC; metadata `keyUsage` `[]`) refuses Encrypt with and without AAD
+/// and with and without a CDIV asked.
+#[tokio::test]
+async fn impotent_keys_refuse_encrypt_with_aad_and_cdiv() {
+    let (d, s) = dev_proxy().await;
+    let mut c = d.clients();
+    let fx = Fixture::new(&mut c).await;
+    let pt = b"Hello World!";
+    let aad = b"project=nile,department=marketing";
+    for (name, alg, bits) in [
+        ("aes-128", KeyAlgorithm::Aes, 128),
+        ("mac", KeyAlgorithm::HmacSha256, 256),
+    ] {
+        let key = fx.key(&mut c, name, alg, bits, true).await;
+        let enc = format!("keys/{}/encrypt", key.id);
+        for (a, cdiv) in [
+            (Some(&aad[..]), false),
+            (None, false),
+            (Some(&aad[..]), true),
+            (None, true),
+        ] {
+            s.post(&enc, &encrypt_body(pt, a, cdiv))
+                .error(400, "InvalidKeyUsageException");
+        }
+    }
+}
+
+/// (certificate PEM, key PEM): a client certificate issued by `ca` as
+/// `common::tls::leaf` makes one, but valid from 2021-11-07 to 2022-11-07 only.
+fn expired_client_leaf(ca: &common::tls::Ca, cn: &str, serial: u64) -> (String, String) {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SerialNumber};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "AWS");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.serial_number = Some(SerialNumber::from(serial));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(2021, 11, 7);
+    params.not_after = rcgen::date_time_ymd(2022, 11, 7);
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
 }
