@@ -617,6 +617,104 @@ async fn configured_endpoints_credentials_roles_and_key_ids() {
     }
 }
 
+/// The test client's encrypt-only, decrypt-only and impotent keys (its `-a` cases #36–#49):
+/// `[xks.endpoint.keys]` names one keyorch key three more times with narrowed usages. The
+/// metadata shows each name's keyUsage; a use it lacks is 400 InvalidKeyUsageException, an
+/// Encrypt with a CDIV included on a name without DECRYPT (the proxy decrypts its output once
+/// to compute it).
+#[tokio::test]
+async fn encrypt_only_decrypt_only_and_impotent_key_names() {
+    let mut d = TestDaemon::start().await;
+    let mut c = d.clients();
+    let fx = Fixture::new(&mut c).await;
+    let key = fx
+        .key(&mut c, "narrowed", KeyAlgorithm::Aes, 256, true)
+        .await;
+    let id = "DDDDDDDDDDDDDDDDDDDDDDDDDD";
+    let secret = format!("d{}", "y".repeat(44));
+    let secret_file = d.root().join("xks-d");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let port = free_port();
+    d.restart_with_config(&format!(
+        "[xks]\nlisten = \"127.0.0.1:{port}\"\n\
+         [[xks.endpoint]]\nuri_path = \"/n/kms/xks/v1\"\n\
+         [[xks.endpoint.credential]]\naccess_key_id = \"{id}\"\nsecret_file = {secret_file:?}\n\
+         [xks.endpoint.keys]\n\
+         \"enc-only\" = {{ key = \"{kid}\", usage = [\"ENCRYPT\"] }}\n\
+         \"dec-only\" = {{ key = \"{kid}\", usage = [\"DECRYPT\"] }}\n\
+         \"impotent\" = {{ key = \"{kid}\", usage = [] }}\n\
+         [[access.grant]]\naws_access_key_id = \"{id}\"\nvault = \"*\"\nroles = [\"user\", \"auditor\"]\n",
+        kid = key.id,
+    ))
+    .await;
+    let s = Signer {
+        base: format!("http://127.0.0.1:{port}/n/kms/xks/v1"),
+        id: id.into(),
+        secret: secret.clone(),
+        service: "kms-xks-proxy".into(),
+        method: "POST",
+        extra_headers: Vec::new(),
+        tls: Vec::new(),
+    };
+    let usage = |name: &str| {
+        s.post(
+            &format!("keys/{name}/metadata"),
+            &json!({"requestMetadata": metadata("DescribeKey")}),
+        )
+        .ok()["keyUsage"]
+            .clone()
+    };
+    assert_eq!(usage("enc-only"), json!(["ENCRYPT"]));
+    assert_eq!(usage("dec-only"), json!(["DECRYPT"]));
+    assert_eq!(usage("impotent"), json!([]));
+    assert_eq!(usage(&key.id), json!(["ENCRYPT", "DECRYPT"]));
+    let aad: &[u8] = b"project=nile";
+    // Encrypt-only: Encrypt with and without AAD; Decrypt of either refused; a CDIV refused.
+    for a in [None, Some(aad)] {
+        let e = s.post(
+            "keys/enc-only/encrypt",
+            &encrypt_body(b"enc only", a, false),
+        );
+        e.ok();
+        s.post("keys/enc-only/decrypt", &decrypt_body(&e, a))
+            .error(400, "InvalidKeyUsageException");
+        // The same ciphertext opens under the key's own name.
+        let p = s.post(&format!("keys/{}/decrypt", key.id), &decrypt_body(&e, a));
+        assert_eq!(p.field("plaintext"), b"enc only");
+        s.post("keys/enc-only/encrypt", &encrypt_body(b"enc only", a, true))
+            .error(400, "InvalidKeyUsageException");
+    }
+    // Decrypt-only: every Encrypt refused; Decrypt of the key's ciphertext works.
+    for (a, cdiv) in [
+        (None, false),
+        (Some(aad), false),
+        (Some(aad), true),
+        (None, true),
+    ] {
+        s.post("keys/dec-only/encrypt", &encrypt_body(b"x", a, cdiv))
+            .error(400, "InvalidKeyUsageException");
+    }
+    let e = s.post(
+        &format!("keys/{}/encrypt", key.id),
+        &encrypt_body(b"dec only", Some(aad), true),
+    );
+    e.ok();
+    let p = s.post("keys/dec-only/decrypt", &decrypt_body(&e, Some(aad)));
+    assert_eq!(p.field("plaintext"), b"dec only");
+    // Impotent: nothing.
+    for (a, cdiv) in [
+        (None, false),
+        (Some(aad), false),
+        (Some(aad), true),
+        (None, true),
+    ] {
+        s.post("keys/impotent/encrypt", &encrypt_body(b"x", a, cdiv))
+            .error(400, "InvalidKeyUsageException");
+    }
+    s.post("keys/impotent/decrypt", &decrypt_body(&e, Some(aad)))
+        .error(400, "InvalidKeyUsageException");
+}
+
 /// Waits until keyorchd's logs hold `needle` `count` times or more.
 async fn wait_log_count(d: &TestDaemon, needle: &str, count: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -850,6 +948,14 @@ async fn mutual_tls_with_the_client_common_name() {
         write("expired.key", &expired_key),
     );
     refused(&with(&expired), "expired certificate");
+    // A self-signed certificate for the right common name (the test client's
+    // bogus-mtls/selfsigned_cert.pem).
+    let (selfsigned, selfsigned_key) = self_signed_client_leaf(kms_cn);
+    let selfsigned = (
+        write("selfsigned.pem", &selfsigned),
+        write("selfsigned.key", &selfsigned_key),
+    );
+    refused(&with(&selfsigned), "self-signed certificate");
     let mut none = with(&kms);
     none.tls.truncate(2);
     refused(&none, "no client certificate");
@@ -945,5 +1051,20 @@ fn expired_client_leaf(ca: &common::tls::Ca, cn: &str, serial: u64) -> (String, 
     params.not_before = rcgen::date_time_ymd(2021, 11, 7);
     params.not_after = rcgen::date_time_ymd(2022, 11, 7);
     let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A client certificate signed by its own key, for `cn`, valid now.
+fn self_signed_client_leaf(cn: &str) -> (String, String) {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "AWS");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.self_signed(&key).unwrap();
     (cert.pem(), key.serialize_pem())
 }

@@ -12,8 +12,8 @@ use zeroize::Zeroizing;
 
 use super::config::{field, warn_if_readable_by_others, ConfigError};
 use super::dev::DevError;
-use crate::api::xks::{Credential, EndpointSettings, Settings, MAX_IN_FLIGHT};
-use crate::domain::xks::{check_uri_path, valid_external_key_id};
+use crate::api::xks::{Credential, EndpointSettings, ServedKey, Settings, MAX_IN_FLIGHT};
+use crate::domain::xks::{check_uri_path, valid_external_key_id, XksUsage};
 
 /// Where `[xks] listen` binds unless set: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4600";
@@ -57,9 +57,48 @@ pub struct XksEndpointEntry {
     /// `[[xks.endpoint.credential]]`: at least one; two while rotating.
     #[serde(default)]
     pub credential: Vec<XksCredentialEntry>,
-    /// `[xks.endpoint.keys]`: externalKeyId = "key-…" (a key id is also its own).
+    /// `[xks.endpoint.keys]`: externalKeyId = "key-…", or = { key = "key-…", usage = [...] }
+    /// (a key id is also its own name, with both usages).
     #[serde(default)]
-    pub keys: BTreeMap<String, String>,
+    pub keys: BTreeMap<String, XksKeyEntry>,
+}
+
+/// One `[xks.endpoint.keys]` value.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum XksKeyEntry {
+    /// A keyorch key id, served for ENCRYPT and DECRYPT.
+    Id(String),
+    /// A key id served with the listed usages only.
+    Restricted(XksRestrictedKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XksRestrictedKey {
+    pub key: String,
+    pub usage: Vec<String>,
+}
+
+impl XksKeyEntry {
+    fn key_id(&self) -> &str {
+        match self {
+            XksKeyEntry::Id(k) | XksKeyEntry::Restricted(XksRestrictedKey { key: k, .. }) => k,
+        }
+    }
+
+    fn served(&self) -> Result<ServedKey, String> {
+        Ok(match self {
+            XksKeyEntry::Id(k) => ServedKey {
+                key_id: k.clone(),
+                usage: XksUsage::BOTH,
+            },
+            XksKeyEntry::Restricted(r) => ServedKey {
+                key_id: r.key.clone(),
+                usage: XksUsage::parse(&r.usage)?,
+            },
+        })
+    }
 }
 
 /// One SigV4 credential: its roles come from `[[access.grant]]` with `aws_access_key_id`.
@@ -190,12 +229,14 @@ pub fn check_section(s: &XksSection) -> Result<(), ConfigError> {
                     "an externalKeyId is 1 to 128 of A-Z a-z 0-9 - . _",
                 ));
             }
-            if !key.starts_with("key-") {
+            if !key.key_id().starts_with("key-") {
                 return Err(field(
                     format!("xks.endpoint[{i}].keys.{external}"),
                     "must name a keyorch key id (key-…)",
                 ));
             }
+            key.served()
+                .map_err(|rule| field(format!("xks.endpoint[{i}].keys.{external}.usage"), rule))?;
         }
     }
     Ok(())
@@ -276,7 +317,15 @@ pub fn endpoint_settings(s: &XksSection) -> Result<Vec<EndpointSettings>, Config
             uri_path: e.uri_path.clone(),
             vault: e.vault.clone(),
             credentials,
-            keys: e.keys.clone(),
+            keys: e
+                .keys
+                .iter()
+                .map(|(external, k)| {
+                    k.served()
+                        .map(|s| (external.clone(), s))
+                        .map_err(|rule| field(format!("xks.endpoint.keys.{external}.usage"), rule))
+                })
+                .collect::<Result<_, _>>()?,
         });
     }
     Ok(endpoints)
@@ -439,6 +488,17 @@ mod tests {
         let s = section("[endpoint.keys]\n'bad/id' = 'key-1'\n").unwrap();
         let e = check_section(&s).unwrap_err().to_string();
         assert!(e.contains("keys"), "{e}");
+        let s = section("[endpoint.keys]\nenc = { key = 'key-1', usage = ['ENCRYPT'] }\nnone = { key = 'key-1', usage = [] }\n").unwrap();
+        check_section(&s).unwrap();
+        let s = section("[endpoint.keys]\nenc = { key = 'key-1', usage = ['SIGN'] }\n").unwrap();
+        let e = check_section(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("xks.endpoint[0].keys.enc.usage") && e.contains("SIGN"),
+            "{e}"
+        );
+        assert!(
+            section("[endpoint.keys]\nenc = { key = 'key-1', usages = ['ENCRYPT'] }\n").is_err()
+        );
         let mut s = section("").unwrap();
         s.client_common_name = Some("cks.kms.eu-west-1.amazonaws.com".into());
         let e = check_section(&s).unwrap_err().to_string();

@@ -109,6 +109,64 @@ pub fn check_data(field: &str, data: &[u8]) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// The keyUsage keyorchd's proxy offers for one externalKeyId: both unless its
+/// configuration narrows it (an encrypt-only or decrypt-only name of a key, or one with
+/// neither, as the spec's test client sets up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XksUsage {
+    pub encrypt: bool,
+    pub decrypt: bool,
+}
+
+impl XksUsage {
+    pub const BOTH: XksUsage = XksUsage {
+        encrypt: true,
+        decrypt: true,
+    };
+
+    /// A configured list: each of `ENCRYPT` and `DECRYPT` at most once, nothing else.
+    pub fn parse(names: &[String]) -> Result<XksUsage, String> {
+        let mut u = XksUsage {
+            encrypt: false,
+            decrypt: false,
+        };
+        for n in names {
+            let slot = match n.as_str() {
+                "ENCRYPT" => &mut u.encrypt,
+                "DECRYPT" => &mut u.decrypt,
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a key usage: use \"ENCRYPT\" and/or \"DECRYPT\""
+                    ))
+                }
+            };
+            if *slot {
+                return Err(format!("{n} is listed twice"));
+            }
+            *slot = true;
+        }
+        Ok(u)
+    }
+
+    /// The spec's keyUsage list.
+    pub fn names(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.encrypt {
+            v.push("ENCRYPT");
+        }
+        if self.decrypt {
+            v.push("DECRYPT");
+        }
+        v
+    }
+
+    /// Whether Encrypt may run: ENCRYPT, and DECRYPT too when a CDIV is asked for (the
+    /// proxy decrypts its own output once to compute it, Appendix C).
+    pub fn allows_encrypt(self, cdiv: bool) -> bool {
+        self.encrypt && (!cdiv || self.decrypt)
+    }
+}
+
 /// What a proxy's GetKeyMetadata says of an external key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalKeyMetadata {
@@ -295,6 +353,22 @@ mod tests {
             let same = gcm_aad(&a1, &m1).unwrap() == gcm_aad(&a2, &m2).unwrap();
             prop_assert_eq!(same, a1 == a2 && m1 == m2);
         }
+    }
+
+    #[test]
+    fn configured_usages_parse_strictly() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            XksUsage::parse(&s(&["DECRYPT", "ENCRYPT"])),
+            Ok(XksUsage::BOTH)
+        );
+        let enc = XksUsage::parse(&s(&["ENCRYPT"])).unwrap();
+        assert!(enc.allows_encrypt(false) && !enc.allows_encrypt(true) && !enc.decrypt);
+        let none = XksUsage::parse(&[]).unwrap();
+        assert!(none.names().is_empty() && !none.allows_encrypt(false));
+        assert!(XksUsage::parse(&s(&["ENCRYPT", "ENCRYPT"])).is_err());
+        assert!(XksUsage::parse(&s(&["SIGN"])).is_err());
+        assert_eq!(XksUsage::BOTH.names(), vec!["ENCRYPT", "DECRYPT"]);
     }
 
     fn metadata(spec: &str, usage: &[&str], status: &str) -> ExternalKeyMetadata {

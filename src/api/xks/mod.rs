@@ -56,8 +56,16 @@ pub struct EndpointSettings {
     /// credential's roles reach.
     pub vault: Option<String>,
     pub credentials: Vec<Credential>,
-    /// externalKeyId → keyorch key id; a key id is also its own external id.
-    pub keys: BTreeMap<String, String>,
+    /// externalKeyId → the key it names and the usages it offers; a key id is also its own
+    /// external id, with both usages.
+    pub keys: BTreeMap<String, ServedKey>,
+}
+
+/// What one externalKeyId of an endpoint names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedKey {
+    pub key_id: String,
+    pub usage: crate::domain::xks::XksUsage,
 }
 
 /// What the daemon configured (`[xks]` or `--dev --xks-listen`).

@@ -10,11 +10,11 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::wire::{exception, XksError};
-use super::{Endpoint, Proxy, HEALTH_CACHE};
+use super::wire::{exception, XksError, XksException};
+use super::{Endpoint, Proxy, ServedKey, HEALTH_CACHE};
 use crate::api::aws::wire::{blob, decode as decode_json};
 use crate::api::guard::Call;
-use crate::domain::xks::valid_external_key_id;
+use crate::domain::xks::{valid_external_key_id, XksUsage};
 use crate::domain::{Action, KeySpec, KeyState, Principal};
 use crate::secret::SecretBytes;
 use crate::service::{Scope, ServiceError, XksCiphertext, XksKey};
@@ -144,8 +144,8 @@ impl Proxy {
         })))
     }
 
-    /// The keyorch key id an externalKeyId names.
-    fn key_id(endpoint: &Endpoint, external: &str) -> Result<String, XksError> {
+    /// The keyorch key an externalKeyId names, and the usages it offers.
+    fn served(endpoint: &Endpoint, external: &str) -> Result<ServedKey, XksError> {
         if !valid_external_key_id(external) {
             return Err(XksError::validation(
                 "externalKeyId must be 1 to 128 of A-Z a-z 0-9 - . _",
@@ -156,7 +156,18 @@ impl Proxy {
             .keys
             .get(external)
             .cloned()
-            .unwrap_or_else(|| external.to_string()))
+            .unwrap_or_else(|| ServedKey {
+                key_id: external.to_string(),
+                usage: XksUsage::BOTH,
+            }))
+    }
+
+    /// InvalidKeyUsageException for a name configured without the usage.
+    fn usage_refused(external: &str, what: &str) -> XksError {
+        XksError::new(
+            XksException::InvalidKeyUsage,
+            format!("externalKeyId {external} is configured without {what} usage"),
+        )
     }
 
     /// The endpoint's vault id (its name resolved once), or None when it serves any vault.
@@ -198,7 +209,8 @@ impl Proxy {
             key = external,
             "XKS GetKeyMetadata"
         );
-        let id = Self::key_id(endpoint, external)?;
+        let served = Self::served(endpoint, external)?;
+        let id = served.key_id.clone();
         let vault = self.vault_id(endpoint).await?;
         Call::authorize(
             &self.services,
@@ -217,10 +229,10 @@ impl Proxy {
         // The spec knows AES_256 only; other keys are named as the AWS endpoint names
         // them and offer no usage, so KMS refuses to create an XKS key on them. Neither
         // do keyorch's references to external keys (the proxy serves its HSM's keys only).
-        let (spec, usage): (&str, &[&str]) = match key.spec {
-            KeySpec::Aes256 if key.is_external() => ("AES_256", &[]),
-            KeySpec::Aes256 => ("AES_256", &["ENCRYPT", "DECRYPT"]),
-            other => (crate::api::aws::model::key_spec(other).0, &[]),
+        let (spec, usage): (&str, Vec<&str>) = match key.spec {
+            KeySpec::Aes256 if key.is_external() => ("AES_256", Vec::new()),
+            KeySpec::Aes256 => ("AES_256", served.usage.names()),
+            other => (crate::api::aws::model::key_spec(other).0, Vec::new()),
         };
         let status = if key.state == KeyState::Active {
             "ENABLED"
@@ -260,7 +272,18 @@ impl Proxy {
             .additional_authenticated_data
             .map(|a| a.to_vec())
             .unwrap_or_default();
-        let id = Self::key_id(endpoint, external)?;
+        let served = Self::served(endpoint, external)?;
+        if !served.usage.allows_encrypt(cdiv) {
+            return Err(Self::usage_refused(
+                external,
+                if served.usage.encrypt {
+                    "DECRYPT (a ciphertextDataIntegrityValue needs the proxy to decrypt its output)"
+                } else {
+                    "ENCRYPT"
+                },
+            ));
+        }
+        let id = served.key_id;
         let vault_id = self.vault_id(endpoint).await?;
         let sealed = self
             .services
@@ -309,7 +332,11 @@ impl Proxy {
         let tag = r
             .authentication_tag
             .ok_or_else(|| XksError::required("authenticationTag"))?;
-        let id = Self::key_id(endpoint, external)?;
+        let served = Self::served(endpoint, external)?;
+        if !served.usage.decrypt {
+            return Err(Self::usage_refused(external, "DECRYPT"));
+        }
+        let id = served.key_id;
         let vault_id = self.vault_id(endpoint).await?;
         let plaintext = self
             .services
