@@ -855,6 +855,96 @@ mod tests {
         assert_eq!(v["instances"][1]["target_change"], "JOINING");
     }
 
+    fn external() -> Key {
+        Key::new_external(
+            NewKey {
+                id: "key_x".into(),
+                vault_id: "vault_1".into(),
+                name: "x".into(),
+                description: String::new(),
+                spec: KeySpec::Aes256,
+                targets: vec!["ks_xks".into()],
+                tags: BTreeMap::new(),
+            },
+            "ext-key.1",
+            0,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn external_keys_reference_one_key_of_one_xks_keystore() {
+        let k = external();
+        assert_eq!(k.external_ref(), Some(("ks_xks", "ext-key.1")));
+        assert!(k.material.is_none() && k.kcv.is_empty());
+        assert_eq!(k.state, KeyState::PreActive);
+        let decoded: Key = serde_json::from_slice(&serde_json::to_vec(&k).unwrap()).unwrap();
+        assert_eq!(decoded, k);
+        // Records of keyorch's own keys carry no origin field and decode as KEYORCH.
+        let own = key(&["a"]);
+        assert!(serde_json::to_value(&own).unwrap().get("origin").is_none());
+        assert_eq!(own.external_ref(), None);
+        assert!(own.require_movable(KeyAction::Install).is_ok());
+        let with = |f: &dyn Fn(&mut NewKey)| {
+            let mut n = NewKey {
+                id: "key_y".into(),
+                vault_id: "v".into(),
+                name: "y".into(),
+                description: String::new(),
+                spec: KeySpec::Aes256,
+                targets: vec!["ks".into()],
+                tags: BTreeMap::new(),
+            };
+            f(&mut n);
+            n
+        };
+        let field = |r: Result<Key, DomainError>| r.unwrap_err().field().map(str::to_string);
+        assert_eq!(
+            field(Key::new_external(
+                with(&|n| n.spec = KeySpec::Aes128),
+                "e",
+                0
+            ))
+            .as_deref(),
+            Some("algorithm")
+        );
+        assert_eq!(
+            field(Key::new_external(
+                with(&|n| n.targets.push("b".into())),
+                "e",
+                0
+            ))
+            .as_deref(),
+            Some("target_keystore_ids")
+        );
+        assert_eq!(
+            field(Key::new_external(with(&|_| {}), "a/b", 0)).as_deref(),
+            Some("external_key_id")
+        );
+    }
+
+    proptest! {
+        /// An external key follows the same lifecycle table, and whatever happens it keeps
+        /// naming the same external key, never holds material, and never moves.
+        #[test]
+        fn external_keys_keep_their_reference(actions in proptest::collection::vec(action(), 0..40)) {
+            let mut k = external();
+            for (t, action) in actions.into_iter().enumerate() {
+                if let Ok(next) = k.require(action) {
+                    if action != KeyAction::Delete { k.enter(next, t as i64 + 1); }
+                }
+                prop_assert_eq!(k.external_ref(), Some(("ks_xks", "ext-key.1")));
+                prop_assert!(k.material.is_none());
+                let refused = matches!(
+                    k.require_movable(KeyAction::Install),
+                    Err(DomainError::ExternalKey { .. })
+                );
+                prop_assert!(refused);
+                prop_assert!(k.require_movable(KeyAction::Uninstall).is_err());
+            }
+        }
+    }
+
     fn action() -> impl Strategy<Value = KeyAction> {
         proptest::sample::select(KeyAction::ALL.to_vec())
     }
