@@ -1412,9 +1412,19 @@ async fn external_keys_encrypt_and_decrypt_through_the_proxy() {
     connect(&mut c, &ks.id).await;
     ok(c.crypto.decrypt(dec(sealed.clone(), b"ctx"))).await;
 
-    // Lifecycle: DEACTIVATED decrypts but does not encrypt; destroyed, it does neither; once
-    // deleted, the external key may be referenced again. A's key is untouched throughout.
+    // Lifecycle: deactivation sends nothing to the proxy, so it works while the keystore is
+    // DISCONNECTED; DEACTIVATED decrypts but does not encrypt; destroyed, it does neither;
+    // once deleted, the external key may be referenced again. A's key is untouched.
+    ok(c.keystores.disconnect_keystore(DisconnectKeystoreRequest {
+        id: ks.id.clone(),
+        force: true,
+        ..Default::default()
+    }))
+    .await;
     let k = ok(c.keys.deactivate_key(key_id(&key.id))).await;
+    assert_eq!(key_state(&k), KeyState::Deactivated);
+    connect(&mut c, &ks.id).await;
+    let k = get_key(&mut c, &key.id).await;
     assert_eq!(k.instances[0].state, InstanceState::NotInstalled as i32);
     assert_status(
         &fails(c.crypto.encrypt(enc(b"ctx"))).await,
