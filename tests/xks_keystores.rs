@@ -1396,13 +1396,18 @@ async fn external_keys_encrypt_and_decrypt_through_the_proxy() {
     ok(ca.keys.activate_key(key_id(&served.id))).await;
     ok(c.crypto.encrypt(enc(b"ctx"))).await;
 
-    // Disconnecting B's keystore cuts every use; connecting brings it back.
+    // Disconnecting B's keystore cuts every use; connecting brings it back. The permanent
+    // form (uninstall_keys) leaves the external key where it is: it cannot leave the
+    // keystore that holds it.
     ok(c.keystores.disconnect_keystore(DisconnectKeystoreRequest {
         id: ks.id.clone(),
-        force: true,
+        uninstall_keys: true,
         ..Default::default()
     }))
     .await;
+    let kept = get_key(&mut c, &key.id).await;
+    assert_eq!(kept.target_keystore_ids, vec![ks.id.clone()]);
+    assert_eq!(kept.external_key_id, served.id);
     let s = fails(c.crypto.decrypt(dec(sealed.clone(), b"ctx"))).await;
     assert_eq!(s.code(), Code::FailedPrecondition, "{}", describe(&s));
     assert_eq!(
@@ -1423,6 +1428,17 @@ async fn external_keys_encrypt_and_decrypt_through_the_proxy() {
     .await;
     let k = ok(c.keys.deactivate_key(key_id(&key.id))).await;
     assert_eq!(key_state(&k), KeyState::Deactivated);
+    // A keyorch key aimed at the disconnected xks keystore is bad input, not "connect first".
+    let s = fails(c.keys.create_key(key_req(
+        &fx.vault.id,
+        "copy",
+        KeyAlgorithm::Aes,
+        256,
+        &[&ks.id],
+        false,
+    )))
+    .await;
+    assert_invalid(&s, "target_keystore_ids");
     connect(&mut c, &ks.id).await;
     let k = get_key(&mut c, &key.id).await;
     assert_eq!(k.instances[0].state, InstanceState::NotInstalled as i32);

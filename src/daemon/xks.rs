@@ -65,7 +65,10 @@ pub struct XksEndpointEntry {
 
 /// One `[xks.endpoint.keys]` value.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a key id (\"key-…\") or a table { key = \"key-…\", usage = [\"ENCRYPT\", \"DECRYPT\"] }"
+)]
 pub enum XksKeyEntry {
     /// A keyorch key id, served for ENCRYPT and DECRYPT.
     Id(String),
@@ -496,9 +499,9 @@ mod tests {
             e.contains("xks.endpoint[0].keys.enc.usage") && e.contains("SIGN"),
             "{e}"
         );
-        assert!(
-            section("[endpoint.keys]\nenc = { key = 'key-1', usages = ['ENCRYPT'] }\n").is_err()
-        );
+        let e = section("[endpoint.keys]\nenc = { key = 'key-1', usages = ['ENCRYPT'] }\n")
+            .unwrap_err();
+        assert!(e.contains("usage = ["), "{e}");
         let mut s = section("").unwrap();
         s.client_common_name = Some("cks.kms.eu-west-1.amazonaws.com".into());
         let e = check_section(&s).unwrap_err().to_string();

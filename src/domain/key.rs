@@ -250,22 +250,14 @@ impl fmt::Debug for Material {
     }
 }
 
-/// Where a key's material lives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum KeyOrigin {
-    /// Generated in keyorchd's HSM, stored wrapped under the master KEK, installed as copies.
-    #[default]
-    Keyorch,
-    /// A key of an xks keystore's external key manager, named by its external key id: keyorch
-    /// holds no material, and Encrypt and Decrypt go through the keystore's proxy.
-    External,
-}
-
-impl KeyOrigin {
-    pub fn is_keyorch(&self) -> bool {
-        *self == KeyOrigin::Keyorch
-    }
+/// What a key of an xks keystore references: a key of the external key manager behind the
+/// keystore's proxy. keyorch holds no material of it; Encrypt and Decrypt go through the
+/// proxy. Kept on the key itself, not only on its instance, so that nothing that edits the
+/// instances (a target removed, an intent settled) can lose it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExternalRef {
+    pub keystore_id: String,
+    pub external_key_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,9 +281,10 @@ pub struct Key {
     pub deactivated_at: Option<Millis>,
     pub destroyed_at: Option<Millis>,
     pub compromised_at: Option<Millis>,
-    /// Absent (KEYORCH) in records written before external keys existed.
-    #[serde(default, skip_serializing_if = "KeyOrigin::is_keyorch")]
-    pub origin: KeyOrigin,
+    /// Set for a key of an xks keystore; absent for keyorch's own keys (and in records
+    /// written before external keys existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalRef>,
 }
 
 /// A validated create request, before the material exists.
@@ -381,7 +374,7 @@ impl Key {
             deactivated_at: None,
             destroyed_at: None,
             compromised_at: None,
-            origin: KeyOrigin::Keyorch,
+            external: None,
         })
     }
 
@@ -432,7 +425,6 @@ impl Key {
             description: req.description,
             spec: req.spec,
             state: KeyState::PreActive,
-            targets: req.targets,
             instances,
             kcv: String::new(),
             material: None,
@@ -443,22 +435,23 @@ impl Key {
             deactivated_at: None,
             destroyed_at: None,
             compromised_at: None,
-            origin: KeyOrigin::External,
+            external: Some(ExternalRef {
+                keystore_id: req.targets[0].clone(),
+                external_key_id: external_key_id.to_string(),
+            }),
+            targets: req.targets,
         })
     }
 
     pub fn is_external(&self) -> bool {
-        self.origin == KeyOrigin::External
+        self.external.is_some()
     }
 
     /// The xks keystore and the external key id of an external key.
     pub fn external_ref(&self) -> Option<(&str, &str)> {
-        if !self.is_external() {
-            return None;
-        }
-        self.instances
-            .first()
-            .map(|i| (i.keystore_id.as_str(), i.remote_id.as_str()))
+        self.external
+            .as_ref()
+            .map(|e| (e.keystore_id.as_str(), e.external_key_id.as_str()))
     }
 
     /// InstallKey and UninstallKey move copies of keyorch's own keys; an external key stays
@@ -880,9 +873,12 @@ mod tests {
         assert_eq!(k.state, KeyState::PreActive);
         let decoded: Key = serde_json::from_slice(&serde_json::to_vec(&k).unwrap()).unwrap();
         assert_eq!(decoded, k);
-        // Records of keyorch's own keys carry no origin field and decode as KEYORCH.
+        // Records of keyorch's own keys carry no external field.
         let own = key(&["a"]);
-        assert!(serde_json::to_value(&own).unwrap().get("origin").is_none());
+        assert!(serde_json::to_value(&own)
+            .unwrap()
+            .get("external")
+            .is_none());
         assert_eq!(own.external_ref(), None);
         assert!(own.require_movable(KeyAction::Install).is_ok());
         let with = |f: &dyn Fn(&mut NewKey)| {
@@ -924,14 +920,25 @@ mod tests {
     }
 
     proptest! {
-        /// An external key follows the same lifecycle table, and whatever happens it keeps
-        /// naming the same external key, never holds material, and never moves.
+        /// An external key follows the same lifecycle table, and whatever happens to it or
+        /// to its instance (an uninstall that removes the target, a cleared remote id, a
+        /// settled intent) it keeps naming the same external key, never holds material, and
+        /// never moves.
         #[test]
-        fn external_keys_keep_their_reference(actions in proptest::collection::vec(action(), 0..40)) {
+        fn external_keys_keep_their_reference(
+            steps in proptest::collection::vec((action(), 0u8..4), 0..40)
+        ) {
             let mut k = external();
-            for (t, action) in actions.into_iter().enumerate() {
+            for (t, (action, edit)) in steps.into_iter().enumerate() {
+                let now = t as i64 + 1;
                 if let Ok(next) = k.require(action) {
-                    if action != KeyAction::Delete { k.enter(next, t as i64 + 1); }
+                    if action != KeyAction::Delete { k.enter(next, now); }
+                }
+                match edit {
+                    0 => k.remove_target("ks_xks", now),
+                    1 => k.set_remote_id("ks_xks", ""),
+                    2 => k.settle_instance("ks_xks", InstanceState::NotInstalled, now),
+                    _ => k.set_instance("ks_xks", InstanceState::Installed, String::new(), now),
                 }
                 prop_assert_eq!(k.external_ref(), Some(("ks_xks", "ext-key.1")));
                 prop_assert!(k.material.is_none());

@@ -428,7 +428,7 @@ impl KeystoreConfig {
 
     /// Whether managed keys are installed in a keystore of this type as copies. Not xks: its
     /// keys are references to keys of the external key manager behind its proxy
-    /// ([`crate::domain::KeyOrigin::External`]).
+    /// ([`crate::domain::ExternalRef`]).
     pub fn holds_key_copies(&self) -> bool {
         !matches!(self, KeystoreConfig::Xks { .. })
     }
@@ -553,6 +553,19 @@ pub enum ConnectionErrorCode {
 }
 
 impl ConnectionErrorCode {
+    /// One of AWS's codes for an XKS proxy (`XKS_PROXY_*`).
+    pub fn is_xks(self) -> bool {
+        matches!(
+            self,
+            ConnectionErrorCode::XksProxyAccessDenied
+                | ConnectionErrorCode::XksProxyInvalidConfiguration
+                | ConnectionErrorCode::XksProxyInvalidResponse
+                | ConnectionErrorCode::XksProxyInvalidTlsConfiguration
+                | ConnectionErrorCode::XksProxyNotReachable
+                | ConnectionErrorCode::XksProxyTimedOut
+        )
+    }
+
     /// The API's name (as in `connection_error_code`), e.g. `IMPORT_KEK_MISSING`.
     pub fn as_str(self) -> &'static str {
         match self {

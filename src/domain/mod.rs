@@ -18,7 +18,7 @@ pub use access::{Action, Policy, Principal, Requirement, Role, Subject, ANY_VAUL
 pub use audit::{verify_chain, AuditEntry, AuditEvent, ChainBreak, GENESIS_HASH};
 pub use error::{DomainError, KeyAction, KeystoreAction};
 pub use key::{
-    remote_ref, Family, Instance, InstanceState, Key, KeyOrigin, KeySpec, KeyState, Material,
+    remote_ref, ExternalRef, Family, Instance, InstanceState, Key, KeySpec, KeyState, Material,
     NewKey, TargetChange,
 };
 pub use keystore::{

@@ -51,6 +51,14 @@ fn pem(der: &[u8]) -> String {
     out
 }
 
+/// What the crypto lane did: the operation, or, for an external key (whose call goes to its
+/// keystore's proxy and must not hold up the lane's few threads), the checked key and the
+/// request's inputs, for the blocking pool.
+enum Lane<T, D> {
+    Done(T),
+    External(Box<Key>, D),
+}
+
 /// A refused use of a key that must still be audited. On the crypto lane the audit write
 /// (a flushed store commit) is left to the blocking pool, so denials never hold up the lane.
 struct Denial {
@@ -168,16 +176,6 @@ fn ciphertext_error(key_id: &str) -> impl Fn(HsmError) -> ServiceError + '_ {
 }
 
 impl Services {
-    /// Whether `key_id` names an external key, whose Encrypt and Decrypt are calls to its
-    /// keystore's proxy: those run on the blocking pool, never on the crypto lane, whose
-    /// few threads a slow proxy would hold up. An unknown id is not: the lane's checks
-    /// answer for it.
-    fn is_external(&self, key_id: &str) -> bool {
-        self.inner
-            .key_for_use(key_id)
-            .is_ok_and(|e| e.key.is_external())
-    }
-
     pub async fn encrypt(
         &self,
         principal: &Principal,
@@ -188,20 +186,28 @@ impl Services {
         let plaintext = SecretBytes::new(plaintext);
         check_payload("plaintext", PayloadKind::Plaintext, &plaintext)?;
         check_payload("aad", PayloadKind::Aad, &aad)?;
-        if self.is_external(&key_id) {
-            let principal = principal.clone();
-            return self
-                .blocking(move |inner| {
-                    let key = inner.usable_key(&principal, &key_id, CryptoOp::Encrypt)?;
-                    let who = principal.to_string();
+        let routed = self
+            .with_usable_key(principal, key_id, CryptoOp::Encrypt, move |inner, key| {
+                if key.is_external() {
+                    return Ok(Lane::External(Box::new(key.clone()), (plaintext, aad)));
+                }
+                Ok(Lane::Done(inner.hsm.encrypt(
+                    &key_ref(key)?,
+                    &plaintext,
+                    &aad,
+                )?))
+            })
+            .await?;
+        match routed {
+            Lane::Done(ciphertext) => Ok(ciphertext),
+            Lane::External(key, (plaintext, aad)) => {
+                let who = principal.to_string();
+                self.blocking(move |inner| {
                     inner.external_encrypt(&who, &key, "Encrypt", &plaintext, &aad)
                 })
-                .await;
+                .await
+            }
         }
-        self.with_usable_key(principal, key_id, CryptoOp::Encrypt, move |inner, key| {
-            Ok(inner.hsm.encrypt(&key_ref(key)?, &plaintext, &aad)?)
-        })
-        .await
     }
 
     pub async fn decrypt(
@@ -213,25 +219,30 @@ impl Services {
     ) -> Result<SecretBytes, ServiceError> {
         check_payload("ciphertext", PayloadKind::Ciphertext, &ciphertext)?;
         check_payload("aad", PayloadKind::Aad, &aad)?;
-        if self.is_external(&key_id) {
-            let principal = principal.clone();
-            return self
-                .blocking(move |inner| {
-                    let key = inner.usable_key(&principal, &key_id, CryptoOp::Decrypt)?;
-                    let who = principal.to_string();
+        let id = key_id.clone();
+        let routed = self
+            .with_usable_key(principal, key_id, CryptoOp::Decrypt, move |inner, key| {
+                if key.is_external() {
+                    return Ok(Lane::External(Box::new(key.clone()), (ciphertext, aad)));
+                }
+                inner
+                    .hsm
+                    .decrypt(&key_ref(key)?, &ciphertext, &aad)
+                    .map(Lane::Done)
+                    .map_err(ciphertext_error(&id))
+            })
+            .await?;
+        match routed {
+            Lane::Done(plaintext) => Ok(plaintext),
+            Lane::External(key, (ciphertext, aad)) => {
+                let who = principal.to_string();
+                self.blocking(move |inner| {
                     let plaintext = inner.external_decrypt(&who, &key, &ciphertext, &aad)?;
                     Ok(SecretBytes::new(plaintext.to_vec()))
                 })
-                .await;
+                .await
+            }
         }
-        let id = key_id.clone();
-        self.with_usable_key(principal, key_id, CryptoOp::Decrypt, move |inner, key| {
-            inner
-                .hsm
-                .decrypt(&key_ref(key)?, &ciphertext, &aad)
-                .map_err(ciphertext_error(&id))
-        })
-        .await
     }
 
     pub async fn generate_data_key(
@@ -253,13 +264,30 @@ impl Services {
             }
         };
         check_payload("aad", PayloadKind::Aad, &aad)?;
-        if self.is_external(&key_id) {
-            let principal = principal.clone();
-            return self
-                .blocking(move |inner| {
-                    let key = inner.usable_key(&principal, &key_id, CryptoOp::GenerateDataKey)?;
+        let routed = self
+            .with_usable_key(
+                principal,
+                key_id,
+                CryptoOp::GenerateDataKey,
+                move |inner, key| {
+                    if key.is_external() {
+                        return Ok(Lane::External(Box::new(key.clone()), aad));
+                    }
                     let plaintext = inner.hsm.random(len)?;
-                    let who = principal.to_string();
+                    let ciphertext = inner.hsm.encrypt(&key_ref(key)?, &plaintext, &aad)?;
+                    Ok(Lane::Done(DataKey {
+                        plaintext,
+                        ciphertext,
+                    }))
+                },
+            )
+            .await?;
+        match routed {
+            Lane::Done(data_key) => Ok(data_key),
+            Lane::External(key, aad) => {
+                let who = principal.to_string();
+                self.blocking(move |inner| {
+                    let plaintext = inner.hsm.random(len)?;
                     let ciphertext =
                         inner.external_encrypt(&who, &key, "GenerateDataKey", &plaintext, &aad)?;
                     Ok(DataKey {
@@ -267,22 +295,9 @@ impl Services {
                         ciphertext,
                     })
                 })
-                .await;
+                .await
+            }
         }
-        self.with_usable_key(
-            principal,
-            key_id,
-            CryptoOp::GenerateDataKey,
-            move |inner, key| {
-                let plaintext = inner.hsm.random(len)?;
-                let ciphertext = inner.hsm.encrypt(&key_ref(key)?, &plaintext, &aad)?;
-                Ok(DataKey {
-                    plaintext,
-                    ciphertext,
-                })
-            },
-        )
-        .await
     }
 
     pub async fn sign(

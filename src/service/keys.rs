@@ -128,7 +128,8 @@ impl Inner {
                 )
                 .into());
             }
-            ks.require(KeystoreAction::CreateKeyTargeting)?;
+            // What the keystore can hold is checked before its state: a key it can never
+            // hold is bad input whatever the state (not "connect it first").
             if let Err(limit) = ks.config.accepts(spec) {
                 return Err(DomainError::invalid(
                     "target_keystore_ids",
@@ -139,6 +140,7 @@ impl Inner {
                 )
                 .into());
             }
+            ks.require(KeystoreAction::CreateKeyTargeting)?;
             out.push(ks);
         }
         Ok(out)
@@ -337,23 +339,20 @@ impl Inner {
             .into());
         }
         let ks = self.external_keystore(&key)?;
+        // With activate, the metadata check above is the activation's: the key is stored
+        // ACTIVE with its instance INSTALLED in one commit (nothing changes in the target,
+        // so there is no intent to record between).
+        if activate {
+            let next = probe.require(KeyAction::Activate)?;
+            probe.enter(next, now());
+            key = probe;
+        }
         let mut b = Batch::new();
         b.put(Table::Keys, &key.id, &key)?;
         b.claim_name(Table::Keys, &key.vault_id, &key.name, &key.id);
         b.claim_name(Table::Keys, &ks.id, external_key_id, &key.id);
         self.commit(b)?;
-        tracing::info!(key = %key.id, keystore = %ks.id, external_key_id, "external key created");
-        if activate {
-            let next = key.require(KeyAction::Activate)?;
-            self.install_everywhere(&mut key)
-                .map_err(|e| ServiceError::NotActivated {
-                    key_id: key.id.clone(),
-                    cause: Box::new(e),
-                })?;
-            key.enter(next, now());
-            self.put_key(&key)?;
-            tracing::info!(key = %key.id, "key activated");
-        }
+        tracing::info!(key = %key.id, keystore = %ks.id, external_key_id, state = %key.state, "external key created");
         self.seen(key)
     }
 
@@ -576,6 +575,7 @@ impl Services {
                 )
                 .into());
             }
+            super::remote::check_accepts(&ks, key.spec)?;
             // Also a repeated install is refused while the keystore is not CONNECTED.
             ks.require(KeystoreAction::Install)?;
             if key.instance(&keystore_id).map(|i| i.state) == Some(InstanceState::Installed) {

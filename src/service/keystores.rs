@@ -736,6 +736,11 @@ impl Services {
                 // uninstalled first, while the keystore is still reachable (internal copies
                 // are keyorch's own wrapped blob: nothing remote to remove).
                 for mut k in keys {
+                    // An external key cannot leave the xks keystore that holds it: it stays,
+                    // UNAVAILABLE while the keystore is disconnected.
+                    if k.is_external() {
+                        continue;
+                    }
                     if k.instance(&id).is_some_and(|i| i.state != InstanceState::NotInstalled) {
                         inner.uninstall_from(&mut k, &ks)?;
                     }

@@ -333,6 +333,8 @@ impl Inner {
             .external_ref()
             .ok_or_else(|| ServiceError::Internal(format!("key {} has no external key", key.id)))?;
         let ks = self.keystore(keystore_id)?;
+        // Disconnected since the use was checked: nothing goes to the proxy.
+        ks.require(KeystoreAction::Install)?;
         let remote = self.remote(&ks).map_err(|ce| to_service(&ks, ce))?;
         Ok((ks, remote, external_key_id.to_string()))
     }

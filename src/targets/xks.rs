@@ -254,15 +254,18 @@ fn endpoint_parts(url: &str) -> Result<(bool, String, u16, String), TargetError>
 
 /// The proxy's own words, shortened and without control characters or the secret.
 fn quoted(text: &str, secret: &str) -> String {
-    let mut t: String = text
+    // Redacted before it is shortened, so that a secret cut in two by the limit is not
+    // left half in the text.
+    let redacted = if secret.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(secret, "[secret]")
+    };
+    redacted
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(MAX_QUOTED)
-        .collect();
-    if !secret.is_empty() && t.contains(secret) {
-        t = t.replace(secret, "[secret]");
-    }
-    t
+        .collect()
 }
 
 /// Whether `e` or one of its sources is a TLS (rustls) error, and its words.
@@ -445,7 +448,13 @@ impl XksTarget {
     ) -> Result<XksHealth, TargetError> {
         let secret = self.secret.expose_secret();
         if status != http::StatusCode::OK {
-            return Err(self.error_answer(url, status, answer));
+            // A key-level error name has no business in a health answer.
+            return Err(match self.error_answer(url, status, answer) {
+                TargetError::XksKeyNotFound(m)
+                | TargetError::XksKeyInvalid(m)
+                | TargetError::InvalidCiphertext(m) => TargetError::XksInvalidResponse(m),
+                other => other,
+            });
         }
         let json: Option<Value> = serde_json::from_slice(answer).ok();
         let invalid = |why: &str| {

@@ -441,7 +441,7 @@ impl Endpoint {
         let req = CreateKeystore {
             vault_id: vault,
             name,
-            description: format!("EXTERNAL_KEY_STORE custom key store ({uri_endpoint}{uri_path})"),
+            description: "EXTERNAL_KEY_STORE custom key store".into(),
             keystore_type: KeystoreType::Xks,
             config: Some(config),
             secret: Some(secret),

@@ -50,11 +50,18 @@ pub fn exception(err: ServiceError, ctx: Context) -> AwsError {
             DomainError::ExternalKey { .. } => Exception::UnsupportedOperation,
             DomainError::ExternalKeyInUse { .. } => Exception::XksKeyAlreadyInUse,
         },
+        // AWS KMS: a cryptographic operation that fails on the external key or its proxy is
+        // KMSInvalidStateException (the cause in the message); the Xks* names are for
+        // CreateKey and the key store operations.
+        ServiceError::ExternalKey { .. } if ctx == Context::Crypto => Exception::KmsInvalidState,
         ServiceError::ExternalKey { missing: true, .. } => Exception::XksKeyNotFound,
         ServiceError::ExternalKey { missing: false, .. } => Exception::XksKeyInvalidConfiguration,
         ServiceError::PermissionDenied { .. } => Exception::AccessDenied,
         // The backing token refused (import KEK missing, a mechanism, the network):
         // AWS's word for a backing cluster that cannot serve is this one.
+        ServiceError::Target { code, .. } if ctx == Context::Crypto && code.is_xks() => {
+            Exception::KmsInvalidState
+        }
         ServiceError::Target { code, .. } => match code {
             // AWS's exceptions for a proxy of an external key store that fails.
             ConnectionErrorCode::XksProxyInvalidResponse => Exception::XksProxyInvalidResponse,
@@ -92,6 +99,41 @@ pub fn exception(err: ServiceError, ctx: Context) -> AwsError {
 mod tests {
     use super::*;
     use crate::domain::{ConnectionErrorCode, ConnectionState, CryptoOp, KeystoreAction};
+
+    /// AWS KMS: a cryptographic call that fails on the external key or its proxy is
+    /// KMSInvalidStateException; CreateKey names the cause (XksKey*, XksProxy*).
+    #[test]
+    fn external_key_failures_are_invalid_state_in_crypto_calls() {
+        let missing = || ServiceError::ExternalKey {
+            key_id: "key-1".into(),
+            keystore_id: "ks-1".into(),
+            missing: true,
+            message: "no such key".into(),
+        };
+        assert_eq!(
+            exception(missing(), Context::Crypto).exception,
+            Exception::KmsInvalidState
+        );
+        assert_eq!(
+            exception(missing(), Context::Management).exception,
+            Exception::XksKeyNotFound
+        );
+        let proxy = || ServiceError::Target {
+            keystore_id: "ks-1".into(),
+            code: ConnectionErrorCode::XksProxyNotReachable,
+            message: "refused".into(),
+        };
+        assert_eq!(
+            exception(proxy(), Context::Crypto).exception,
+            Exception::KmsInvalidState
+        );
+        assert_eq!(
+            exception(proxy(), Context::Management).exception,
+            Exception::XksProxyUriUnreachable
+        );
+        let msg = exception(missing(), Context::Crypto).message;
+        assert!(msg.contains("no such key"), "{msg}");
+    }
 
     #[test]
     fn rules_map_to_aws_names() {

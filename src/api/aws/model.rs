@@ -299,7 +299,7 @@ mod tests {
             deactivated_at: None,
             destroyed_at: None,
             compromised_at: None,
-            origin: Default::default(),
+            external: None,
         }
     }
 

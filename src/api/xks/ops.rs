@@ -162,6 +162,24 @@ impl Proxy {
             }))
     }
 
+    /// The caller's permission for `action` on the key (a denial is audited).
+    async fn authorize(
+        &self,
+        principal: &Principal,
+        action: Action,
+        key_id: &str,
+    ) -> Result<(), XksError> {
+        Call::authorize(
+            &self.services,
+            principal.clone(),
+            action,
+            Scope::Key(key_id.to_string()),
+        )
+        .await
+        .map(drop)
+        .map_err(exception)
+    }
+
     /// InvalidKeyUsageException for a name configured without the usage.
     fn usage_refused(external: &str, what: &str) -> XksError {
         XksError::new(
@@ -274,6 +292,9 @@ impl Proxy {
             .unwrap_or_default();
         let served = Self::served(endpoint, external)?;
         if !served.usage.allows_encrypt(cdiv) {
+            // A caller who may not encrypt at all hears that first (and it is audited).
+            self.authorize(principal, Action::Encrypt, &served.key_id)
+                .await?;
             return Err(Self::usage_refused(
                 external,
                 if served.usage.encrypt {
@@ -334,6 +355,8 @@ impl Proxy {
             .ok_or_else(|| XksError::required("authenticationTag"))?;
         let served = Self::served(endpoint, external)?;
         if !served.usage.decrypt {
+            self.authorize(principal, Action::Decrypt, &served.key_id)
+                .await?;
             return Err(Self::usage_refused(external, "DECRYPT"));
         }
         let id = served.key_id;
