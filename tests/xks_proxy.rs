@@ -77,10 +77,15 @@ impl Signer {
                 .to_string()
         };
         assert_eq!(get("uri_path"), PATH);
+        Signer::http(port, PATH, &get("access_key_id"), &get("secret_access_key"))
+    }
+
+    /// Plain HTTP to `127.0.0.1:port` at the URI path `path`, signed as KMS signs.
+    fn http(port: u16, path: &str, id: &str, secret: &str) -> Signer {
         Signer {
-            base: format!("http://127.0.0.1:{port}{PATH}"),
-            id: get("access_key_id"),
-            secret: get("secret_access_key"),
+            base: format!("http://127.0.0.1:{port}{path}"),
+            id: id.into(),
+            secret: secret.into(),
             service: "kms-xks-proxy".into(),
             method: "POST",
             extra_headers: Vec::new(),
@@ -559,15 +564,7 @@ async fn configured_endpoints_credentials_roles_and_key_ids() {
         kid = key.id,
     ))
     .await;
-    let signer = |path: &str, id: &str, secret: &str| Signer {
-        base: format!("http://127.0.0.1:{port}{path}"),
-        id: id.into(),
-        secret: secret.into(),
-        service: "kms-xks-proxy".into(),
-        method: "POST",
-        extra_headers: Vec::new(),
-        tls: Vec::new(),
-    };
+    let signer = |path: &str, id: &str, secret: &str| Signer::http(port, path, id, secret);
     let s1a = signer("/p1/kms/xks/v1", a, &sa);
     let s1b = signer("/p1/kms/xks/v1", b, &sb);
     // Both credentials of the endpoint work; by keyorch id and by external id.
@@ -647,15 +644,7 @@ async fn encrypt_only_decrypt_only_and_impotent_key_names() {
         kid = key.id,
     ))
     .await;
-    let s = Signer {
-        base: format!("http://127.0.0.1:{port}/n/kms/xks/v1"),
-        id: id.into(),
-        secret: secret.clone(),
-        service: "kms-xks-proxy".into(),
-        method: "POST",
-        extra_headers: Vec::new(),
-        tls: Vec::new(),
-    };
+    let s = Signer::http(port, "/n/kms/xks/v1", id, &secret);
     let usage = |name: &str| {
         s.post(
             &format!("keys/{name}/metadata"),
@@ -762,15 +751,7 @@ async fn sighup_rotates_the_endpoint_credentials_and_key_ids() {
     };
     d.restart_with_config(&section(port, old_id, &p_old, "ext-old"))
         .await;
-    let signer = |id: &str, secret: &str| Signer {
-        base: format!("http://127.0.0.1:{port}/rot/kms/xks/v1"),
-        id: id.into(),
-        secret: secret.into(),
-        service: "kms-xks-proxy".into(),
-        method: "POST",
-        extra_headers: Vec::new(),
-        tls: Vec::new(),
-    };
+    let signer = |id: &str, secret: &str| Signer::http(port, "/rot/kms/xks/v1", id, secret);
     let (old, new) = (signer(old_id, &s_old), signer(new_id, &s_new));
     let sealed = old.post(
         "keys/ext-old/encrypt",

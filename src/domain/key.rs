@@ -343,6 +343,11 @@ impl Key {
         now: Millis,
     ) -> Result<Key, DomainError> {
         req.validate()?;
+        Ok(Key::pre_active(req, kcv, Some(material), now))
+    }
+
+    /// A PRE_ACTIVE key of a validated request, one NOT_INSTALLED instance per target.
+    fn pre_active(req: NewKey, kcv: String, material: Option<Material>, now: Millis) -> Key {
         let instances = req
             .targets
             .iter()
@@ -356,7 +361,7 @@ impl Key {
                 target_change: TargetChange::None,
             })
             .collect();
-        Ok(Key {
+        Key {
             id: req.id,
             vault_id: req.vault_id,
             name: req.name,
@@ -366,7 +371,7 @@ impl Key {
             targets: req.targets,
             instances,
             kcv,
-            material: Some(material),
+            material,
             tags: req.tags,
             created_at: now,
             updated_at: now,
@@ -375,7 +380,7 @@ impl Key {
             destroyed_at: None,
             compromised_at: None,
             external: None,
-        })
+        }
     }
 
     /// A PRE_ACTIVE reference to the key `external_key_id` of the xks keystore that is the
@@ -409,38 +414,17 @@ impl Key {
                 ),
             ));
         }
-        let instances = vec![Instance {
-            keystore_id: req.targets[0].clone(),
-            state: InstanceState::NotInstalled,
-            remote_ref: external_key_id.to_string(),
-            remote_id: external_key_id.to_string(),
-            error: String::new(),
-            updated_at: now,
-            target_change: TargetChange::None,
-        }];
-        Ok(Key {
-            id: req.id,
-            vault_id: req.vault_id,
-            name: req.name,
-            description: req.description,
-            spec: req.spec,
-            state: KeyState::PreActive,
-            instances,
-            kcv: String::new(),
-            material: None,
-            tags: req.tags,
-            created_at: now,
-            updated_at: now,
-            activated_at: None,
-            deactivated_at: None,
-            destroyed_at: None,
-            compromised_at: None,
-            external: Some(ExternalRef {
-                keystore_id: req.targets[0].clone(),
-                external_key_id: external_key_id.to_string(),
-            }),
-            targets: req.targets,
-        })
+        let keystore_id = req.targets[0].clone();
+        let mut key = Key::pre_active(req, String::new(), None, now);
+        for i in &mut key.instances {
+            i.remote_ref = external_key_id.to_string();
+            i.remote_id = external_key_id.to_string();
+        }
+        key.external = Some(ExternalRef {
+            keystore_id,
+            external_key_id: external_key_id.to_string(),
+        });
+        Ok(key)
     }
 
     pub fn is_external(&self) -> bool {

@@ -314,17 +314,7 @@ impl Inner {
         self.install_into(&mut probe, &ks)?;
         let _w = self.lock();
         self.vault(&key.vault_id)?;
-        if self
-            .store
-            .name_owner(Table::Keys, &key.vault_id, &key.name)?
-            .is_some()
-        {
-            return Err(DomainError::KeyNameInUse {
-                vault_id: key.vault_id,
-                name: key.name,
-            }
-            .into());
-        }
+        self.require_key_name_free(&key.vault_id, &key.name)?;
         // External key ids are claimed per keystore in the names index (keystore ids and
         // vault ids, the scopes of key names, never coincide: "ks-…" and "vault-…").
         if let Some(owner) = self
@@ -354,6 +344,22 @@ impl Inner {
         self.commit(b)?;
         tracing::info!(key = %key.id, keystore = %ks.id, external_key_id, state = %key.state, "external key created");
         self.seen(key)
+    }
+
+    /// KeyNameInUse unless no key of `vault_id` is named `name`.
+    fn require_key_name_free(&self, vault_id: &str, name: &str) -> Result<(), ServiceError> {
+        if self
+            .store
+            .name_owner(Table::Keys, vault_id, name)?
+            .is_some()
+        {
+            return Err(DomainError::KeyNameInUse {
+                vault_id: vault_id.to_string(),
+                name: name.to_string(),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     fn seen(&self, key: Key) -> Result<Key, ServiceError> {
@@ -424,17 +430,7 @@ impl Services {
             };
             let _w = inner.lock();
             inner.vault(&new.vault_id)?;
-            if inner
-                .store
-                .name_owner(Table::Keys, &new.vault_id, &new.name)?
-                .is_some()
-            {
-                return Err(DomainError::KeyNameInUse {
-                    vault_id: new.vault_id,
-                    name: new.name,
-                }
-                .into());
-            }
+            inner.require_key_name_free(&new.vault_id, &new.name)?;
             inner.check_targets(&new.vault_id, new.spec, &new.targets)?;
             let mut key = Key::new(new, material, generated.kcv, now())?;
             // The key exists (PRE_ACTIVE) before any target is touched, so every install
@@ -498,17 +494,7 @@ impl Services {
             key.update(req.name, req.description, req.tags, req.replace_tags, now())?;
             let mut b = Batch::new();
             if key.name != old_name {
-                if inner
-                    .store
-                    .name_owner(Table::Keys, &key.vault_id, &key.name)?
-                    .is_some()
-                {
-                    return Err(DomainError::KeyNameInUse {
-                        vault_id: key.vault_id,
-                        name: key.name,
-                    }
-                    .into());
-                }
+                inner.require_key_name_free(&key.vault_id, &key.name)?;
                 b.release_name(Table::Keys, &key.vault_id, &old_name);
                 b.claim_name(Table::Keys, &key.vault_id, &key.name, &key.id);
             }

@@ -360,6 +360,16 @@ impl Endpoint {
             trust_anchor_certificate: Some(anchor.to_string()),
             connect: false,
         };
+        self.create_store(caller, call, req).await
+    }
+
+    /// Creates the keystore behind a CreateCustomKeyStore and concludes its audited call.
+    async fn create_store(
+        &self,
+        caller: &Caller<'_>,
+        call: Call,
+        req: CreateKeystore,
+    ) -> Result<Value, AwsError> {
         let created = self.services.create_keystore(req).await;
         if let Err(ServiceError::Domain(crate::domain::DomainError::VaultNotFound(_))) = &created {
             // The vault was deleted since it was resolved: resolve it again next time.
@@ -448,17 +458,7 @@ impl Endpoint {
             trust_anchor_certificate: None,
             connect: false,
         };
-        let created = self.services.create_keystore(req).await;
-        if let Err(ServiceError::Domain(crate::domain::DomainError::VaultNotFound(_))) = &created {
-            self.forget_vault(caller);
-        }
-        let ks = call
-            .conclude(&self.services, created, |k: &Keystore| {
-                Some((k.id.clone(), k.vault_id.clone()))
-            })
-            .await
-            .map_err(mgmt)?;
-        Ok(json!({ "CustomKeyStoreId": ks.id }))
+        self.create_store(caller, call, req).await
     }
 
     pub(super) async fn connect_custom_key_store(
