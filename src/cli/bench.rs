@@ -84,6 +84,14 @@ pub enum BenchCommand {
     /// AES-256 key and wraps it with CKM_AES_KEY_WRAP_PAD through cryptoki in this process on
     /// the daemon's token (dev-mode layout in --state-dir): the HSM work of one CreateKey.
     Scale(super::bench_scale::BenchScaleArgs),
+    /// CPU per header block of the Unix socket's `:authority` rewriter, in this process (no
+    /// daemon needed): blocks of Huffman-coded and of empty Huffman strings against a block
+    /// of raw strings of the same size (the baseline), p50/p99 and p50 ÷ raw.
+    ///
+    /// Each stream is what a client such as grpcio sends on the socket: the preface,
+    /// SETTINGS, and a HEADERS frame whose `:authority` makes keyorchd rewrite the
+    /// connection, so every field of the block is decoded and encoded again.
+    Hpack(super::bench_hpack::BenchHpackArgs),
 }
 
 pub(super) fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -151,7 +159,7 @@ impl BenchCommand {
             BenchCommand::Encrypt(args) => (args.no_raw, &args.state_dir),
             BenchCommand::Install(args) => (args.no_raw, &args.state_dir),
             BenchCommand::Xks(args) => (args.no_raw, &args.state_dir),
-            BenchCommand::Soak(_) => return Ok(()),
+            BenchCommand::Soak(_) | BenchCommand::Hpack(_) => return Ok(()),
             BenchCommand::Scale(args) => (args.no_raw, &args.state_dir),
         };
         if no_raw {
@@ -172,6 +180,7 @@ pub async fn run(cmd: BenchCommand, ctx: &Context) -> Result<Outcome, CliError> 
         BenchCommand::Xks(args) => super::bench_xks::xks(args, ctx).await,
         BenchCommand::Soak(args) => super::bench_soak::soak(args, ctx).await,
         BenchCommand::Scale(args) => super::bench_scale::scale(args, ctx).await,
+        BenchCommand::Hpack(args) => super::bench_hpack::hpack(args, ctx).await,
     }
 }
 

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod bench_cpu;
 mod bench_fixture;
+mod bench_hpack;
 mod bench_install;
 mod bench_raw;
 mod bench_raw_install;
