@@ -426,6 +426,22 @@ async fn the_process_is_hardened() {
             .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
             .unwrap();
         assert!(locked > 0, "VmLck is 0:\n{status}");
+        // MCL_ONFAULT: every writable mapping is locked page by page as it is touched
+        // (VmFlags `lo lf`), so thread stacks and malloc arenas are not made resident whole.
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", d.pid())).unwrap();
+        let flags: Vec<&str> = smaps
+            .lines()
+            .filter_map(|l| l.strip_prefix("VmFlags:"))
+            .filter(|f| f.split_whitespace().any(|x| x == "wr"))
+            .collect();
+        assert!(!flags.is_empty(), "no writable mapping in smaps");
+        for f in &flags {
+            let f: Vec<&str> = f.split_whitespace().collect();
+            assert!(
+                f.contains(&"lo") && f.contains(&"lf"),
+                "not locked on fault: {f:?}"
+            );
+        }
     }
     d.stop().await;
     let mut d = ConfigDaemon::start(&t, &t.config("", "[security]\nlock_memory = false\n")).await;

@@ -183,7 +183,7 @@ impl Default for LimitsSection {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecuritySection {
-    /// mlockall(MCL_CURRENT|MCL_FUTURE) at start, where the OS allows.
+    /// mlockall(MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT) at start, where the OS allows.
     #[serde(default = "default_true")]
     pub lock_memory: bool,
 }

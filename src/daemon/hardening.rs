@@ -17,7 +17,9 @@ pub struct Hardening {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemoryLock {
-    /// mlockall(MCL_CURRENT | MCL_FUTURE) succeeded: nothing is swapped out.
+    /// mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) succeeded: nothing is swapped out.
+    /// MCL_ONFAULT locks each page when it is first touched rather than every page of every
+    /// mapping at once, so a thread's 2 MiB stack costs what the thread uses of it.
     Locked,
     /// `[security] lock_memory = false`.
     Disabled,
@@ -114,8 +116,15 @@ fn lock_all_memory() -> MemoryLock {
             Err(e) => return MemoryLock::Unavailable(format!("RLIMIT_MEMLOCK: {e}")),
         }
     }
-    match mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+    let flags = MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE;
+    let on_fault = flags | MlockAllFlags::from_bits_retain(libc::MCL_ONFAULT);
+    match mlockall(on_fault) {
         Ok(()) => MemoryLock::Locked,
+        // Linux before 4.4 has no MCL_ONFAULT: lock every page of every mapping then.
+        Err(nix::errno::Errno::EINVAL) => match mlockall(flags) {
+            Ok(()) => MemoryLock::Locked,
+            Err(e) => MemoryLock::Unavailable(format!("mlockall: {e}")),
+        },
         Err(e) => MemoryLock::Unavailable(format!("mlockall: {e}")),
     }
 }
