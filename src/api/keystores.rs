@@ -10,7 +10,8 @@ use secrecy::SecretString;
 use crate::domain::{Action, Keystore, KeystoreConfig};
 use crate::proto::v1::{self as pb, keystore_service_server::KeystoreService};
 use crate::service::{
-    CreateKeystore, DisconnectOptions, KeystoreFilter, Scope, Secret, Services, UpdateKeystore,
+    ConfigPatch, CreateKeystore, DisconnectOptions, KeystoreFilter, Scope, Secret, Services,
+    UpdateKeystore,
 };
 
 pub struct Keystores(pub Services);
@@ -106,9 +107,18 @@ fn update_request(r: pb::UpdateKeystoreRequest) -> Result<UpdateKeystore, Status
     Ok(UpdateKeystore {
         name: r.name,
         description: r.description,
-        pkcs11: r.pkcs11.as_ref().map(convert::pkcs11_patch).transpose()?,
-        aws_kms,
-        xks,
+        config: [
+            r.pkcs11
+                .as_ref()
+                .map(convert::pkcs11_patch)
+                .transpose()?
+                .map(ConfigPatch::Pkcs11),
+            aws_kms.map(ConfigPatch::AwsKms),
+            xks.map(ConfigPatch::Xks),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         secret,
     })
 }

@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod credentials;
 mod error;
 mod key;
 mod keystore;
@@ -16,6 +17,7 @@ pub mod xks;
 
 pub use access::{Action, Policy, Principal, Requirement, Role, Subject, ANY_VAULT};
 pub use audit::{verify_chain, AuditEntry, AuditEvent, ChainBreak, GENESIS_HASH};
+pub use credentials::{AwsKmsPatch, ConfigPatch, Pkcs11Patch, Secret, XksPatch};
 pub use error::{DomainError, KeyAction, KeystoreAction};
 pub use key::{
     remote_ref, ExternalRef, Family, Instance, InstanceState, Key, KeySpec, KeyState, Material,

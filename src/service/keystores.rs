@@ -2,21 +2,17 @@
 
 use std::collections::HashMap;
 
-use secrecy::{ExposeSecret, SecretString};
-use zeroize::Zeroizing;
-
 use super::remote::ProbeMode;
 use super::vaults::listing;
 use super::{new_id, now, Inner, Listing, ServiceError, Services};
 use crate::domain::{
-    fails_after_checks, stranded_keys, validate_aws_secret, validate_pin,
-    validate_xks_access_key_id, validate_xks_secret, AuditEntry, ConnectStart, ConnectionError,
+    fails_after_checks, stranded_keys, AuditEntry, ConnectStart, ConnectionError,
     ConnectionErrorCode, ConnectionState, DomainError, Health, HealthStatus, InstanceState, Key,
-    Keystore, KeystoreConfig, KeystoreType, NewKeystore, Page, SealedCredentials, TokenRef,
-    MAX_XKS_PEM,
+    Keystore, KeystoreConfig, KeystoreType, NewKeystore, Page, SealedCredentials,
 };
+pub use crate::domain::{AwsKmsPatch, ConfigPatch, Pkcs11Patch, Secret, XksPatch};
 use crate::store::{Batch, Table};
-use crate::targets::xks::XksSealedCredentials;
+use crate::targets::{credential_bytes, BUILT_TYPES};
 
 /// The audit principal of keyorchd's own health checks.
 pub const HEALTH_CHECK_PRINCIPAL: &str = "keyorchd health check";
@@ -36,149 +32,15 @@ pub struct CreateKeystore {
     pub connect: bool,
 }
 
-/// The secret half of a keystore's credentials, as the API received it.
-pub enum Secret {
-    Pkcs11Pin(SecretString),
-    AwsSecretAccessKey(SecretString),
-    /// An XKS proxy's SigV4 credential (the access key id goes into the configuration,
-    /// where it is shown back) and the client certificate's key, when there is one.
-    Xks {
-        access_key_id: String,
-        secret_access_key: SecretString,
-        client_key_pem: Option<SecretString>,
-    },
-}
-
-impl Secret {
-    /// The API field it came in.
-    fn field(&self) -> &'static str {
-        match self {
-            Secret::Pkcs11Pin(_) => "pkcs11_credentials.pin",
-            Secret::AwsSecretAccessKey(_) => "aws_kms_credentials.secret_access_key",
-            Secret::Xks { .. } => "xks_credentials",
-        }
-    }
-
-    fn keystore_type(&self) -> KeystoreType {
-        match self {
-            Secret::Pkcs11Pin(_) => KeystoreType::Pkcs11,
-            Secret::AwsSecretAccessKey(_) => KeystoreType::AwsKms,
-            Secret::Xks { .. } => KeystoreType::Xks,
-        }
-    }
-
-    /// The API field the credentials of a keystore type come in.
-    fn field_for(t: KeystoreType) -> &'static str {
-        match t {
-            KeystoreType::AwsKms => "aws_kms_credentials.secret_access_key",
-            KeystoreType::Xks => "xks_credentials",
-            _ => "pkcs11_credentials.pin",
-        }
-    }
-
-    /// The access key id an xks credential carries.
-    fn xks_access_key_id(&self) -> Option<&str> {
-        match self {
-            Secret::Xks { access_key_id, .. } => Some(access_key_id),
-            _ => None,
-        }
-    }
-}
-
-/// The credential rules of an xks keystore against its (validated) configuration: the
-/// access key id is the configuration's, the secret follows AWS's rule, and a client key
-/// comes exactly with a client certificate and belongs to it (the TLS settings build).
-fn check_xks_secret(config: &KeystoreConfig, secret: &Secret) -> Result<(), ServiceError> {
-    let (
-        KeystoreConfig::Xks {
-            uri_endpoint,
-            ca_cert_pem,
-            client_cert_pem,
-            access_key_id: configured,
-            ..
-        },
-        Secret::Xks {
-            access_key_id,
-            secret_access_key,
-            client_key_pem,
-        },
-    ) = (config, secret)
-    else {
-        return Ok(());
-    };
-    validate_xks_access_key_id("xks_credentials.access_key_id", access_key_id)?;
-    if access_key_id != configured {
-        return Err(DomainError::invalid(
-            "xks.access_key_id",
-            "is output only: it is xks_credentials.access_key_id; leave it empty",
-        )
-        .into());
-    }
-    validate_xks_secret(
-        "xks_credentials.secret_access_key",
-        secret_access_key.expose_secret(),
-    )?;
-    if let Some(key) = client_key_pem {
-        if key.expose_secret().len() > MAX_XKS_PEM {
-            return Err(DomainError::invalid(
-                "xks_credentials.client_key_pem",
-                format!("must be at most {MAX_XKS_PEM} bytes"),
-            )
-            .into());
-        }
-    }
-    if uri_endpoint.starts_with("https://") || client_key_pem.is_some() {
-        crate::targets::xks::tls_config(
-            ca_cert_pem.as_deref(),
-            client_cert_pem.as_deref(),
-            client_key_pem.as_ref(),
-        )
-        .map_err(|(field, rule)| DomainError::invalid(field, rule))?;
-    }
-    Ok(())
-}
-
 /// UpdateKeystore: unset fields are left as they are.
 #[derive(Default)]
 pub struct UpdateKeystore {
     pub name: Option<String>,
     pub description: Option<String>,
-    pub pkcs11: Option<Pkcs11Patch>,
-    pub aws_kms: Option<AwsKmsPatch>,
-    pub xks: Option<XksPatch>,
+    /// Configuration changes, in the order given; one of another type than the keystore's
+    /// is refused by its field.
+    pub config: Vec<ConfigPatch>,
     pub secret: Option<Secret>,
-}
-
-/// Changes to an xks configuration; `None` keeps the stored value.
-#[derive(Debug, Clone, Default)]
-pub struct XksPatch {
-    pub uri_endpoint: Option<String>,
-    pub uri_path: Option<String>,
-    /// `Some(None)` goes back to the system's roots.
-    pub ca_cert_pem: Option<Option<String>>,
-    /// `Some(None)` stops presenting a client certificate.
-    pub client_cert_pem: Option<Option<String>>,
-    pub signing_region: Option<String>,
-    /// Output only: accepted when equal to the resulting value.
-    pub access_key_id: Option<String>,
-}
-
-/// Changes to an aws_kms configuration; `None` keeps the stored value.
-#[derive(Debug, Clone, Default)]
-pub struct AwsKmsPatch {
-    pub region: Option<String>,
-    /// `Some(None)` goes back to AWS's public endpoint.
-    pub endpoint_url: Option<Option<String>>,
-    pub access_key_id: Option<String>,
-    /// Output only: accepted when equal to the stored value.
-    pub account_id: Option<String>,
-}
-
-/// Changes to a pkcs11 configuration; `None` keeps the stored value.
-#[derive(Debug, Clone, Default)]
-pub struct Pkcs11Patch {
-    pub module_path: Option<String>,
-    pub token: Option<TokenRef>,
 }
 
 #[derive(Default)]
@@ -217,168 +79,29 @@ fn config_for(
     t: KeystoreType,
     given: Option<KeystoreConfig>,
 ) -> Result<KeystoreConfig, ServiceError> {
-    match (t, given) {
-        (KeystoreType::Internal, None | Some(KeystoreConfig::Internal)) => Ok(KeystoreConfig::Internal),
-        (KeystoreType::Pkcs11, Some(c @ KeystoreConfig::Pkcs11 { .. })) => Ok(c),
-        (KeystoreType::Pkcs11, _) => Err(DomainError::invalid("pkcs11", "is required for a pkcs11 keystore").into()),
-        (KeystoreType::AwsKms, Some(c @ KeystoreConfig::AwsKms { .. })) => Ok(c),
-        (KeystoreType::AwsKms, _) => Err(DomainError::invalid("aws_kms", "is required for an aws_kms keystore").into()),
-        (KeystoreType::Xks, Some(c @ KeystoreConfig::Xks { .. })) => Ok(c),
-        (KeystoreType::Xks, _) => Err(DomainError::invalid("xks", "is required for an xks keystore").into()),
-        (KeystoreType::Internal, Some(_)) => Err(DomainError::invalid("config", "does not match type internal").into()),
-        (other, _) => Err(ServiceError::Unimplemented(format!(
-            "keystore type {other} is not implemented yet; internal, pkcs11, aws_kms and xks keystores are available"
-        ))),
+    if !BUILT_TYPES.contains(&t) {
+        let built: Vec<String> = BUILT_TYPES.iter().map(ToString::to_string).collect();
+        return Err(ServiceError::Unimplemented(format!(
+            "keystore type {t} is not implemented yet; {} keystores are available",
+            built.join(", ")
+        )));
     }
+    Ok(KeystoreConfig::for_new(t, given)?)
 }
 
 impl Inner {
-    /// Checks that `secret` fits a keystore of type `t`, validates it and seals it under the
-    /// master KEK.
+    /// Checks `secret` against the keystore's configuration (its target's rules) and seals
+    /// it under the master KEK.
     fn seal_secret(
         &self,
-        t: KeystoreType,
+        config: &KeystoreConfig,
         secret: &Secret,
     ) -> Result<SealedCredentials, ServiceError> {
-        if secret.keystore_type() != t {
-            return Err(DomainError::invalid(
-                secret.field(),
-                format!("does not fit a {t} keystore; send {}", Secret::field_for(t)),
-            )
-            .into());
-        }
-        let plain: Zeroizing<Vec<u8>> = match secret {
-            Secret::Pkcs11Pin(s) => {
-                validate_pin(secret.field(), s.expose_secret())?;
-                Zeroizing::new(s.expose_secret().as_bytes().to_vec())
-            }
-            Secret::AwsSecretAccessKey(s) => {
-                validate_aws_secret(secret.field(), s.expose_secret())?;
-                Zeroizing::new(s.expose_secret().as_bytes().to_vec())
-            }
-            Secret::Xks {
-                secret_access_key,
-                client_key_pem,
-                ..
-            } => {
-                // The rules were checked against the configuration (check_xks_secret).
-                let sealed = XksSealedCredentials {
-                    secret_access_key: secret_access_key.expose_secret().to_string(),
-                    client_key_pem: client_key_pem
-                        .as_ref()
-                        .map(|k| k.expose_secret().to_string()),
-                };
-                Zeroizing::new(serde_json::to_vec(&sealed).map_err(|e| {
-                    ServiceError::Internal(format!("encoding xks credentials: {e}"))
-                })?)
-            }
-        };
+        let plain = credential_bytes(config, secret)?;
         Ok(SealedCredentials {
             sealed: self.hsm.seal_secret(&plain)?,
         })
     }
-}
-
-/// Before sealing: an xks credential is checked against its configuration (which is
-/// validated first, so that a bad configuration field is named before the credential).
-fn check_secret_against(config: &KeystoreConfig, secret: &Secret) -> Result<(), ServiceError> {
-    if let (KeystoreConfig::Xks { .. }, Secret::Xks { access_key_id, .. }) = (config, secret) {
-        // The configuration's access key id comes from the credential: check the rest of
-        // the configuration with it.
-        let mut c = config.clone();
-        if let KeystoreConfig::Xks {
-            access_key_id: a, ..
-        } = &mut c
-        {
-            if a.is_empty() {
-                a.clone_from(access_key_id);
-            }
-        }
-        c.validate()?;
-        check_xks_secret(&c, secret)?;
-    }
-    Ok(())
-}
-
-/// Merges an aws_kms patch into the stored configuration.
-fn merged_aws(config: &KeystoreConfig, patch: AwsKmsPatch) -> Result<KeystoreConfig, ServiceError> {
-    let KeystoreConfig::AwsKms {
-        region,
-        endpoint_url,
-        access_key_id,
-        account_id,
-    } = config
-    else {
-        return Err(
-            DomainError::invalid("aws_kms", "this keystore is not an aws_kms keystore").into(),
-        );
-    };
-    if patch.account_id.is_some() && patch.account_id != *account_id {
-        return Err(DomainError::invalid(
-            "aws_kms.account_id",
-            "is output only: it is learnt at connect and never changes",
-        )
-        .into());
-    }
-    Ok(KeystoreConfig::AwsKms {
-        region: patch.region.unwrap_or_else(|| region.clone()),
-        endpoint_url: patch.endpoint_url.unwrap_or_else(|| endpoint_url.clone()),
-        access_key_id: patch.access_key_id.unwrap_or_else(|| access_key_id.clone()),
-        account_id: account_id.clone(),
-    })
-}
-
-/// Merges an xks patch (and the access key id of new credentials) into the stored
-/// configuration.
-fn merged_xks(
-    config: &KeystoreConfig,
-    patch: XksPatch,
-    secret: Option<&Secret>,
-) -> Result<KeystoreConfig, ServiceError> {
-    let KeystoreConfig::Xks {
-        uri_endpoint,
-        uri_path,
-        ca_cert_pem,
-        client_cert_pem,
-        access_key_id,
-        signing_region,
-    } = config
-    else {
-        return Err(DomainError::invalid("xks", "this keystore is not an xks keystore").into());
-    };
-    let new_key_id = secret
-        .and_then(Secret::xks_access_key_id)
-        .unwrap_or(access_key_id)
-        .to_string();
-    if patch
-        .access_key_id
-        .as_ref()
-        .is_some_and(|a| *a != new_key_id)
-    {
-        return Err(DomainError::invalid(
-            "xks.access_key_id",
-            "is output only: it changes with xks_credentials.access_key_id; leave it empty",
-        )
-        .into());
-    }
-    let new_client_cert = patch
-        .client_cert_pem
-        .unwrap_or_else(|| client_cert_pem.clone());
-    if new_client_cert != *client_cert_pem && secret.is_none() {
-        return Err(DomainError::invalid(
-            "xks.client_cert_pem",
-            "changes only together with xks_credentials (its private key is xks_credentials.client_key_pem)",
-        )
-        .into());
-    }
-    Ok(KeystoreConfig::Xks {
-        uri_endpoint: patch.uri_endpoint.unwrap_or_else(|| uri_endpoint.clone()),
-        uri_path: patch.uri_path.unwrap_or_else(|| uri_path.clone()),
-        ca_cert_pem: patch.ca_cert_pem.unwrap_or_else(|| ca_cert_pem.clone()),
-        client_cert_pem: new_client_cert,
-        access_key_id: new_key_id,
-        signing_region: patch.signing_region.or_else(|| signing_region.clone()),
-    })
 }
 
 impl Inner {
@@ -490,13 +213,10 @@ impl Services {
             let config = config_for(req.keystore_type, req.config)?;
             let t = config.keystore_type();
             let credentials = match (&req.secret, config.needs_credentials()) {
-                (Some(secret), true) => {
-                    check_secret_against(&config, secret)?;
-                    Some(inner.seal_secret(t, secret)?)
-                }
+                (Some(secret), true) => Some(inner.seal_secret(&config, secret)?),
                 (None, true) => {
                     return Err(DomainError::invalid(
-                        Secret::field_for(t),
+                        t.credential_field().unwrap_or("credentials"),
                         format!("is required for a {t} keystore"),
                     )
                     .into())
@@ -588,52 +308,16 @@ impl Services {
             let mut ks = inner.keystore(&id)?;
             let old_name = ks.name.clone();
             ks.update(req.name, req.description, now())?;
-            if let Some(patch) = req.pkcs11 {
-                let KeystoreConfig::Pkcs11 { module_path, token } = &ks.config else {
-                    return Err(DomainError::invalid(
-                        "pkcs11",
-                        "this keystore is not a pkcs11 keystore",
-                    )
-                    .into());
-                };
-                let merged = KeystoreConfig::Pkcs11 {
-                    module_path: patch.module_path.unwrap_or_else(|| module_path.clone()),
-                    token: patch.token.unwrap_or_else(|| token.clone()),
-                };
-                ks.update_config(merged, now())?;
+            let mut patches = req.config.into_iter().map(Some).collect::<Vec<_>>();
+            if patches.is_empty() {
+                // New credentials alone may carry a public half the configuration shows.
+                patches.push(None);
             }
-            if let Some(patch) = req.aws_kms {
-                let merged = merged_aws(&ks.config, patch)?;
-                let key_id = |c: &KeystoreConfig| match c {
-                    KeystoreConfig::AwsKms { access_key_id, .. } => Some(access_key_id.clone()),
-                    _ => None,
-                };
-                if key_id(&ks.config) != key_id(&merged) && req.secret.is_none() {
-                    return Err(DomainError::invalid(
-                        "aws_kms.access_key_id",
-                        "changes only together with aws_kms_credentials.secret_access_key (both halves of the credential pair)",
-                    )
-                    .into());
+            for patch in patches {
+                let merged = ks.config.patched(patch, req.secret.as_ref())?;
+                if merged != ks.config {
+                    ks.update_config(merged, now())?;
                 }
-                ks.update_config(merged, now())?;
-            }
-            let xks_patch = match (&ks.config, req.xks, &req.secret) {
-                (KeystoreConfig::Xks { .. }, patch, Some(Secret::Xks { .. })) => {
-                    Some(patch.unwrap_or_default())
-                }
-                (_, patch, _) => patch,
-            };
-            if let Some(patch) = xks_patch {
-                let merged = merged_xks(&ks.config, patch, req.secret.as_ref())?;
-                merged.validate()?;
-                match &req.secret {
-                    Some(secret) => check_xks_secret(&merged, secret)?,
-                    None => {
-                        // The stored client key stays: it must still fit (same certificate;
-                        // a changed certificate needs new credentials, checked above).
-                    }
-                }
-                ks.update_config(merged, now())?;
             }
             if let Some(secret) = &req.secret {
                 if !ks.config.needs_credentials() {
@@ -643,7 +327,7 @@ impl Services {
                     )
                     .into());
                 }
-                let sealed = inner.seal_secret(ks.keystore_type(), secret)?;
+                let sealed = inner.seal_secret(&ks.config, secret)?;
                 ks.set_credentials(sealed, now());
             }
             // New settings take effect on the next connection.
@@ -785,17 +469,14 @@ impl Services {
             let config = config_for(req.keystore_type, req.config)?;
             let t = config.keystore_type();
             let credentials = match &req.secret {
-                None if t == KeystoreType::Xks => {
+                None if t.test_needs_credentials() => {
                     return Err(DomainError::invalid(
-                        Secret::field_for(t),
+                        t.credential_field().unwrap_or("credentials"),
                         format!("is required for a {t} keystore"),
                     )
                     .into())
                 }
-                Some(secret) => {
-                    check_secret_against(&config, secret)?;
-                    Some(inner.seal_secret(config.keystore_type(), secret)?)
-                }
+                Some(secret) => Some(inner.seal_secret(&config, secret)?),
                 None => None,
             };
             let candidate = Keystore::new(

@@ -26,8 +26,8 @@ pub use crypto::{DataKey, PublicKey, XksCiphertext, XksKey, XksSealed};
 pub use error::ServiceError;
 pub use keys::{CreateKey, Filled, KeyFilter, KeyStatus, TargetStatus, UpdateKey};
 pub use keystores::{
-    AwsKmsPatch, CreateKeystore, DisconnectOptions, KeystoreFilter, Pkcs11Patch, Secret,
-    TestOutcome, UpdateKeystore, XksPatch,
+    AwsKmsPatch, ConfigPatch, CreateKeystore, DisconnectOptions, KeystoreFilter, Pkcs11Patch,
+    Secret, TestOutcome, UpdateKeystore, XksPatch,
 };
 pub use remote::FAILPOINT_ENV;
 

@@ -444,6 +444,17 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether `ks`'s target disables a copy on deactivation rather than removing it. A
+    /// target that cannot be opened is taken to: the answer keeps a copy, never removes one.
+    pub(super) fn disables_on_deactivation(&self, ks: &Keystore) -> bool {
+        if matches!(ks.config, KeystoreConfig::Internal) || !ks.config.holds_key_copies() {
+            return false;
+        }
+        self.remote(ks)
+            .map(|remote| remote.disables_on_deactivation())
+            .unwrap_or(true)
+    }
+
     /// Deactivation of `key`'s copy in `ks`: a copy in a target that disables on deactivation
     /// (aws_kms: DisableKey; the material stays, so reactivation brings back the same AWS
     /// key) is disabled; other copies are uninstalled.

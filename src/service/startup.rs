@@ -215,13 +215,14 @@ fn settle_key(inner: &Inner, mut key: Key) -> Result<(), ServiceError> {
             key.settle_instance(&ks_id, InstanceState::NotInstalled, now());
             continue;
         };
-        // The aws_kms copy of a DEACTIVATED key is its disabled remote key, which removing
-        // would schedule for deletion: not touched here.
+        // The copy of a DEACTIVATED key in a target that disables on deactivation (aws_kms)
+        // is its disabled remote key, which removing would schedule for deletion: not
+        // touched here.
         if state == InstanceState::Installed
             && key.state == KeyState::Deactivated
-            && matches!(ks.config, KeystoreConfig::AwsKms { .. })
+            && inner.disables_on_deactivation(&ks)
         {
-            tracing::warn!(key = %key.id, keystore = %ks_id, "reconciler: a DEACTIVATED key's aws_kms copy is INSTALLED (a reactivation cut short?); left as it is");
+            tracing::warn!(key = %key.id, keystore = %ks_id, "reconciler: a DEACTIVATED key's copy in a target that disables on deactivation is INSTALLED (a reactivation cut short?); left as it is");
             continue;
         }
         let remote = if matches!(ks.config, KeystoreConfig::Internal) {

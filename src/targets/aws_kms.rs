@@ -13,7 +13,10 @@ use secrecy::SecretString;
 use crate::hsm::{Hsm, KeyKind, KeyRef};
 
 use super::{InstallError, ManagedKey, ProbeMode, RemoteCopy, Target, TargetError};
+use crate::domain::{validate_aws_secret, DomainError};
 use client::Kms;
+use secrecy::ExposeSecret;
+use zeroize::Zeroizing;
 
 pub use permissions::REQUIRED_PERMISSIONS;
 
@@ -22,6 +25,15 @@ pub const KEY_ID_TAG: &str = "keyorch:key-id";
 
 /// Days between uninstall and AWS deleting the key (AWS's shortest window).
 pub const PENDING_WINDOW_DAYS: i32 = 7;
+
+/// An aws_kms keystore's credential (the secret access key), checked, as the bytes to seal.
+pub fn credential_bytes(
+    field: &str,
+    secret: &SecretString,
+) -> Result<Zeroizing<Vec<u8>>, DomainError> {
+    validate_aws_secret(field, secret.expose_secret())?;
+    Ok(Zeroizing::new(secret.expose_secret().as_bytes().to_vec()))
+}
 
 /// How to reach AWS KMS.
 #[derive(Clone)]

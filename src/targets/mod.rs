@@ -3,8 +3,9 @@
 //! target reports, and [`open`], the one place that knows which type a configuration names.
 //!
 //! The service reaches every target through `Arc<dyn Target>`: a new keystore type is a module
-//! here (its target and `impl Target`), its configuration and credential types in the domain,
-//! its proto messages, and one arm in [`open`].
+//! here (its target, `impl Target` and its credential check), its configuration, credential
+//! and patch types in the domain, its proto messages, one arm each in [`open`] and
+//! [`credential_bytes`], and its entry in [`BUILT_TYPES`] (docs/keystores.md).
 
 pub mod aws_kms;
 pub mod pkcs11;
@@ -16,7 +17,7 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use crate::domain::xks::{ExternalCiphertext, ExternalKeyMetadata};
-use crate::domain::{KeystoreConfig, TokenRef};
+use crate::domain::{DomainError, KeystoreConfig, KeystoreType, Secret, TokenRef};
 use crate::hsm::{Hsm, HsmError, KeyKind, KeyRef, TokenSelector};
 
 /// Whether a probe may change the target (ConnectKeystore creates the import KEK).
@@ -201,6 +202,41 @@ fn references_only(external_key_id: &str) -> TargetError {
         "this target holds copies of keyorch's keys, not external keys (asked for {external_key_id:?})"
     ))
 }
+
+/// Checks new credentials for a keystore of `config` (a credential of another type is
+/// refused by its field) and returns the bytes to seal under the master KEK: the PIN, the
+/// secret access key, or the xks credential JSON that [`open`] reads back. The configuration
+/// is validated first where the credential depends on it (xks), so that a bad configuration
+/// field is named before the credential.
+pub fn credential_bytes(
+    config: &KeystoreConfig,
+    secret: &Secret,
+) -> Result<Zeroizing<Vec<u8>>, DomainError> {
+    secret.require_type(config.keystore_type())?;
+    match secret {
+        Secret::Pkcs11Pin(pin) => pkcs11::credential_bytes(secret.field(), pin),
+        Secret::AwsSecretAccessKey(key) => aws_kms::credential_bytes(secret.field(), key),
+        Secret::Xks {
+            access_key_id,
+            secret_access_key,
+            client_key_pem,
+        } => xks::credential_bytes(
+            config,
+            access_key_id,
+            secret_access_key,
+            client_key_pem.as_ref(),
+        ),
+    }
+}
+
+/// The keystore types with a target (and internal, which needs none); the others answer
+/// UNIMPLEMENTED.
+pub const BUILT_TYPES: [KeystoreType; 4] = [
+    KeystoreType::Internal,
+    KeystoreType::Pkcs11,
+    KeystoreType::AwsKms,
+    KeystoreType::Xks,
+];
 
 /// Opens the target an external keystore's configuration names, with its unsealed secret
 /// (the PIN, the secret access key, or the xks credential JSON). `None` for keyorchd's own

@@ -20,7 +20,10 @@ use secrecy::SecretString;
 use crate::hsm::{self, KeyKind, OaepHash, TokenSelector};
 
 use super::{InstallError, ManagedKey, ProbeMode, RemoteCopy, Target, TargetError};
+use crate::domain::{validate_pin, DomainError};
 use import_kek::KekHandles;
+use secrecy::ExposeSecret;
+use zeroize::Zeroizing;
 
 /// `CKA_LABEL` of the RSA key pair the target imports keys with.
 pub const IMPORT_KEK_LABEL: &str = "EKMF-BYOK-KEK-FOR-IMPORT";
@@ -32,6 +35,15 @@ pub const INSTALLED_LABEL_PREFIX: &str = "keyorch-";
 /// not a usable key of the asked kind (wrong class, type or size, usage that forbids the check,
 /// or a private and public object that are not one pair): never equal to a real check value.
 pub const UNUSABLE_KCV: &str = "unusable";
+
+/// A pkcs11 keystore's credential (the token's user PIN), checked, as the bytes to seal.
+pub fn credential_bytes(
+    field: &str,
+    pin: &SecretString,
+) -> Result<Zeroizing<Vec<u8>>, DomainError> {
+    validate_pin(field, pin.expose_secret())?;
+    Ok(Zeroizing::new(pin.expose_secret().as_bytes().to_vec()))
+}
 
 /// How to reach the target token.
 #[derive(Clone)]

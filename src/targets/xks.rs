@@ -29,6 +29,9 @@ use base64::Engine as _;
 
 use super::{ExternalCall, InstallError, ManagedKey, ProbeMode, RemoteCopy, Target, TargetError};
 use crate::domain::xks::{ExternalCiphertext, ExternalKeyMetadata};
+use crate::domain::{
+    validate_xks_access_key_id, validate_xks_secret, DomainError, KeystoreConfig, MAX_XKS_PEM,
+};
 
 /// The proxy's SigV4 service name.
 pub const SERVICE: &str = "kms-xks-proxy";
@@ -152,6 +155,79 @@ fn runtime() -> Result<&'static Runtime, TargetError> {
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// An xks keystore's credential, checked against its configuration, as the bytes to seal
+/// (the JSON [`XksSealedCredentials::parse`] reads). The configuration takes its access key
+/// id from the credential (an empty one is filled for the check) and is validated first;
+/// then the access key id must be the configuration's, the secret follows AWS's rule, and a
+/// client key comes exactly with a client certificate and belongs to it (the TLS settings
+/// build).
+pub fn credential_bytes(
+    config: &KeystoreConfig,
+    access_key_id: &str,
+    secret_access_key: &SecretString,
+    client_key_pem: Option<&SecretString>,
+) -> Result<Zeroizing<Vec<u8>>, DomainError> {
+    let mut config = config.clone();
+    let KeystoreConfig::Xks {
+        uri_endpoint,
+        ca_cert_pem,
+        client_cert_pem,
+        access_key_id: configured,
+        ..
+    } = &mut config
+    else {
+        return Err(DomainError::invalid(
+            "xks_credentials",
+            "fit an xks keystore only",
+        ));
+    };
+    if configured.is_empty() {
+        configured.push_str(access_key_id);
+    }
+    let (uri_endpoint, ca_cert_pem, client_cert_pem, configured) = (
+        uri_endpoint.clone(),
+        ca_cert_pem.clone(),
+        client_cert_pem.clone(),
+        configured.clone(),
+    );
+    config.validate()?;
+    validate_xks_access_key_id("xks_credentials.access_key_id", access_key_id)?;
+    if access_key_id != configured {
+        return Err(DomainError::invalid(
+            "xks.access_key_id",
+            "is output only: it is xks_credentials.access_key_id; leave it empty",
+        ));
+    }
+    validate_xks_secret(
+        "xks_credentials.secret_access_key",
+        secret_access_key.expose_secret(),
+    )?;
+    if let Some(key) = client_key_pem {
+        if key.expose_secret().len() > MAX_XKS_PEM {
+            return Err(DomainError::invalid(
+                "xks_credentials.client_key_pem",
+                format!("must be at most {MAX_XKS_PEM} bytes"),
+            ));
+        }
+    }
+    if uri_endpoint.starts_with("https://") || client_key_pem.is_some() {
+        tls_config(
+            ca_cert_pem.as_deref(),
+            client_cert_pem.as_deref(),
+            client_key_pem,
+        )
+        .map_err(|(field, rule)| DomainError::invalid(field, rule))?;
+    }
+    let sealed = XksSealedCredentials {
+        secret_access_key: secret_access_key.expose_secret().to_string(),
+        client_key_pem: client_key_pem.map(|k| k.expose_secret().to_string()),
+    };
+    // Two strings into JSON: serde_json cannot fail here, but a failure is still an error.
+    serde_json::to_vec(&sealed)
+        .map(Zeroizing::new)
+        .map_err(|e| DomainError::invalid("xks_credentials", format!("cannot be encoded: {e}")))
 }
 
 /// The rustls client settings of a proxy: its CA (or the system's roots) and the client

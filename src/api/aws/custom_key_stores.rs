@@ -20,8 +20,8 @@ use crate::domain::{
     TokenRef,
 };
 use crate::service::{
-    CreateKeystore, DisconnectOptions, KeystoreFilter, Scope, Secret, ServiceError, UpdateKeystore,
-    XksPatch,
+    ConfigPatch, CreateKeystore, DisconnectOptions, KeystoreFilter, Scope, Secret, ServiceError,
+    UpdateKeystore, XksPatch,
 };
 
 fn mgmt(e: ServiceError) -> AwsError {
@@ -739,7 +739,7 @@ impl Endpoint {
             });
         let update = UpdateKeystore {
             name: r.new_custom_key_store_name.clone(),
-            xks,
+            config: xks.map(ConfigPatch::Xks).into_iter().collect(),
             secret,
             ..UpdateKeystore::default()
         };

@@ -1,0 +1,435 @@
+//! A keystore's credentials as the API received them, changes to a stored configuration,
+//! and the per-type facts the service needs about both (which API field a type's
+//! configuration and credentials come in). Pure data and rules: sealing a credential is the
+//! service's (the HSM's), checking it against what the target needs is the target's
+//! (`crate::targets::credential_bytes`).
+
+use secrecy::SecretString;
+
+use super::{DomainError, KeystoreConfig, KeystoreType, TokenRef};
+
+/// The secret half of a keystore's credentials, as the API received it.
+pub enum Secret {
+    Pkcs11Pin(SecretString),
+    AwsSecretAccessKey(SecretString),
+    /// An XKS proxy's SigV4 credential (the access key id goes into the configuration,
+    /// where it is shown back) and the client certificate's key, when there is one.
+    Xks {
+        access_key_id: String,
+        secret_access_key: SecretString,
+        client_key_pem: Option<SecretString>,
+    },
+}
+
+impl Secret {
+    /// The API field it came in.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Secret::Pkcs11Pin(_) => "pkcs11_credentials.pin",
+            Secret::AwsSecretAccessKey(_) => "aws_kms_credentials.secret_access_key",
+            Secret::Xks { .. } => "xks_credentials",
+        }
+    }
+
+    /// The keystore type it is a credential of.
+    pub fn keystore_type(&self) -> KeystoreType {
+        match self {
+            Secret::Pkcs11Pin(_) => KeystoreType::Pkcs11,
+            Secret::AwsSecretAccessKey(_) => KeystoreType::AwsKms,
+            Secret::Xks { .. } => KeystoreType::Xks,
+        }
+    }
+
+    /// The public half it carries into the configuration (xks: the access key id).
+    fn public_id(&self) -> Option<&str> {
+        match self {
+            Secret::Xks { access_key_id, .. } => Some(access_key_id),
+            _ => None,
+        }
+    }
+
+    /// Refuses a credential of another type than `t`, naming the field `t` takes.
+    pub fn require_type(&self, t: KeystoreType) -> Result<(), DomainError> {
+        if self.keystore_type() == t {
+            return Ok(());
+        }
+        Err(DomainError::invalid(
+            self.field(),
+            format!(
+                "does not fit a {t} keystore; send {}",
+                t.credential_field().unwrap_or("no credentials")
+            ),
+        ))
+    }
+}
+
+impl KeystoreType {
+    /// The API field of this type's configuration; `None` for a type that has none.
+    pub fn config_field(self) -> Option<&'static str> {
+        match self {
+            KeystoreType::Internal => None,
+            KeystoreType::Pkcs11 => Some("pkcs11"),
+            KeystoreType::AwsKms => Some("aws_kms"),
+            KeystoreType::Xks => Some("xks"),
+            KeystoreType::AzureKeyVault => Some("azure_key_vault"),
+            KeystoreType::GoogleCloudKms => Some("google_cloud_kms"),
+            KeystoreType::IbmKeyProtect => Some("ibm_key_protect"),
+            KeystoreType::Kmip => Some("kmip"),
+        }
+    }
+
+    /// The API field this type's credentials come in; `None` for a type that takes none.
+    pub fn credential_field(self) -> Option<&'static str> {
+        match self {
+            KeystoreType::Internal => None,
+            KeystoreType::Pkcs11 => Some("pkcs11_credentials.pin"),
+            KeystoreType::AwsKms => Some("aws_kms_credentials.secret_access_key"),
+            KeystoreType::Xks => Some("xks_credentials"),
+            KeystoreType::AzureKeyVault => Some("azure_key_vault_credentials"),
+            KeystoreType::GoogleCloudKms => Some("google_cloud_kms_credentials"),
+            KeystoreType::IbmKeyProtect => Some("ibm_key_protect_credentials"),
+            KeystoreType::Kmip => Some("kmip_credentials"),
+        }
+    }
+
+    /// Whether TestKeystoreConnection of an unsaved configuration needs the credentials:
+    /// an xks proxy answers nothing unsigned. The others report unusable credentials
+    /// (INVALID_CREDENTIALS) like any other connection error.
+    pub fn test_needs_credentials(self) -> bool {
+        matches!(self, KeystoreType::Xks)
+    }
+}
+
+impl KeystoreConfig {
+    /// The configuration of a new keystore of type `t`: the one given, which must be of
+    /// that type, or the type's default where it has one (internal).
+    pub fn for_new(t: KeystoreType, given: Option<KeystoreConfig>) -> Result<Self, DomainError> {
+        match (given, t.config_field()) {
+            (Some(c), _) if c.keystore_type() == t => Ok(c),
+            (None, None) => Ok(KeystoreConfig::Internal),
+            (_, Some(field)) => Err(DomainError::invalid(
+                field,
+                format!("is required for a{} {t} keystore", article(t)),
+            )),
+            (Some(_), None) => Err(DomainError::invalid(
+                "config",
+                format!("does not match type {t}"),
+            )),
+        }
+    }
+
+    /// The configuration after an UpdateKeystore's `patch` (`None`: no field given) and its
+    /// new credentials `secret`, which may carry a public half the configuration shows
+    /// (xks: the access key id). The result is checked by `Keystore::update_config`.
+    pub fn patched(
+        &self,
+        patch: Option<ConfigPatch>,
+        secret: Option<&Secret>,
+    ) -> Result<KeystoreConfig, DomainError> {
+        match (self, patch) {
+            (KeystoreConfig::Pkcs11 { module_path, token }, Some(ConfigPatch::Pkcs11(p))) => {
+                Ok(KeystoreConfig::Pkcs11 {
+                    module_path: p.module_path.unwrap_or_else(|| module_path.clone()),
+                    token: p.token.unwrap_or_else(|| token.clone()),
+                })
+            }
+            (c @ KeystoreConfig::AwsKms { .. }, Some(ConfigPatch::AwsKms(p))) => {
+                merged_aws(c, p, secret.is_some())
+            }
+            (c @ KeystoreConfig::Xks { .. }, Some(ConfigPatch::Xks(p))) => merged_xks(c, p, secret),
+            // New xks credentials alone still bring their access key id.
+            (c @ KeystoreConfig::Xks { .. }, None) if secret.is_some() => {
+                merged_xks(c, XksPatch::default(), secret)
+            }
+            (c, None) => Ok(c.clone()),
+            (_, Some(p)) => {
+                let t = p.keystore_type();
+                Err(DomainError::invalid(
+                    t.config_field().unwrap_or("config"),
+                    format!("this keystore is not a{} {t} keystore", article(t)),
+                ))
+            }
+        }
+    }
+}
+
+/// The "n" of "an aws_kms keystore" and "an xks keystore", as the names are spoken.
+fn article(t: KeystoreType) -> &'static str {
+    match t {
+        KeystoreType::Pkcs11 | KeystoreType::GoogleCloudKms | KeystoreType::Kmip => "",
+        KeystoreType::Internal
+        | KeystoreType::AwsKms
+        | KeystoreType::AzureKeyVault
+        | KeystoreType::IbmKeyProtect
+        | KeystoreType::Xks => "n",
+    }
+}
+
+/// Changes to a stored configuration, one per keystore type; `None` fields keep the stored
+/// value.
+#[derive(Debug, Clone)]
+pub enum ConfigPatch {
+    Pkcs11(Pkcs11Patch),
+    AwsKms(AwsKmsPatch),
+    Xks(XksPatch),
+}
+
+impl ConfigPatch {
+    pub fn keystore_type(&self) -> KeystoreType {
+        match self {
+            ConfigPatch::Pkcs11(_) => KeystoreType::Pkcs11,
+            ConfigPatch::AwsKms(_) => KeystoreType::AwsKms,
+            ConfigPatch::Xks(_) => KeystoreType::Xks,
+        }
+    }
+}
+
+/// Changes to an xks configuration; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct XksPatch {
+    pub uri_endpoint: Option<String>,
+    pub uri_path: Option<String>,
+    /// `Some(None)` goes back to the system's roots.
+    pub ca_cert_pem: Option<Option<String>>,
+    /// `Some(None)` stops presenting a client certificate.
+    pub client_cert_pem: Option<Option<String>>,
+    pub signing_region: Option<String>,
+    /// Output only: accepted when equal to the resulting value.
+    pub access_key_id: Option<String>,
+}
+
+/// Changes to an aws_kms configuration; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct AwsKmsPatch {
+    pub region: Option<String>,
+    /// `Some(None)` goes back to AWS's public endpoint.
+    pub endpoint_url: Option<Option<String>>,
+    pub access_key_id: Option<String>,
+    /// Output only: accepted when equal to the stored value.
+    pub account_id: Option<String>,
+}
+
+/// Changes to a pkcs11 configuration; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct Pkcs11Patch {
+    pub module_path: Option<String>,
+    pub token: Option<TokenRef>,
+}
+
+/// Merges an aws_kms patch into the stored configuration; the access key id changes only
+/// with new credentials (`with_secret`).
+fn merged_aws(
+    config: &KeystoreConfig,
+    patch: AwsKmsPatch,
+    with_secret: bool,
+) -> Result<KeystoreConfig, DomainError> {
+    let KeystoreConfig::AwsKms {
+        region,
+        endpoint_url,
+        access_key_id,
+        account_id,
+    } = config
+    else {
+        return Err(DomainError::invalid(
+            "aws_kms",
+            "this keystore is not an aws_kms keystore",
+        ));
+    };
+    if patch.account_id.is_some() && patch.account_id != *account_id {
+        return Err(DomainError::invalid(
+            "aws_kms.account_id",
+            "is output only: it is learnt at connect and never changes",
+        ));
+    }
+    let new_key_id = patch.access_key_id.unwrap_or_else(|| access_key_id.clone());
+    if new_key_id != *access_key_id && !with_secret {
+        return Err(DomainError::invalid(
+            "aws_kms.access_key_id",
+            "changes only together with aws_kms_credentials.secret_access_key (both halves of the credential pair)",
+        ));
+    }
+    Ok(KeystoreConfig::AwsKms {
+        region: patch.region.unwrap_or_else(|| region.clone()),
+        endpoint_url: patch.endpoint_url.unwrap_or_else(|| endpoint_url.clone()),
+        access_key_id: new_key_id,
+        account_id: account_id.clone(),
+    })
+}
+
+/// Merges an xks patch (and the access key id of new credentials) into the stored
+/// configuration.
+fn merged_xks(
+    config: &KeystoreConfig,
+    patch: XksPatch,
+    secret: Option<&Secret>,
+) -> Result<KeystoreConfig, DomainError> {
+    let KeystoreConfig::Xks {
+        uri_endpoint,
+        uri_path,
+        ca_cert_pem,
+        client_cert_pem,
+        access_key_id,
+        signing_region,
+    } = config
+    else {
+        return Err(DomainError::invalid(
+            "xks",
+            "this keystore is not an xks keystore",
+        ));
+    };
+    let new_key_id = secret
+        .and_then(Secret::public_id)
+        .unwrap_or(access_key_id)
+        .to_string();
+    if patch
+        .access_key_id
+        .as_ref()
+        .is_some_and(|a| *a != new_key_id)
+    {
+        return Err(DomainError::invalid(
+            "xks.access_key_id",
+            "is output only: it changes with xks_credentials.access_key_id; leave it empty",
+        ));
+    }
+    let new_client_cert = patch
+        .client_cert_pem
+        .unwrap_or_else(|| client_cert_pem.clone());
+    if new_client_cert != *client_cert_pem && secret.is_none() {
+        return Err(DomainError::invalid(
+            "xks.client_cert_pem",
+            "changes only together with xks_credentials (its private key is xks_credentials.client_key_pem)",
+        ));
+    }
+    Ok(KeystoreConfig::Xks {
+        uri_endpoint: patch.uri_endpoint.unwrap_or_else(|| uri_endpoint.clone()),
+        uri_path: patch.uri_path.unwrap_or_else(|| uri_path.clone()),
+        ca_cert_pem: patch.ca_cert_pem.unwrap_or_else(|| ca_cert_pem.clone()),
+        client_cert_pem: new_client_cert,
+        access_key_id: new_key_id,
+        signing_region: patch.signing_region.or_else(|| signing_region.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aws() -> KeystoreConfig {
+        KeystoreConfig::AwsKms {
+            region: "eu-west-1".into(),
+            endpoint_url: None,
+            access_key_id: "AKIAOLDOLDOLDOLDOLD0".into(),
+            account_id: Some("111122223333".into()),
+        }
+    }
+
+    fn xks() -> KeystoreConfig {
+        KeystoreConfig::Xks {
+            uri_endpoint: "https://xks.example".into(),
+            uri_path: "/kms/xks/v1".into(),
+            ca_cert_pem: None,
+            client_cert_pem: None,
+            access_key_id: "OLDKEYIDOLDKEYIDOLD0".into(),
+            signing_region: None,
+        }
+    }
+
+    fn xks_secret(id: &str) -> Secret {
+        Secret::Xks {
+            access_key_id: id.into(),
+            secret_access_key: SecretString::from("s".repeat(43)),
+            client_key_pem: None,
+        }
+    }
+
+    #[test]
+    fn a_new_keystore_takes_the_config_of_its_type_or_the_default_of_internal() {
+        assert_eq!(
+            KeystoreConfig::for_new(KeystoreType::Internal, None).unwrap(),
+            KeystoreConfig::Internal
+        );
+        assert_eq!(
+            KeystoreConfig::for_new(KeystoreType::AwsKms, Some(aws())).unwrap(),
+            aws()
+        );
+        let e = KeystoreConfig::for_new(KeystoreType::AwsKms, None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "aws_kms: is required for an aws_kms keystore"
+        );
+        let e = KeystoreConfig::for_new(KeystoreType::Pkcs11, Some(aws())).unwrap_err();
+        assert_eq!(e.to_string(), "pkcs11: is required for a pkcs11 keystore");
+        let e = KeystoreConfig::for_new(KeystoreType::Internal, Some(xks())).unwrap_err();
+        assert_eq!(e.to_string(), "config: does not match type internal");
+    }
+
+    #[test]
+    fn a_patch_of_another_type_is_refused_by_its_field() {
+        let p = ConfigPatch::Pkcs11(Pkcs11Patch::default());
+        let e = aws().patched(Some(p), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pkcs11: this keystore is not a pkcs11 keystore"
+        );
+        let e = KeystoreConfig::Internal
+            .patched(Some(ConfigPatch::AwsKms(AwsKmsPatch::default())), None)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "aws_kms: this keystore is not an aws_kms keystore"
+        );
+    }
+
+    #[test]
+    fn an_aws_access_key_id_changes_only_with_its_secret() {
+        let p = || {
+            Some(ConfigPatch::AwsKms(AwsKmsPatch {
+                access_key_id: Some("AKIANEWNEWNEWNEWNEW0".into()),
+                ..AwsKmsPatch::default()
+            }))
+        };
+        let e = aws().patched(p(), None).unwrap_err();
+        assert!(e.to_string().starts_with("aws_kms.access_key_id:"), "{e}");
+        let secret = Secret::AwsSecretAccessKey(SecretString::from("x".repeat(40)));
+        let KeystoreConfig::AwsKms { access_key_id, .. } =
+            aws().patched(p(), Some(&secret)).unwrap()
+        else {
+            panic!("not aws");
+        };
+        assert_eq!(access_key_id, "AKIANEWNEWNEWNEWNEW0");
+    }
+
+    #[test]
+    fn new_xks_credentials_alone_bring_their_access_key_id() {
+        let s = xks_secret("NEWKEYIDNEWKEYIDNEW0");
+        let KeystoreConfig::Xks { access_key_id, .. } = xks().patched(None, Some(&s)).unwrap()
+        else {
+            panic!("not xks");
+        };
+        assert_eq!(access_key_id, "NEWKEYIDNEWKEYIDNEW0");
+        // Without credentials nothing changes, and the id is output only.
+        assert_eq!(xks().patched(None, None).unwrap(), xks());
+        let p = ConfigPatch::Xks(XksPatch {
+            access_key_id: Some("OTHER".into()),
+            ..XksPatch::default()
+        });
+        assert!(xks().patched(Some(p), None).is_err());
+        let p = ConfigPatch::Xks(XksPatch {
+            client_cert_pem: Some(Some("pem".into())),
+            ..XksPatch::default()
+        });
+        let e = xks().patched(Some(p), None).unwrap_err();
+        assert!(e.to_string().starts_with("xks.client_cert_pem:"), "{e}");
+    }
+
+    #[test]
+    fn a_credential_of_another_type_names_the_field_the_type_takes() {
+        let s = Secret::Pkcs11Pin(SecretString::from("1234"));
+        assert!(s.require_type(KeystoreType::Pkcs11).is_ok());
+        let e = s.require_type(KeystoreType::AwsKms).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pkcs11_credentials.pin: does not fit a aws_kms keystore; send aws_kms_credentials.secret_access_key"
+        );
+    }
+}
