@@ -61,9 +61,10 @@ pub fn apply(lock_memory: bool) -> Result<Hardening, HardeningError> {
 /// glibc malloc arenas keyorchd allows itself. glibc's default is 8 per core, and every
 /// thread of the blocking pool that touches the store ends up with its own arena, each
 /// keeping freed memory: at 1,000,000 keys a walk through every key left 458 MiB resident
-/// with the default and 364 MiB with 2 (docs/benchmarks.md, "Scale"), at the same speed.
-/// Under `mlockall` every resident page is locked, so this is memory the host loses.
-pub const MALLOC_ARENAS: i32 = 2;
+/// with the default and 364 MiB with 2 (docs/benchmarks.md, "Scale"), and with
+/// `MCL_ONFAULT` 208 MiB with 2 and 190 MiB with 1, at the same speed. Under `mlockall`
+/// every resident page is locked, so this is memory the host loses.
+pub const MALLOC_ARENAS: i32 = 1;
 
 /// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] unless `MALLOC_ARENA_MAX` is set (the
 /// operator's choice wins). Call first, before any thread starts.
