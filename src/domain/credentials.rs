@@ -313,6 +313,126 @@ fn merged_xks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn opt(s: impl Strategy<Value = String>) -> impl Strategy<Value = Option<String>> {
+        prop::option::of(s)
+    }
+
+    fn any_config() -> impl Strategy<Value = KeystoreConfig> {
+        prop_oneof![
+            Just(KeystoreConfig::Internal),
+            ("/[a-z]{1,8}", "[a-z]{1,8}").prop_map(|(m, l)| KeystoreConfig::Pkcs11 {
+                module_path: m,
+                token: TokenRef::Label(l),
+            }),
+            (
+                "[a-z]{2}-[a-z]{4}-[1-3]",
+                opt("https://[a-z]{3}".boxed()),
+                "AKIA[A-Z0-9]{16}",
+                opt("[0-9]{12}".boxed())
+            )
+                .prop_map(|(r, e, k, a)| KeystoreConfig::AwsKms {
+                    region: r,
+                    endpoint_url: e,
+                    access_key_id: k,
+                    account_id: a,
+                }),
+            (
+                "https://[a-z]{3}",
+                "[A-Z0-9]{20}",
+                opt("pem[a-z]{2}".boxed())
+            )
+                .prop_map(|(u, k, c)| {
+                    KeystoreConfig::Xks {
+                        uri_endpoint: u,
+                        uri_path: "/kms/xks/v1".into(),
+                        ca_cert_pem: None,
+                        client_cert_pem: c,
+                        access_key_id: k,
+                        signing_region: None,
+                    }
+                }),
+        ]
+    }
+
+    fn any_patch() -> impl Strategy<Value = ConfigPatch> {
+        prop_oneof![
+            (opt("/[a-z]{1,8}".boxed()), opt("[a-z]{1,8}".boxed())).prop_map(|(m, l)| {
+                ConfigPatch::Pkcs11(Pkcs11Patch {
+                    module_path: m,
+                    token: l.map(TokenRef::Label),
+                })
+            }),
+            (
+                opt("[a-z]{2}-[a-z]{4}-[1-3]".boxed()),
+                opt("AKIA[A-Z0-9]{16}".boxed()),
+                opt("[0-9]{12}".boxed())
+            )
+                .prop_map(|(r, k, a)| ConfigPatch::AwsKms(AwsKmsPatch {
+                    region: r,
+                    endpoint_url: None,
+                    access_key_id: k,
+                    account_id: a,
+                })),
+            (
+                opt("https://[a-z]{3}".boxed()),
+                opt("[A-Z0-9]{20}".boxed()),
+                prop::option::of(opt("pem[a-z]{2}".boxed()))
+            )
+                .prop_map(|(u, k, c)| ConfigPatch::Xks(XksPatch {
+                    uri_endpoint: u,
+                    access_key_id: k,
+                    client_cert_pem: c,
+                    ..XksPatch::default()
+                })),
+        ]
+    }
+
+    /// The public half of a credential pair, which only new credentials may change.
+    fn credential_id(c: &KeystoreConfig) -> Option<&str> {
+        match c {
+            KeystoreConfig::AwsKms { access_key_id, .. }
+            | KeystoreConfig::Xks { access_key_id, .. } => Some(access_key_id),
+            _ => None,
+        }
+    }
+
+    proptest! {
+        /// Without new credentials a patch never changes the type, the credential's public
+        /// half, the learnt AWS account or the xks client certificate; a patch of another
+        /// type is always refused; no patch at all changes nothing.
+        #[test]
+        fn patches_keep_what_only_credentials_or_connects_change(
+            config in any_config(),
+            patch in any_patch(),
+        ) {
+            prop_assert_eq!(&config.patched(None, None).unwrap(), &config);
+            let same_type = patch.keystore_type() == config.keystore_type();
+            match config.patched(Some(patch), None) {
+                Err(_) => {}
+                Ok(merged) => {
+                    prop_assert!(same_type, "a patch of another type was taken");
+                    prop_assert_eq!(merged.keystore_type(), config.keystore_type());
+                    prop_assert_eq!(credential_id(&merged), credential_id(&config));
+                    if let (
+                        KeystoreConfig::AwsKms { account_id: a, .. },
+                        KeystoreConfig::AwsKms { account_id: b, .. },
+                    ) = (&merged, &config)
+                    {
+                        prop_assert_eq!(a, b);
+                    }
+                    if let (
+                        KeystoreConfig::Xks { client_cert_pem: a, .. },
+                        KeystoreConfig::Xks { client_cert_pem: b, .. },
+                    ) = (&merged, &config)
+                    {
+                        prop_assert_eq!(a, b);
+                    }
+                }
+            }
+        }
+    }
 
     fn aws() -> KeystoreConfig {
         KeystoreConfig::AwsKms {
