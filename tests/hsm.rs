@@ -853,3 +853,93 @@ fn encrypt_of_4kib_with_a_cached_key_costs_one_gcm_call() {
     );
     assert!(cached < Duration::from_millis(1), "{cached:?}");
 }
+
+/// The IBM import flows' parts, checked by an object keyorch's code never touched: a managed
+/// AES key wrapped with RSA-OAEP (SHA-1) to a managed RSA key opens in another session (under
+/// that RSA key, itself unwrapped there from the master KEK) into a key that decrypts the
+/// nonce keyorch encrypted under the managed key with AES-GCM (Key Protect's encryptedNonce)
+/// and with AES-CBC-PAD (Hyper Protect Crypto Services').
+#[test]
+fn an_oaep_wrapped_key_opens_elsewhere_and_decrypts_its_gcm_and_cbc_nonces() {
+    use cryptoki::mechanism::aead::GcmParams;
+    use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+    use cryptoki::mechanism::{Mechanism, MechanismType};
+    use cryptoki::object::{KeyType, ObjectClass};
+    use keyorch::hsm::OaepHash;
+
+    let k = ops();
+    let aes_id = id_of(KeyKind::Aes256);
+    let aes = key_ref(&aes_id, KeyKind::Aes256, &k.keys[&KeyKind::Aes256]);
+    let rsa = &k.keys[&KeyKind::Rsa2048];
+    let spki = rsa
+        .spki_der
+        .as_deref()
+        .expect("an RSA key has a public key");
+    let payload = k.hsm.wrap_oaep(&aes, spki, OaepHash::Sha1).unwrap();
+    assert_eq!(payload.len(), 256, "one RSA-2048 block");
+
+    let side = side_session("ops");
+    let kek = side
+        .find_objects(&[Attribute::Label(KEK_LABEL.as_bytes().to_vec())])
+        .unwrap()[0];
+    let private = side
+        .unwrap_key(
+            &Mechanism::AesKeyWrapPad,
+            kek,
+            &rsa.wrapped,
+            &[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Token(false),
+                Attribute::Unwrap(true),
+            ],
+        )
+        .unwrap();
+    let oaep = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+        MechanismType::SHA1,
+        PkcsMgfType::MGF1_SHA1,
+        PkcsOaepSource::empty(),
+    ));
+    let opened = side
+        .unwrap_key(
+            &oaep,
+            private,
+            &payload,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Token(false),
+                Attribute::Decrypt(true),
+            ],
+        )
+        .unwrap();
+
+    let nonce = b"8zJE9pKVdXVe";
+    let gcm = k.hsm.encrypt(&aes, nonce, b"").unwrap();
+    let (iv, sealed) = gcm.split_at(12);
+    let mut iv = iv.to_vec();
+    let params = GcmParams::new(&mut iv, &[], 128.into()).unwrap();
+    let plain = side
+        .decrypt(&Mechanism::AesGcm(params), opened, sealed)
+        .unwrap();
+    assert_eq!(plain, nonce, "AES-GCM nonce");
+
+    let cbc = k.hsm.encrypt_cbc_pad(&aes, nonce).unwrap();
+    assert_eq!(cbc.len(), 16 + 16, "IV and one padded block");
+    assert_ne!(cbc, k.hsm.encrypt_cbc_pad(&aes, nonce).unwrap(), "fresh IV");
+    let (iv, sealed) = cbc.split_at(16);
+    let plain = side
+        .decrypt(
+            &Mechanism::AesCbcPad(iv.try_into().unwrap()),
+            opened,
+            sealed,
+        )
+        .unwrap();
+    assert_eq!(plain, nonce, "AES-CBC-PAD nonce");
+    let id = id_of(KeyKind::HmacSha256);
+    let hmac = key_ref(&id, KeyKind::HmacSha256, &k.keys[&KeyKind::HmacSha256]);
+    assert!(matches!(
+        k.hsm.encrypt_cbc_pad(&hmac, nonce),
+        Err(HsmError::KeyKindMismatch { .. })
+    ));
+}

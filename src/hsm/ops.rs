@@ -262,6 +262,25 @@ impl Hsm {
         })
     }
 
+    /// AES-CBC with PKCS#7 padding (`CKM_AES_CBC_PAD`) and a 16-byte IV from the HSM's RNG.
+    /// Returns `IV || ciphertext`. Not for keyorch's own ciphertexts (no integrity): what
+    /// IBM Hyper Protect Crypto Services' import flow asks for, the import token's nonce
+    /// encrypted under the key being imported, proving the importer holds it.
+    pub fn encrypt_cbc_pad(&self, key: &KeyRef<'_>, plaintext: &[u8]) -> Result<Vec<u8>, HsmError> {
+        kind_check(key, "encrypt (AES-CBC-PAD)", is_aes(key.kind))?;
+        self.inner.run(|inner, session| {
+            let object = inner.key_object(key)?;
+            let random = session.generate_random_vec(16)?;
+            let mut iv = [0u8; 16];
+            iv.copy_from_slice(&random);
+            let sealed = session.encrypt(&Mechanism::AesCbcPad(iv), object.handle(), plaintext)?;
+            let mut out = Vec::with_capacity(iv.len() + sealed.len());
+            out.extend_from_slice(&iv);
+            out.extend_from_slice(&sealed);
+            Ok(out)
+        })
+    }
+
     /// Opens `IV || ciphertext || tag` from [`Hsm::encrypt`]. Fails with
     /// [`HsmError::InvalidCiphertext`] when the blob is too short or the tag does not verify.
     ///
