@@ -142,6 +142,7 @@ fn set_secret(r: &mut pb::CreateKeystoreRequest, f: fn(&str) -> String) -> bool 
         Some(Credentials::Pkcs11Credentials(c)) => &mut c.pin,
         Some(Credentials::AwsKmsCredentials(c)) => &mut c.secret_access_key,
         Some(Credentials::XksCredentials(c)) => &mut c.secret_access_key,
+        Some(Credentials::IbmKmsCredentials(c)) => &mut c.api_key,
         None => return false,
     };
     let new = f(secret);
@@ -191,6 +192,9 @@ fn create_keystore_refusals(r: pb::CreateKeystoreRequest) -> Vec<String> {
             "xks_credentials.secret_access_key",
             secret_access_key.expose_secret(),
         ),
+        Some(Secret::IbmApiKey(k)) => {
+            crate::domain::validate_ibm_api_key("ibm_kms_credentials.api_key", k.expose_secret())
+        }
         None => Ok(()),
     };
     if let Err(e) = checked {

@@ -494,7 +494,6 @@ async fn external_keystore_types_are_not_supported_yet() {
     for t in [
         KeystoreType::AzureKeyVault,
         KeystoreType::GoogleCloudKms,
-        KeystoreType::IbmKeyProtect,
         KeystoreType::Kmip,
     ] {
         let req = CreateKeystoreRequest {
@@ -509,11 +508,13 @@ async fn external_keystore_types_are_not_supported_yet() {
         let s = fails(c.keystores.create_keystore(req)).await;
         assert_status(&s, Code::Unimplemented, UNSUPPORTED);
     }
-    // aws_kms and xks exist: without their configuration it is a field error, not
-    // UNIMPLEMENTED.
+    // aws_kms, xks and the IBM types exist: without their configuration it is a field
+    // error, not UNIMPLEMENTED.
     for (t, field) in [
         (KeystoreType::AwsKms, "aws_kms"),
         (KeystoreType::Xks, "xks"),
+        (KeystoreType::IbmKeyProtect, "ibm_kms"),
+        (KeystoreType::IbmHpcs, "ibm_kms"),
     ] {
         let s = fails(c.keystores.create_keystore(CreateKeystoreRequest {
             vault_id: v.id.clone(),

@@ -6,9 +6,9 @@ use tonic::Status;
 
 use super::status::invalid;
 use crate::domain::{
-    ConnectionErrorCode, ConnectionState, Family, HealthStatus, InstanceState, Key, KeySpec,
-    KeyState, Keystore, KeystoreConfig, KeystoreType, Millis, Page, SigningAlgorithm, TokenRef,
-    Vault,
+    ConnectionErrorCode, ConnectionState, Family, HealthStatus, IbmKmsConfig, IbmKmsPatch,
+    InstanceState, Key, KeySpec, KeyState, Keystore, KeystoreConfig, KeystoreType, Millis, Page,
+    SigningAlgorithm, TokenRef, Vault, DEFAULT_IBM_IAM_ENDPOINT, DEFAULT_IBM_KEY_RING,
 };
 use crate::proto::v1 as pb;
 use crate::service::{AwsKmsPatch, KeyStatus, Pkcs11Patch, TargetStatus, XksPatch};
@@ -75,6 +75,7 @@ pub fn keystore_type(t: pb::KeystoreType) -> KeystoreType {
         pb::KeystoreType::IbmKeyProtect => KeystoreType::IbmKeyProtect,
         pb::KeystoreType::Kmip => KeystoreType::Kmip,
         pb::KeystoreType::Xks => KeystoreType::Xks,
+        pb::KeystoreType::IbmHpcs => KeystoreType::IbmHpcs,
     }
 }
 
@@ -88,6 +89,7 @@ fn keystore_type_pb(t: KeystoreType) -> pb::KeystoreType {
         KeystoreType::IbmKeyProtect => pb::KeystoreType::IbmKeyProtect,
         KeystoreType::Kmip => pb::KeystoreType::Kmip,
         KeystoreType::Xks => pb::KeystoreType::Xks,
+        KeystoreType::IbmHpcs => pb::KeystoreType::IbmHpcs,
     }
 }
 
@@ -203,6 +205,15 @@ pub fn keystore(k: &Keystore) -> pb::Keystore {
                 client_cert_pem: client_cert_pem.clone().unwrap_or_default(),
                 access_key_id: access_key_id.clone(),
             }),
+            KeystoreConfig::IbmKeyProtect(c) | KeystoreConfig::IbmHpcs(c) => {
+                pb::keystore::Config::IbmKms(pb::IbmKmsKeystoreConfig {
+                    instance_id: c.instance_id.clone(),
+                    key_ring_id: c.key_ring_id.clone(),
+                    api_endpoint: c.api_endpoint.clone(),
+                    iam_endpoint: c.iam_endpoint.clone(),
+                    ca_cert_pem: c.ca_cert_pem.clone().unwrap_or_default(),
+                })
+            }
         }),
     }
 }
@@ -416,6 +427,53 @@ pub fn xks_patch(
         client_cert_pem: pem("xks.client_cert_pem", &c.client_cert_pem, clear_client_cert)?,
         access_key_id: Some(c.access_key_id.clone()).filter(|v| !v.is_empty()),
         signing_region: Some(c.signing_region.clone()).filter(|v| !v.is_empty()),
+    })
+}
+
+/// An ibm_key_protect or ibm_hpcs configuration from the API (`t` says which; the same
+/// message serves both), with the seed's defaults for an empty key ring and IAM endpoint.
+pub fn ibm_kms_config(c: &pb::IbmKmsKeystoreConfig, t: KeystoreType) -> KeystoreConfig {
+    let config = IbmKmsConfig {
+        instance_id: c.instance_id.clone(),
+        key_ring_id: Some(c.key_ring_id.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| DEFAULT_IBM_KEY_RING.to_string()),
+        api_endpoint: c.api_endpoint.clone(),
+        iam_endpoint: Some(c.iam_endpoint.clone())
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| DEFAULT_IBM_IAM_ENDPOINT.to_string()),
+        ca_cert_pem: Some(c.ca_cert_pem.clone()).filter(|p| !p.is_empty()),
+    };
+    if t == KeystoreType::IbmHpcs {
+        KeystoreConfig::IbmHpcs(config)
+    } else {
+        KeystoreConfig::IbmKeyProtect(config)
+    }
+}
+
+/// An ibm_key_protect / ibm_hpcs update: empty fields keep the stored values.
+pub fn ibm_kms_patch(
+    c: &pb::IbmKmsKeystoreConfig,
+    clear_ca_cert: bool,
+) -> Result<IbmKmsPatch, Status> {
+    let ca_cert_pem = match (c.ca_cert_pem.is_empty(), clear_ca_cert) {
+        (true, false) => None,
+        (true, true) => Some(None),
+        (false, false) => Some(Some(c.ca_cert_pem.clone())),
+        (false, true) => {
+            return Err(invalid(
+                "ibm_kms.ca_cert_pem",
+                "give either a new value or the clear flag, not both",
+            ))
+        }
+    };
+    let some = |v: &str| Some(v.to_string()).filter(|v| !v.is_empty());
+    Ok(IbmKmsPatch {
+        instance_id: some(&c.instance_id),
+        key_ring_id: some(&c.key_ring_id),
+        api_endpoint: some(&c.api_endpoint),
+        iam_endpoint: some(&c.iam_endpoint),
+        ca_cert_pem,
     })
 }
 

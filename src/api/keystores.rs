@@ -36,6 +36,7 @@ pub(crate) fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeyst
             };
             Some(convert::xks_config(c, key_id)?)
         }
+        Some(Config::IbmKms(c)) => Some(convert::ibm_kms_config(c, keystore_type)),
     };
     let secret = match r.credentials {
         None => None,
@@ -46,6 +47,9 @@ pub(crate) fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeyst
             SecretString::from(c.secret_access_key),
         )),
         Some(Credentials::XksCredentials(c)) => Some(xks_secret(c)),
+        Some(Credentials::IbmKmsCredentials(c)) => {
+            Some(Secret::IbmApiKey(SecretString::from(c.api_key)))
+        }
     };
     Ok(CreateKeystore {
         vault_id: r.vault_id,
@@ -90,20 +94,30 @@ fn update_request(r: pb::UpdateKeystoreRequest) -> Result<UpdateKeystore, Status
             cc,
         )?),
     };
-    let secret = match (r.pkcs11_credentials, r.aws_kms_credentials, r.xks_credentials) {
-        (None, None, None) => None,
-        (Some(c), None, None) => Some(Secret::Pkcs11Pin(SecretString::from(c.pin))),
-        (None, Some(c), None) => Some(Secret::AwsSecretAccessKey(SecretString::from(
-            c.secret_access_key,
-        ))),
-        (None, None, Some(c)) => Some(xks_secret(c)),
-        _ => {
-            return Err(invalid(
-                "credentials",
-                "give the credentials of the keystore's type only (one of pkcs11_credentials, aws_kms_credentials, xks_credentials)",
-            ))
-        }
+    let ibm_kms = match (&r.ibm_kms, r.ibm_kms_clear_ca_cert) {
+        (None, false) => None,
+        (c, clear) => Some(convert::ibm_kms_patch(
+            c.as_ref().unwrap_or(&Default::default()),
+            clear,
+        )?),
     };
+    let secrets = [
+        r.pkcs11_credentials
+            .map(|c| Secret::Pkcs11Pin(SecretString::from(c.pin))),
+        r.aws_kms_credentials
+            .map(|c| Secret::AwsSecretAccessKey(SecretString::from(c.secret_access_key))),
+        r.xks_credentials.map(xks_secret),
+        r.ibm_kms_credentials
+            .map(|c| Secret::IbmApiKey(SecretString::from(c.api_key))),
+    ];
+    let mut given = secrets.into_iter().flatten();
+    let secret = given.next();
+    if given.next().is_some() {
+        return Err(invalid(
+            "credentials",
+            "give the credentials of the keystore's type only (one of pkcs11_credentials, aws_kms_credentials, xks_credentials, ibm_kms_credentials)",
+        ));
+    }
     Ok(UpdateKeystore {
         name: r.name,
         description: r.description,
@@ -115,6 +129,7 @@ fn update_request(r: pb::UpdateKeystoreRequest) -> Result<UpdateKeystore, Status
                 .map(ConfigPatch::Pkcs11),
             aws_kms.map(ConfigPatch::AwsKms),
             xks.map(ConfigPatch::Xks),
+            ibm_kms.map(ConfigPatch::IbmKms),
         ]
         .into_iter()
         .flatten()

@@ -13,9 +13,10 @@ use crate::proto::v1::{
     create_keystore_request, keystore, test_keystore_connection_request, AwsKmsCredentials,
     AwsKmsKeystoreConfig, ConnectKeystoreRequest, ConnectionErrorCode, ConnectionState,
     CreateKeystoreRequest, DeleteKeystoreRequest, DescribeKeystoresRequest,
-    DisconnectKeystoreRequest, GetKeystoreRequest, HealthStatus, InternalKeystoreConfig, Keystore,
-    KeystoreType, Pkcs11Credentials, Pkcs11KeystoreConfig, TestKeystoreConnectionRequest,
-    TestKeystoreConnectionResponse, UpdateKeystoreRequest, XksCredentials, XksKeystoreConfig,
+    DisconnectKeystoreRequest, GetKeystoreRequest, HealthStatus, IbmKmsCredentials,
+    IbmKmsKeystoreConfig, InternalKeystoreConfig, Keystore, KeystoreType, Pkcs11Credentials,
+    Pkcs11KeystoreConfig, TestKeystoreConnectionRequest, TestKeystoreConnectionResponse,
+    UpdateKeystoreRequest, XksCredentials, XksKeystoreConfig,
 };
 
 /// `--type`: the keystore kinds of the contract.
@@ -31,6 +32,8 @@ pub enum KeystoreTypeArg {
     IbmKeyProtect,
     Kmip,
     Xks,
+    /// IBM Cloud Hyper Protect Crypto Services' KMS API.
+    IbmHpcs,
 }
 
 impl From<KeystoreTypeArg> for KeystoreType {
@@ -44,6 +47,7 @@ impl From<KeystoreTypeArg> for KeystoreType {
             KeystoreTypeArg::IbmKeyProtect => KeystoreType::IbmKeyProtect,
             KeystoreTypeArg::Kmip => KeystoreType::Kmip,
             KeystoreTypeArg::Xks => KeystoreType::Xks,
+            KeystoreTypeArg::IbmHpcs => KeystoreType::IbmHpcs,
         }
     }
 }
@@ -134,7 +138,7 @@ pub struct XksArgs {
     /// xks: the proxy's path, [/prefix]/kms/xks/v1 (locked after the first connect).
     #[arg(long, value_name = "PATH")]
     pub uri_path: Option<String>,
-    /// xks: PEM file of the CA(s) to trust for the proxy's certificate [default: the system's roots].
+    /// xks, ibm_key_protect, ibm_hpcs: PEM file of the CA(s) to trust for the proxy's or endpoints' certificates [default: the system's roots].
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
     /// xks: PEM file of the client certificate (chain) for mutual TLS; needs --client-key-file.
@@ -146,6 +150,50 @@ pub struct XksArgs {
     /// xks: the AWS region requests are signed for, as the proxy expects it (AWS KMS signs with its own region) [default: us-east-1].
     #[arg(long, value_name = "REGION")]
     pub signing_region: Option<String>,
+}
+
+/// Settings of an ibm_key_protect or ibm_hpcs keystore (an IBM Cloud KMS instance and key
+/// ring; the CA, for private endpoints, is --ca-cert).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct IbmKmsArgs {
+    /// ibm_key_protect, ibm_hpcs: the service instance ID (locked after the first connect).
+    #[arg(long, value_name = "GUID")]
+    pub instance_id: Option<String>,
+    /// ibm_key_protect, ibm_hpcs: the key ring ID (locked after the first connect) [default: default].
+    #[arg(long, value_name = "ID")]
+    pub key_ring_id: Option<String>,
+    /// ibm_key_protect, ibm_hpcs: the KMS API endpoint, https://<region>.kms.cloud.ibm.com or https://api.<region>.hs-crypto.cloud.ibm.com:<port>.
+    #[arg(long, value_name = "URL")]
+    pub api_endpoint: Option<String>,
+    /// ibm_key_protect, ibm_hpcs: the IAM endpoint [default: https://iam.cloud.ibm.com].
+    #[arg(long, value_name = "URL")]
+    pub iam_endpoint: Option<String>,
+    /// ibm_key_protect, ibm_hpcs: file holding the service ID API key ("-" reads standard input). Never on the command line.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<std::path::PathBuf>,
+}
+
+impl IbmKmsArgs {
+    fn config(&self, ca_cert: Option<&std::path::Path>) -> Result<IbmKmsKeystoreConfig, CliError> {
+        Ok(IbmKmsKeystoreConfig {
+            instance_id: self.instance_id.clone().unwrap_or_default(),
+            key_ring_id: self.key_ring_id.clone().unwrap_or_default(),
+            api_endpoint: self.api_endpoint.clone().unwrap_or_default(),
+            iam_endpoint: self.iam_endpoint.clone().unwrap_or_default(),
+            ca_cert_pem: ca_cert.map(read_pem).transpose()?.unwrap_or_default(),
+        })
+    }
+
+    fn credentials(&self) -> Result<Option<IbmKmsCredentials>, CliError> {
+        self.api_key_file
+            .as_deref()
+            .map(|path| {
+                Ok(IbmKmsCredentials {
+                    api_key: read_secret(path, "API key")?,
+                })
+            })
+            .transpose()
+    }
 }
 
 /// A PEM file (certificates: not secret).
@@ -298,6 +346,8 @@ pub enum KeystoreCommand {
         aws_kms: AwsKmsArgs,
         #[command(flatten)]
         xks: XksArgs,
+        #[command(flatten)]
+        ibm_kms: Box<IbmKmsArgs>,
     },
     /// Show one keystore.
     Get {
@@ -390,7 +440,12 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
             pkcs11,
             aws_kms,
             xks,
+            ibm_kms,
         } => {
+            let ibm = matches!(
+                kind,
+                KeystoreTypeArg::IbmKeyProtect | KeystoreTypeArg::IbmHpcs
+            );
             let config = match kind {
                 KeystoreTypeArg::Internal => Some(create_keystore_request::Config::Internal(
                     InternalKeystoreConfig {},
@@ -402,9 +457,21 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
                     Some(create_keystore_request::Config::AwsKms(aws_kms.config()))
                 }
                 KeystoreTypeArg::Xks => Some(create_keystore_request::Config::Xks(xks.config()?)),
+                _ if ibm => Some(create_keystore_request::Config::IbmKms(
+                    ibm_kms.config(xks.ca_cert.as_deref())?,
+                )),
                 _ => None,
             };
-            let credentials = if kind == KeystoreTypeArg::Xks {
+            let credentials = if ibm {
+                if pkcs11.pin_file.is_some() || aws_kms.secret_access_key_file.is_some() {
+                    return Err(CliError::Usage(
+                        "an ibm_key_protect or ibm_hpcs keystore takes --api-key-file only".into(),
+                    ));
+                }
+                ibm_kms
+                    .credentials()?
+                    .map(create_keystore_request::Credentials::IbmKmsCredentials)
+            } else if kind == KeystoreTypeArg::Xks {
                 if pkcs11.pin_file.is_some() {
                     return Err(CliError::Usage(
                         "--pin-file is for pkcs11 keystores; an xks keystore takes --access-key-id and --secret-access-key-file".into(),
@@ -517,6 +584,9 @@ pub async fn run(cmd: KeystoreCommand, ctx: &Context) -> Result<Outcome, CliErro
                     xks_credentials,
                     xks_clear_ca_cert: clear_ca_cert,
                     xks_clear_client_cert: clear_client_cert,
+                    ibm_kms: None,
+                    ibm_kms_credentials: None,
+                    ibm_kms_clear_ca_cert: false,
                 })
                 .await?
                 .into_inner()
@@ -639,6 +709,21 @@ pub fn record(k: &Keystore) -> Record {
             )
             .field("has_credentials", k.has_credentials.to_string());
     }
+    if let Some(keystore::Config::IbmKms(c)) = &k.config {
+        r = r
+            .field("ibm_kms.instance_id", &c.instance_id)
+            .field("ibm_kms.key_ring_id", &c.key_ring_id)
+            .field("ibm_kms.api_endpoint", &c.api_endpoint)
+            .field("ibm_kms.iam_endpoint", &c.iam_endpoint)
+            .optional(
+                "ibm_kms.ca_cert_pem",
+                (!c.ca_cert_pem.is_empty()).then(|| {
+                    let n = c.ca_cert_pem.matches("-----BEGIN CERTIFICATE-----").count();
+                    format!("{n} certificate(s)")
+                }),
+            )
+            .field("has_credentials", k.has_credentials.to_string());
+    }
     if let Some(keystore::Config::Xks(c)) = &k.config {
         let pem = |p: &str| {
             (!p.is_empty()).then(|| {
@@ -703,6 +788,13 @@ pub fn to_json(k: &Keystore) -> Value {
             "client_cert_pem": c.client_cert_pem,
             "access_key_id": c.access_key_id,
             "signing_region": c.signing_region,
+        } }),
+        Some(keystore::Config::IbmKms(c)) => json!({ "ibm_kms": {
+            "instance_id": c.instance_id,
+            "key_ring_id": c.key_ring_id,
+            "api_endpoint": c.api_endpoint,
+            "iam_endpoint": c.iam_endpoint,
+            "ca_cert_pem": c.ca_cert_pem,
         } }),
         None => Value::Null,
     };
@@ -837,6 +929,7 @@ mod tests {
                 pkcs11: Pkcs11Args::default(),
                 aws_kms: AwsKmsArgs::default(),
                 xks: XksArgs::default(),
+                ibm_kms: Box::default(),
             }
         );
         assert_eq!(
@@ -871,6 +964,7 @@ mod tests {
                 },
                 aws_kms: AwsKmsArgs::default(),
                 xks: XksArgs::default(),
+                ibm_kms: Box::default(),
             }
         );
         assert_eq!(
@@ -905,6 +999,7 @@ mod tests {
                     secret_access_key_file: Some("/s".into()),
                 },
                 xks: XksArgs::default(),
+                ibm_kms: Box::default(),
             }
         );
         assert_eq!(
@@ -954,6 +1049,7 @@ mod tests {
                     client_key_file: Some("/c.key".into()),
                     signing_region: None,
                 },
+                ibm_kms: Box::default(),
             }
         );
         // A client certificate needs its key.

@@ -6,7 +6,7 @@
 
 use secrecy::SecretString;
 
-use super::{DomainError, KeystoreConfig, KeystoreType, TokenRef};
+use super::{DomainError, IbmKmsConfig, KeystoreConfig, KeystoreType, TokenRef};
 
 /// The secret half of a keystore's credentials, as the API received it.
 pub enum Secret {
@@ -19,6 +19,8 @@ pub enum Secret {
         secret_access_key: SecretString,
         client_key_pem: Option<SecretString>,
     },
+    /// An IBM Cloud service ID API key (ibm_key_protect and ibm_hpcs keystores).
+    IbmApiKey(SecretString),
 }
 
 impl Secret {
@@ -28,15 +30,19 @@ impl Secret {
             Secret::Pkcs11Pin(_) => "pkcs11_credentials.pin",
             Secret::AwsSecretAccessKey(_) => "aws_kms_credentials.secret_access_key",
             Secret::Xks { .. } => "xks_credentials",
+            Secret::IbmApiKey(_) => "ibm_kms_credentials.api_key",
         }
     }
 
-    /// The keystore type it is a credential of.
-    pub fn keystore_type(&self) -> KeystoreType {
+    /// Whether it is a credential of keystore type `t`.
+    pub fn fits(&self, t: KeystoreType) -> bool {
         match self {
-            Secret::Pkcs11Pin(_) => KeystoreType::Pkcs11,
-            Secret::AwsSecretAccessKey(_) => KeystoreType::AwsKms,
-            Secret::Xks { .. } => KeystoreType::Xks,
+            Secret::Pkcs11Pin(_) => t == KeystoreType::Pkcs11,
+            Secret::AwsSecretAccessKey(_) => t == KeystoreType::AwsKms,
+            Secret::Xks { .. } => t == KeystoreType::Xks,
+            Secret::IbmApiKey(_) => {
+                matches!(t, KeystoreType::IbmKeyProtect | KeystoreType::IbmHpcs)
+            }
         }
     }
 
@@ -50,7 +56,7 @@ impl Secret {
 
     /// Refuses a credential of another type than `t`, naming the field `t` takes.
     pub fn require_type(&self, t: KeystoreType) -> Result<(), DomainError> {
-        if self.keystore_type() == t {
+        if self.fits(t) {
             return Ok(());
         }
         Err(DomainError::invalid(
@@ -73,7 +79,7 @@ impl KeystoreType {
             KeystoreType::Xks => Some("xks"),
             KeystoreType::AzureKeyVault => Some("azure_key_vault"),
             KeystoreType::GoogleCloudKms => Some("google_cloud_kms"),
-            KeystoreType::IbmKeyProtect => Some("ibm_key_protect"),
+            KeystoreType::IbmKeyProtect | KeystoreType::IbmHpcs => Some("ibm_kms"),
             KeystoreType::Kmip => Some("kmip"),
         }
     }
@@ -87,7 +93,9 @@ impl KeystoreType {
             KeystoreType::Xks => Some("xks_credentials"),
             KeystoreType::AzureKeyVault => Some("azure_key_vault_credentials"),
             KeystoreType::GoogleCloudKms => Some("google_cloud_kms_credentials"),
-            KeystoreType::IbmKeyProtect => Some("ibm_key_protect_credentials"),
+            KeystoreType::IbmKeyProtect | KeystoreType::IbmHpcs => {
+                Some("ibm_kms_credentials.api_key")
+            }
             KeystoreType::Kmip => Some("kmip_credentials"),
         }
     }
@@ -137,16 +145,22 @@ impl KeystoreConfig {
                 merged_aws(c, p, secret.is_some())
             }
             (c @ KeystoreConfig::Xks { .. }, Some(ConfigPatch::Xks(p))) => merged_xks(c, p, secret),
+            (KeystoreConfig::IbmKeyProtect(c), Some(ConfigPatch::IbmKms(p))) => {
+                Ok(KeystoreConfig::IbmKeyProtect(p.merged(c)))
+            }
+            (KeystoreConfig::IbmHpcs(c), Some(ConfigPatch::IbmKms(p))) => {
+                Ok(KeystoreConfig::IbmHpcs(p.merged(c)))
+            }
             // New xks credentials alone still bring their access key id.
             (c @ KeystoreConfig::Xks { .. }, None) if secret.is_some() => {
                 merged_xks(c, XksPatch::default(), secret)
             }
             (c, None) => Ok(c.clone()),
             (_, Some(p)) => {
-                let t = p.keystore_type();
+                let (field, what) = p.target();
                 Err(DomainError::invalid(
-                    t.config_field().unwrap_or("config"),
-                    format!("this keystore is not a{} {t} keystore", article(t)),
+                    field,
+                    format!("this keystore is not {what} keystore"),
                 ))
             }
         }
@@ -161,6 +175,7 @@ fn article(t: KeystoreType) -> &'static str {
         | KeystoreType::AwsKms
         | KeystoreType::AzureKeyVault
         | KeystoreType::IbmKeyProtect
+        | KeystoreType::IbmHpcs
         | KeystoreType::Xks => "n",
     }
 }
@@ -172,14 +187,53 @@ pub enum ConfigPatch {
     Pkcs11(Pkcs11Patch),
     AwsKms(AwsKmsPatch),
     Xks(XksPatch),
+    /// ibm_key_protect and ibm_hpcs keystores.
+    IbmKms(IbmKmsPatch),
 }
 
 impl ConfigPatch {
-    pub fn keystore_type(&self) -> KeystoreType {
+    /// Its API field, and the keystores it fits in words ("a pkcs11").
+    fn target(&self) -> (&'static str, &'static str) {
         match self {
-            ConfigPatch::Pkcs11(_) => KeystoreType::Pkcs11,
-            ConfigPatch::AwsKms(_) => KeystoreType::AwsKms,
-            ConfigPatch::Xks(_) => KeystoreType::Xks,
+            ConfigPatch::Pkcs11(_) => ("pkcs11", "a pkcs11"),
+            ConfigPatch::AwsKms(_) => ("aws_kms", "an aws_kms"),
+            ConfigPatch::Xks(_) => ("xks", "an xks"),
+            ConfigPatch::IbmKms(_) => ("ibm_kms", "an ibm_key_protect or ibm_hpcs"),
+        }
+    }
+
+    /// Whether it fits a keystore of type `t`.
+    pub fn fits(&self, t: KeystoreType) -> bool {
+        match self {
+            ConfigPatch::Pkcs11(_) => t == KeystoreType::Pkcs11,
+            ConfigPatch::AwsKms(_) => t == KeystoreType::AwsKms,
+            ConfigPatch::Xks(_) => t == KeystoreType::Xks,
+            ConfigPatch::IbmKms(_) => {
+                matches!(t, KeystoreType::IbmKeyProtect | KeystoreType::IbmHpcs)
+            }
+        }
+    }
+}
+
+/// Changes to an ibm_key_protect or ibm_hpcs configuration; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct IbmKmsPatch {
+    pub instance_id: Option<String>,
+    pub key_ring_id: Option<String>,
+    pub api_endpoint: Option<String>,
+    pub iam_endpoint: Option<String>,
+    /// `Some(None)` goes back to the system's roots.
+    pub ca_cert_pem: Option<Option<String>>,
+}
+
+impl IbmKmsPatch {
+    fn merged(self, c: &IbmKmsConfig) -> IbmKmsConfig {
+        IbmKmsConfig {
+            instance_id: self.instance_id.unwrap_or_else(|| c.instance_id.clone()),
+            key_ring_id: self.key_ring_id.unwrap_or_else(|| c.key_ring_id.clone()),
+            api_endpoint: self.api_endpoint.unwrap_or_else(|| c.api_endpoint.clone()),
+            iam_endpoint: self.iam_endpoint.unwrap_or_else(|| c.iam_endpoint.clone()),
+            ca_cert_pem: self.ca_cert_pem.unwrap_or_else(|| c.ca_cert_pem.clone()),
         }
     }
 }
@@ -408,7 +462,7 @@ mod tests {
             patch in any_patch(),
         ) {
             prop_assert_eq!(&config.patched(None, None).unwrap(), &config);
-            let same_type = patch.keystore_type() == config.keystore_type();
+            let same_type = patch.fits(config.keystore_type());
             match config.patched(Some(patch), None) {
                 Err(_) => {}
                 Ok(merged) => {
@@ -547,6 +601,10 @@ mod tests {
         let s = Secret::Pkcs11Pin(SecretString::from("1234"));
         assert!(s.require_type(KeystoreType::Pkcs11).is_ok());
         let e = s.require_type(KeystoreType::AwsKms).unwrap_err();
+        let ibm = Secret::IbmApiKey(SecretString::from("k"));
+        assert!(ibm.require_type(KeystoreType::IbmHpcs).is_ok());
+        assert!(ibm.require_type(KeystoreType::IbmKeyProtect).is_ok());
+        assert!(ibm.require_type(KeystoreType::Xks).is_err());
         assert_eq!(
             e.to_string(),
             "pkcs11_credentials.pin: does not fit a aws_kms keystore; send aws_kms_credentials.secret_access_key"

@@ -21,6 +21,9 @@ pub enum KeystoreType {
     IbmKeyProtect,
     Kmip,
     Xks,
+    /// IBM Cloud Hyper Protect Crypto Services' KMS API (the seed's "KMS keystore in
+    /// another instance").
+    IbmHpcs,
 }
 
 impl fmt::Display for KeystoreType {
@@ -34,6 +37,7 @@ impl fmt::Display for KeystoreType {
             KeystoreType::IbmKeyProtect => "ibm_key_protect",
             KeystoreType::Kmip => "kmip",
             KeystoreType::Xks => "xks",
+            KeystoreType::IbmHpcs => "ibm_hpcs",
         })
     }
 }
@@ -83,6 +87,71 @@ pub enum KeystoreConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signing_region: Option<String>,
     },
+    /// IBM Key Protect.
+    IbmKeyProtect(IbmKmsConfig),
+    /// IBM Hyper Protect Crypto Services' KMS API.
+    IbmHpcs(IbmKmsConfig),
+}
+
+/// An IBM Cloud KMS instance (Key Protect, or Hyper Protect Crypto Services' KMS API) and
+/// key ring (the seed's tables 4 and 5). `instance_id` and `key_ring_id` identify where the
+/// keystore's keys live: locked after the first successful connect. The endpoints and the CA
+/// are connection configuration; the service ID API key is the sealed credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IbmKmsConfig {
+    pub instance_id: String,
+    /// `default` when the keystore names none.
+    pub key_ring_id: String,
+    /// `https://<region>.kms.cloud.ibm.com`, or HPCS's `https://api.<region>.hs-crypto.cloud.ibm.com:<port>`.
+    pub api_endpoint: String,
+    /// `https://iam.cloud.ibm.com` when the keystore names none.
+    pub iam_endpoint: String,
+    /// keyorch's addition: a CA for private endpoints; None: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_pem: Option<String>,
+}
+
+/// IBM Cloud's IAM endpoint (the seed's tables 4 and 5).
+pub const DEFAULT_IBM_IAM_ENDPOINT: &str = "https://iam.cloud.ibm.com";
+/// The key ring a keystore connects to when it names none.
+pub const DEFAULT_IBM_KEY_RING: &str = "default";
+
+impl IbmKmsConfig {
+    fn validate(&self) -> Result<(), DomainError> {
+        let id_rule = |field: &str, v: &str, max: usize| {
+            if v.is_empty()
+                || v.len() > max
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                Err(DomainError::invalid(
+                    field,
+                    format!("must be 1 to {max} letters, digits, '-' or '_'"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        id_rule("ibm_kms.instance_id", &self.instance_id, 64)?;
+        id_rule("ibm_kms.key_ring_id", &self.key_ring_id, 100)?;
+        for (field, url) in [
+            ("ibm_kms.api_endpoint", &self.api_endpoint),
+            ("ibm_kms.iam_endpoint", &self.iam_endpoint),
+        ] {
+            let (_, tail) = url_authority(field, url, 2048)?;
+            if !tail.is_empty() && tail != "/" {
+                return Err(DomainError::invalid(
+                    field,
+                    "must be scheme://host[:port] without a path (keyorch adds the API's paths)",
+                ));
+            }
+        }
+        if let Some(pem) = &self.ca_cert_pem {
+            validate_pem_certificates("ibm_kms.ca_cert_pem", pem)?;
+        }
+        Ok(())
+    }
 }
 
 /// The region xks requests are signed for when the keystore names none.
@@ -308,6 +377,21 @@ fn validate_access_key_id(id: &str) -> Result<(), DomainError> {
 }
 
 /// Rule of an AWS secret access key. The message never contains the secret.
+/// An IBM Cloud service ID API key: IBM's keys are 44 characters of base64url; any 16 to
+/// 256 printable characters without white space are taken. The message never contains it.
+pub fn validate_ibm_api_key(field: &str, key: &str) -> Result<(), DomainError> {
+    if !(16..=256).contains(&key.len()) {
+        return Err(DomainError::invalid(field, "must be 16 to 256 characters"));
+    }
+    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(DomainError::invalid(
+            field,
+            "must not contain white space or control characters",
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_aws_secret(field: &str, secret: &str) -> Result<(), DomainError> {
     if !(1..=256).contains(&secret.len()) {
         return Err(DomainError::invalid(field, "must be 1 to 256 characters"));
@@ -328,6 +412,8 @@ impl KeystoreConfig {
             KeystoreConfig::Pkcs11 { .. } => KeystoreType::Pkcs11,
             KeystoreConfig::AwsKms { .. } => KeystoreType::AwsKms,
             KeystoreConfig::Xks { .. } => KeystoreType::Xks,
+            KeystoreConfig::IbmKeyProtect(_) => KeystoreType::IbmKeyProtect,
+            KeystoreConfig::IbmHpcs(_) => KeystoreType::IbmHpcs,
         }
     }
 
@@ -335,6 +421,7 @@ impl KeystoreConfig {
     pub fn validate(&self) -> Result<(), DomainError> {
         match self {
             KeystoreConfig::Internal => Ok(()),
+            KeystoreConfig::IbmKeyProtect(c) | KeystoreConfig::IbmHpcs(c) => c.validate(),
             KeystoreConfig::Pkcs11 { module_path, token } => {
                 if module_path.is_empty() {
                     return Err(DomainError::invalid("pkcs11.module_path", "is required"));
@@ -439,6 +526,12 @@ impl KeystoreConfig {
         match self {
             KeystoreConfig::Internal | KeystoreConfig::Pkcs11 { .. } => Ok(()),
             KeystoreConfig::Xks { .. } => Err(XKS_HOLDS_REFERENCES.to_string()),
+            KeystoreConfig::IbmKeyProtect(_) | KeystoreConfig::IbmHpcs(_) => match spec {
+                KeySpec::Aes128 | KeySpec::Aes192 | KeySpec::Aes256 => Ok(()),
+                _ => Err(format!(
+                    "IBM Key Protect and Hyper Protect Crypto Services import root keys only as 128-, 192- or 256-bit AES, not {spec}"
+                )),
+            },
             KeystoreConfig::AwsKms { .. } => match spec {
                 KeySpec::Aes256 | KeySpec::HmacSha256 => Ok(()),
                 KeySpec::Aes128 | KeySpec::Aes192 => Err(format!(
@@ -938,6 +1031,24 @@ impl Keystore {
                     || old_cc != new_cc
                     || old_r != new_r
                 {
+                    self.require(KeystoreAction::UpdateConnectionConfig)?;
+                }
+            }
+            (KeystoreConfig::IbmKeyProtect(old), KeystoreConfig::IbmKeyProtect(new))
+            | (KeystoreConfig::IbmHpcs(old), KeystoreConfig::IbmHpcs(new)) => {
+                let locked = self.first_connected_at.is_some();
+                for (field, changed) in [
+                    ("ibm_kms.instance_id", old.instance_id != new.instance_id),
+                    ("ibm_kms.key_ring_id", old.key_ring_id != new.key_ring_id),
+                ] {
+                    if changed && locked {
+                        return Err(DomainError::invalid(
+                            field,
+                            "is locked: the keystore has connected, and its instance and key ring hold its keys",
+                        ));
+                    }
+                }
+                if old != new {
                     self.require(KeystoreAction::UpdateConnectionConfig)?;
                 }
             }

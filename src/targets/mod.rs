@@ -8,6 +8,7 @@
 //! [`credential_bytes`], and its entry in [`BUILT_TYPES`] (docs/keystores.md).
 
 pub mod aws_kms;
+pub mod ibm_kms;
 pub mod pkcs11;
 pub mod xks;
 
@@ -226,16 +227,19 @@ pub fn credential_bytes(
             secret_access_key,
             client_key_pem.as_ref(),
         ),
+        Secret::IbmApiKey(key) => ibm_kms::credential_bytes(secret.field(), key),
     }
 }
 
 /// The keystore types with a target (and internal, which needs none); the others answer
 /// UNIMPLEMENTED.
-pub const BUILT_TYPES: [KeystoreType; 4] = [
+pub const BUILT_TYPES: [KeystoreType; 6] = [
     KeystoreType::Internal,
     KeystoreType::Pkcs11,
     KeystoreType::AwsKms,
     KeystoreType::Xks,
+    KeystoreType::IbmKeyProtect,
+    KeystoreType::IbmHpcs,
 ];
 
 /// Opens the target an external keystore's configuration names, with its unsealed secret
@@ -247,6 +251,16 @@ pub fn open(
 ) -> Result<Option<Arc<dyn Target>>, TargetError> {
     Ok(Some(match config {
         KeystoreConfig::Internal => return Ok(None),
+        KeystoreConfig::IbmKeyProtect(c) => Arc::new(ibm_kms::IbmKmsTarget::open(
+            c,
+            ibm_kms::Flavor::KeyProtect,
+            secret,
+        )?),
+        KeystoreConfig::IbmHpcs(c) => Arc::new(ibm_kms::IbmKmsTarget::open(
+            c,
+            ibm_kms::Flavor::Hpcs,
+            secret,
+        )?),
         KeystoreConfig::Pkcs11 { module_path, token } => {
             Arc::new(pkcs11::Pkcs11Target::open(pkcs11::Pkcs11TargetConfig {
                 module: module_path.into(),

@@ -80,7 +80,9 @@ INCORRECT_NONCE_ERR).
 (GET /keys/{id} and its metadata), `delete`, `import_token` (POST and GET /import_token).
 
 Fake-only endpoints, outside the API's paths, no authentication (loopback test use only):
-  GET  /__fake__/keys/{id}/check      -> {"sha256": hex SHA-256 of the key's material}: proves
+  GET  /__fake__/keys/{id}/check      -> {"sha256": hex SHA-256 of the key's material, and
+                                         for AES keys "keyorch_kcv", keyorch's check value
+                                         (AES-CMAC of 16 zero bytes, 8 bytes hex)}: proves
                                          the material arrived intact without printing it
   POST /__fake__/keys/{id}/delete     -> 204: the key is deleted behind the client's back
   POST /__fake__/import_token/expire  -> 204: the import token expires now (its minimum
@@ -116,7 +118,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import cmac, hashes, serialization
 from cryptography.hazmat.primitives import padding as sympadding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -707,7 +709,14 @@ class Fake:
             k = self.keys.get(key_id)
             if k is None:
                 raise ApiError(404, {"error": "no such key"})
-            return 200, "application/json", {"sha256": hashlib.sha256(k["material"]).hexdigest()}
+            body = {"sha256": hashlib.sha256(k["material"]).hexdigest()}
+            if len(k["material"]) in (16, 24, 32):
+                # keyorch's key check value of an AES key: AES-CMAC over 16 zero bytes, first
+                # 8 bytes in hex; what keyorch's GetKey shows, so a test compares the two.
+                c = cmac.CMAC(algorithms.AES(k["material"]))
+                c.update(bytes(16))
+                body["keyorch_kcv"] = c.finalize()[:8].hex()
+            return 200, "application/json", body
 
     def fake_delete(self, key_id):
         with self.lock:
