@@ -566,7 +566,7 @@ impl IbmKmsClient {
         if let Some(valid) = lifetime.checked_sub(margin) {
             *cached = Some(CachedToken {
                 access: access.clone(),
-                renew_at: Instant::now(),
+                renew_at: Instant::now() + valid,
             });
         }
         Ok((access, true))
