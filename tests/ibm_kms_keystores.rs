@@ -503,6 +503,19 @@ async fn wrong_keys_and_denied_permissions_are_named() {
     }
     let e = fails(c.keystores.create_keystore(bad)).await;
     assert_invalid(&e, "ibm_kms.api_endpoint");
+    let mut slash = keystore_req(
+        &vault.id,
+        "slash",
+        KeystoreType::IbmHpcs,
+        &fake,
+        API_KEY,
+        false,
+    );
+    if let Some(create_keystore_request::Config::IbmKms(cfg)) = &mut slash.config {
+        cfg.iam_endpoint = format!("{}/", fake.url);
+    }
+    let e = fails(c.keystores.create_keystore(slash)).await;
+    assert_invalid(&e, "ibm_kms.iam_endpoint");
     let mut short = keystore_req(&vault.id, "short", KeystoreType::IbmHpcs, &fake, "x", false);
     short.name = "short".into();
     let e = fails(c.keystores.create_keystore(short)).await;

@@ -140,10 +140,10 @@ impl IbmKmsConfig {
             ("ibm_kms.iam_endpoint", &self.iam_endpoint),
         ] {
             let (_, tail) = url_authority(field, url, 2048)?;
-            if !tail.is_empty() && tail != "/" {
+            if !tail.is_empty() {
                 return Err(DomainError::invalid(
                     field,
-                    "must be scheme://host[:port] without a path (keyorch adds the API's paths)",
+                    "must be scheme://host[:port] without a path or trailing / (keyorch adds the API's paths)",
                 ));
             }
         }

@@ -31,6 +31,8 @@ use client::{IamService, IbmKmsClient, IbmKmsSettings, KmsKey};
 /// 5 destroyed).
 const STATE_ACTIVE: u32 = 1;
 const STATE_DESTROYED: u32 = 5;
+/// Most keys under one label an uninstall deletes.
+const MAX_DELETES: usize = 16;
 
 /// Which of IBM's two KMS services the keystore is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,12 +226,20 @@ impl Target for IbmKmsTarget {
     }
 
     fn uninstall(&self, label: &str) -> Result<bool, TargetError> {
+        // Key names are not unique in the service: remove every live key under the label,
+        // a bounded number of times (a delete that does not take effect is an error, not a
+        // loop).
         let mut removed = false;
-        while let Some(k) = self.live(label)? {
+        for _ in 0..MAX_DELETES {
+            let Some(k) = self.live(label)? else {
+                return Ok(removed);
+            };
             self.client.delete_key(&k.id)?;
             removed = true;
         }
-        Ok(removed)
+        Err(TargetError::Internal(format!(
+            "{label} still names a live key after {MAX_DELETES} deletes"
+        )))
     }
 
     fn copy(&self, key: &ManagedKey<'_>, label: &str) -> Result<Option<RemoteCopy>, TargetError> {
