@@ -779,11 +779,13 @@ impl Harness {
 
         // The kill: mostly while calls run, sometimes after they are all done.
         // Calls take from a few ms (CreateKey of an AES key) to a few hundred (the first
-        // install into the target after a start, which opens and logs in to it).
+        // install into the target after a start, which opens and logs in to it). Since
+        // keyorchd locks memory on fault (MCL_ONFAULT) calls are faster, so the delays lean
+        // short to keep most kills inside a call.
         let delay = match rng.below(100) {
-            0..45 => rng.range(2, 80),
-            45..85 => rng.range(80, 400),
-            _ => rng.range(400, 900),
+            0..60 => rng.range(1, 40),
+            60..90 => rng.range(40, 200),
+            _ => rng.range(200, 600),
         };
         tokio::time::sleep(Duration::from_millis(delay)).await;
         killed.store(true, Ordering::SeqCst);
