@@ -170,33 +170,6 @@ async fn assert_password_nowhere(d: &TestDaemon, printed: &[&str]) {
     }
 }
 
-/// `secret` appears in no log line, no file of the state folder, no audit event and nothing
-/// the clients printed.
-async fn assert_secret_nowhere(d: &TestDaemon, secret: &str, printed: &[&str]) {
-    assert!(!d.logs().contains(secret), "a secret is in keyorchd's logs");
-    for p in printed {
-        assert!(!p.contains(secret), "a secret came back to a client");
-    }
-    for file in walk_files(&d.state_dir()) {
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        assert!(
-            !contains_bytes(&bytes, secret.as_bytes()),
-            "a secret is in {}",
-            file.display()
-        );
-    }
-    let mut c = d.clients();
-    let events = ok(c.audit.list_events(ListEventsRequest {
-        page: Some(keyorch::proto::v1::PageRequest {
-            page_size: 1000,
-            page_token: String::new(),
-        }),
-        ..Default::default()
-    }))
-    .await;
-    assert!(!format!("{events:?}").contains(secret));
-}
-
 #[tokio::test]
 async fn the_seed_examples_and_the_whole_custom_key_store_story() {
     let d =

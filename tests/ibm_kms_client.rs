@@ -11,15 +11,15 @@
 //! (`TargetError`'s variant), and messages and `Debug` output for the API key, payloads and
 //! nonces, which must never appear.
 
-#[path = "common/tls.rs"]
-mod tls;
+mod common;
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use common::ibm::{python, Fake};
+use common::tls;
+
+use std::io::Write;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -30,128 +30,17 @@ use keyorch::targets::TargetError;
 use secrecy::SecretString;
 use serde_json::Value;
 
-/// How long a fake may take to print `LISTENING <port>`.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The one service-ID API key the fake's IAM accepts, and the instance it serves.
 const API_KEY: &str = "keyorch-client-test-apikey-5c1e9a77";
 const INSTANCE: &str = "2f8c7a52-4b1e-4d0a-9c3e-5a6b7c8d9e0f";
 const NIL_KEY: &str = "00000000-0000-0000-0000-000000000000";
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv scripts/ibm-clients.sh installed cryptography (and the SDK) into, once per binary.
-fn venv() -> PathBuf {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let venv = std::env::var_os("KEYORCH_IBM_CLIENTS_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target/ibm-clients-venv"));
-        let out = Command::new(repo().join("scripts/ibm-clients.sh"))
-            .arg("install")
-            .arg(&venv)
-            .output()
-            .expect("run scripts/ibm-clients.sh");
-        assert!(
-            out.status.success(),
-            "scripts/ibm-clients.sh install failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        venv
-    })
-    .clone()
-}
-
-/// The venv's python, with nothing from the caller's environment.
-fn python(home: &Path) -> Command {
-    let mut cmd = Command::new(venv().join("bin/python"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// A running fake.py; killed when dropped.
-struct Fake {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Fake {
-    /// A fake of `flavor` over https with the certificate in `dir`, or over http.
-    fn start(dir: &Path, flavor: &str, extra: &[&str], https: bool) -> Fake {
-        let name = format!(
-            "fake-{flavor}{}{}",
-            extra.join("").replace(',', "-"),
-            if https { "" } else { "-http" }
-        );
-        let log = dir.join(format!("{name}.stderr"));
-        let stderr = File::create(&log).expect("fake stderr file");
-        let mut cmd = python(dir);
-        cmd.arg(repo().join("tests/ibm_kms/fake.py"))
-            .args(["--port", "0", "--flavor", flavor])
-            .args(["--api-key", API_KEY, "--instance-id", INSTANCE]);
-        if https {
-            cmd.arg("--cert")
-                .arg(dir.join("server.pem"))
-                .arg("--key")
-                .arg(dir.join("server-key.pem"));
-        }
-        let mut child = cmd
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start fake.py");
-        let stdout = child.stdout.take().expect("fake stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let port = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) => line
-                .strip_prefix("LISTENING ")
-                .and_then(|p| p.trim().parse::<u16>().ok())
-                .unwrap_or_else(|| panic!("{name} printed {line:?}, not LISTENING <port>")),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let err = std::fs::read_to_string(&log);
-                panic!("{name} did not start within {START_TIMEOUT:?}:\n{err:?}");
-            }
-        };
-        Fake {
-            child,
-            url: format!(
-                "{}://127.0.0.1:{port}",
-                if https { "https" } else { "http" }
-            ),
-            log,
-        }
-    }
-
-    /// The requests the fake logged with `method path -> status`.
-    fn count(&self, request: &str) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.ends_with(request))
-            .count()
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The requests `fake` logged with `method path -> status`.
+fn count(fake: &Fake, request: &str) -> usize {
+    fake.logged()
+        .lines()
+        .filter(|l| l.ends_with(request))
+        .count()
 }
 
 /// A folder with a CA and a server certificate for 127.0.0.1 it signed.
@@ -338,7 +227,7 @@ fn rsa_bits(der_bytes: &[u8]) -> usize {
 fn round_trip(flavor: &str) {
     let certs = certs();
     let home = certs.dir.path();
-    let fake = Fake::start(home, flavor, &[], true);
+    let fake = Fake::start(home, flavor, (API_KEY, INSTANCE), &[], true);
 
     // A wrong API key: IAM's 400 BXNIM0415E, without the key in the message.
     let wrong = "keyorch-wrong-apikey-00000000000000";
@@ -457,8 +346,8 @@ fn round_trip(flavor: &str) {
     assert!(c.list_keys(200, 0).unwrap().is_empty());
 
     // One IAM login for all of this client's calls (the token is cached).
-    assert_eq!(fake.count("POST /identity/token -> 200"), 1);
-    assert_eq!(fake.count("POST /identity/token -> 400"), 1);
+    assert_eq!(count(&fake, "POST /identity/token -> 200"), 1);
+    assert_eq!(count(&fake, "POST /identity/token -> 400"), 1);
     let log = std::fs::read_to_string(&fake.log).unwrap();
     assert!(
         log.contains(&format!("DELETE /api/v2/keys/{} -> 410", key.id)),
@@ -482,7 +371,13 @@ fn hpcs_round_trip() {
 fn refused_calls_name_their_iam_action() {
     let certs = certs();
     let home = certs.dir.path();
-    let denies_import = Fake::start(home, "key_protect", &["--deny", "import"], true);
+    let denies_import = Fake::start(
+        home,
+        "key_protect",
+        (API_KEY, INSTANCE),
+        &["--deny", "import"],
+        true,
+    );
     let c = client(&denies_import, &certs);
     c.create_import_token(300, 1).unwrap();
     let token = c.get_import_token().unwrap();
@@ -501,12 +396,13 @@ fn refused_calls_name_their_iam_action() {
     );
     assert!(c.list_keys(10, 0).unwrap().is_empty(), "listing is allowed");
     // The import was sent with the cached token, refused, sent again with a new one.
-    assert_eq!(denies_import.count("POST /identity/token -> 200"), 2);
-    assert_eq!(denies_import.count("POST /api/v2/keys -> 401"), 2);
+    assert_eq!(count(&denies_import, "POST /identity/token -> 200"), 2);
+    assert_eq!(count(&denies_import, "POST /api/v2/keys -> 401"), 2);
 
     let denies_rest = Fake::start(
         home,
         "key_protect",
+        (API_KEY, INSTANCE),
         &["--deny", "list,get,delete,import_token"],
         true,
     );
@@ -537,7 +433,13 @@ fn refused_calls_name_their_iam_action() {
     assert!(e.contains("kms.secrets.list"), "{e}");
 
     // HPCS's actions are hs-crypto's.
-    let hpcs = Fake::start(home, "hpcs", &["--deny", "import"], true);
+    let hpcs = Fake::start(
+        home,
+        "hpcs",
+        (API_KEY, INSTANCE),
+        &["--deny", "import"],
+        true,
+    );
     let c = client(&hpcs, &certs).with_iam_service(IamService::Hpcs);
     c.create_import_token(300, 1).unwrap();
     let token = c.get_import_token().unwrap();
@@ -562,6 +464,7 @@ fn configuration_errors_are_invalid_configuration() {
     let fake = Fake::start(
         certs.dir.path(),
         "key_protect",
+        (API_KEY, INSTANCE),
         &["--key-ring", "ring-a"],
         true,
     );
@@ -657,7 +560,13 @@ fn silent_listener() -> (u16, std::thread::JoinHandle<()>) {
 #[test]
 fn tls_network_and_timeout_failures() {
     let certs = certs();
-    let fake = Fake::start(certs.dir.path(), "key_protect", &[], true);
+    let fake = Fake::start(
+        certs.dir.path(),
+        "key_protect",
+        (API_KEY, INSTANCE),
+        &[],
+        true,
+    );
 
     // A CA that did not sign the fake's certificate, and the system's roots.
     let other_ca = tls::ca("some other CA");
@@ -720,7 +629,7 @@ fn tls_network_and_timeout_failures() {
 #[test]
 fn find_key_by_name_pages_through_the_list() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = Fake::start(dir.path(), "key_protect", &[], false);
+    let fake = Fake::start(dir.path(), "key_protect", (API_KEY, INSTANCE), &[], false);
     assert!(fake.url.starts_with("http://"));
     let out = helper(
         dir.path(),
@@ -761,7 +670,7 @@ fn find_key_by_name_pages_through_the_list() {
         assert_eq!(t.join().unwrap(), 50);
     }
     assert_eq!(
-        fake.count("POST /identity/token -> 200"),
+        count(&fake, "POST /identity/token -> 200"),
         2,
         "the helper's and the client's"
     );

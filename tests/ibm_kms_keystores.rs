@@ -10,13 +10,10 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::process::Command;
 use std::time::Duration;
 
+use common::ibm;
 use common::tls as tls_certs;
 use common::*;
 use keyorch::client::Clients;
@@ -24,7 +21,7 @@ use keyorch::proto::v1::{
     create_keystore_request, ConnectKeystoreRequest, ConnectionErrorCode, ConnectionState,
     CreateKeystoreRequest, DisconnectKeystoreRequest, IbmKmsCredentials, IbmKmsKeystoreConfig,
     InstallKeyRequest, InstanceState, Key, KeyAlgorithm, KeyState, KeyStatusInKeystore, Keystore,
-    KeystoreType, ListEventsRequest, SyncStatus, TargetKeyStatus, TestKeystoreConnectionRequest,
+    KeystoreType, SyncStatus, TargetKeyStatus, TestKeystoreConnectionRequest,
     TestKeystoreConnectionResponse,
 };
 use tonic::Code;
@@ -32,38 +29,10 @@ use tonic::Code;
 /// The one service ID API key the fake's IAM accepts: a canary that must never come back.
 const API_KEY: &str = "Canary-IBM-apikey-Zr7Qm2Lx9Vt4Nc8Wp1Hs6";
 const INSTANCE: &str = "2f8c7a52-4b1e-4d0a-9c3e-5a6b7c8d9e0f";
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv of scripts/ibm-clients.sh (cryptography for the fake), once per binary.
-fn venv() -> PathBuf {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let venv = std::env::var_os("KEYORCH_IBM_CLIENTS_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target/ibm-clients-venv"));
-        let out = Command::new(repo().join("scripts/ibm-clients.sh"))
-            .arg("install")
-            .arg(&venv)
-            .output()
-            .expect("run scripts/ibm-clients.sh");
-        assert!(
-            out.status.success(),
-            "scripts/ibm-clients.sh install failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        venv
-    })
-    .clone()
-}
-
-/// A running fake.py with its CA; killed when dropped.
+/// A running fake.py over https with a CA of its own.
 struct Fake {
-    child: Child,
+    fake: ibm::Fake,
     url: String,
     ca_pem: String,
     dir: tempfile::TempDir,
@@ -77,41 +46,10 @@ impl Fake {
         std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
         std::fs::write(dir.path().join("server.pem"), cert).unwrap();
         std::fs::write(dir.path().join("server-key.pem"), key).unwrap();
-        let stderr = File::create(dir.path().join("fake.stderr")).unwrap();
-        let mut child = Command::new(venv().join("bin/python"))
-            .arg(repo().join("tests/ibm_kms/fake.py"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .args(["--port", "0", "--flavor", flavor])
-            .args(["--api-key", API_KEY, "--instance-id", INSTANCE])
-            .arg("--cert")
-            .arg(dir.path().join("server.pem"))
-            .arg("--key")
-            .arg(dir.path().join("server-key.pem"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start fake.py");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(START_TIMEOUT)
-            .unwrap_or_else(|_| panic!("fake.py did not start within {START_TIMEOUT:?}"));
-        let port: u16 = line
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("fake.py printed {line:?}"));
+        let fake = ibm::Fake::start(dir.path(), flavor, (API_KEY, INSTANCE), extra, true);
         Fake {
-            child,
-            url: format!("https://127.0.0.1:{port}"),
+            url: fake.url.clone(),
+            fake,
             ca_pem: ca.pem,
             dir,
         }
@@ -140,14 +78,7 @@ impl Fake {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("fake.stderr")).unwrap_or_default()
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.fake.logged()
     }
 }
 
@@ -223,47 +154,6 @@ fn assert_failed_with(ks: &Keystore, code: ConnectionErrorCode) {
         (ConnectionState::Failed as i32, code as i32),
         "{ks:?}"
     );
-}
-
-/// The canary API key is nowhere: not in keyorchd's logs, its state folder, the audit
-/// trail, or what clients were shown.
-async fn assert_api_key_nowhere(d: &TestDaemon, shown: &str) {
-    assert!(
-        !d.logs().contains(API_KEY),
-        "the API key is in keyorchd's logs"
-    );
-    assert!(
-        !shown.contains(API_KEY),
-        "the API key came back to a client"
-    );
-    let mut stack = vec![d.state_dir()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap_or_default();
-                assert!(
-                    !bytes
-                        .windows(API_KEY.len())
-                        .any(|w| w == API_KEY.as_bytes()),
-                    "the API key is in {}",
-                    path.display()
-                );
-            }
-        }
-    }
-    let mut c = d.clients();
-    let events = ok(c.audit.list_events(ListEventsRequest {
-        page: Some(keyorch::proto::v1::PageRequest {
-            page_size: 1000,
-            page_token: String::new(),
-        }),
-        ..Default::default()
-    }))
-    .await;
-    assert!(!format!("{events:?}").contains(API_KEY));
 }
 
 #[tokio::test]
@@ -405,7 +295,7 @@ async fn hpcs_keys_are_imported_intact_and_follow_the_lifecycle() {
             .get_keystore(keyorch::proto::v1::GetKeystoreRequest { id: ks.id.clone() }))
         .await
     );
-    assert_api_key_nowhere(&d, &shown).await;
+    assert_secret_nowhere(&d, API_KEY, &[&shown]).await;
     assert!(!fake.log().contains(API_KEY), "the fake logged the API key");
 }
 
@@ -520,7 +410,7 @@ async fn wrong_keys_and_denied_permissions_are_named() {
     short.name = "short".into();
     let e = fails(c.keystores.create_keystore(short)).await;
     assert_invalid(&e, "ibm_kms_credentials.api_key");
-    assert_api_key_nowhere(&d, "").await;
+    assert_secret_nowhere(&d, API_KEY, &[]).await;
 }
 
 /// The crash matrix of DESIGN §5 for an ibm_hpcs target: keyorchd aborts at each step of an

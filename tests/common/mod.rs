@@ -10,6 +10,7 @@
 
 pub mod aws;
 pub mod fault_proxy;
+pub mod ibm;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -1313,4 +1314,31 @@ pub fn softhsm_tokens(prefix: &str, labels: &[&str], so_pin: &str, pin: &str) ->
         );
     }
     dir
+}
+
+/// `secret` appears in no log line, no file of the state folder, no audit event and nothing
+/// the clients printed.
+pub async fn assert_secret_nowhere(d: &TestDaemon, secret: &str, printed: &[&str]) {
+    assert!(!d.logs().contains(secret), "a secret is in keyorchd's logs");
+    for p in printed {
+        assert!(!p.contains(secret), "a secret came back to a client");
+    }
+    for file in walk_files(&d.state_dir()) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !contains_bytes(&bytes, secret.as_bytes()),
+            "a secret is in {}",
+            file.display()
+        );
+    }
+    let mut c = d.clients();
+    let events = ok(c.audit.list_events(keyorch::proto::v1::ListEventsRequest {
+        page: Some(keyorch::proto::v1::PageRequest {
+            page_size: 1000,
+            page_token: String::new(),
+        }),
+        ..Default::default()
+    }))
+    .await;
+    assert!(!format!("{events:?}").contains(secret));
 }
