@@ -23,9 +23,8 @@ use keyorch::proto::v1::{
     create_keystore_request, AwsKmsCredentials, AwsKmsKeystoreConfig, ConnectKeystoreRequest,
     ConnectionErrorCode, ConnectionState, CreateKeystoreRequest, DisconnectKeystoreRequest,
     GenerateMacRequest, HealthStatus, InstallKeyRequest, InstanceState, Key, KeyAlgorithm,
-    KeyState, KeyStatusInKeystore, Keystore, KeystoreType, ListEventsRequest, SyncStatus,
-    TargetKeyStatus, TestKeystoreConnectionRequest, TestKeystoreConnectionResponse,
-    UpdateKeystoreRequest, Vault,
+    KeyState, Keystore, KeystoreType, ListEventsRequest, SyncStatus, TargetKeyStatus,
+    TestKeystoreConnectionRequest, TestKeystoreConnectionResponse, UpdateKeystoreRequest, Vault,
 };
 use tonic::Code;
 
@@ -71,32 +70,6 @@ fn aws_config(ks: &Keystore) -> AwsKmsKeystoreConfig {
     }
 }
 
-fn instance(key: &Key, keystore_id: &str) -> keyorch::proto::v1::KeyInstance {
-    key.instances
-        .iter()
-        .find(|i| i.keystore_id == keystore_id)
-        .cloned()
-        .unwrap_or_else(|| panic!("key {} has no instance in {keystore_id}", key.id))
-}
-
-async fn status_in(c: &mut Clients, key_id_: &str, keystore_id: &str) -> KeyStatusInKeystore {
-    let r = ok(c.keys.get_key_status_in_keystores(key_id(key_id_))).await;
-    r.keystores
-        .into_iter()
-        .find(|s| s.keystore_id == keystore_id)
-        .expect("a status for the keystore")
-}
-
-fn assert_status_is(s: &KeyStatusInKeystore, status: TargetKeyStatus, sync: SyncStatus) {
-    assert_eq!(
-        (s.status, s.sync),
-        (status as i32, sync as i32),
-        "status {:?}/{:?}: {s:?}",
-        TargetKeyStatus::try_from(s.status),
-        SyncStatus::try_from(s.sync)
-    );
-}
-
 async fn test_stored(c: &mut Clients, id: &str) -> TestKeystoreConnectionResponse {
     ok(c.keystores
         .test_keystore_connection(TestKeystoreConnectionRequest {
@@ -120,14 +93,6 @@ async fn disconnect(c: &mut Clients, id: &str) -> Keystore {
         force: true,
     }))
     .await
-}
-
-fn assert_failed_with(ks: &Keystore, code: ConnectionErrorCode) {
-    assert_eq!(
-        (ks.connection_state, ks.connection_error_code),
-        (ConnectionState::Failed as i32, code as i32),
-        "{ks:?}"
-    );
 }
 
 /// The KMS key under keyorch's alias for `key_id`, as LocalStack describes it.

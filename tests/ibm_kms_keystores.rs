@@ -20,9 +20,8 @@ use keyorch::client::Clients;
 use keyorch::proto::v1::{
     create_keystore_request, ConnectKeystoreRequest, ConnectionErrorCode, ConnectionState,
     CreateKeystoreRequest, DisconnectKeystoreRequest, IbmKmsCredentials, IbmKmsKeystoreConfig,
-    InstallKeyRequest, InstanceState, Key, KeyAlgorithm, KeyState, KeyStatusInKeystore, Keystore,
-    KeystoreType, SyncStatus, TargetKeyStatus, TestKeystoreConnectionRequest,
-    TestKeystoreConnectionResponse,
+    InstallKeyRequest, InstanceState, KeyAlgorithm, KeyState, KeystoreType, SyncStatus,
+    TargetKeyStatus, TestKeystoreConnectionRequest, TestKeystoreConnectionResponse,
 };
 use tonic::Code;
 
@@ -113,31 +112,6 @@ fn keystore_req(
     }
 }
 
-fn instance(key: &Key, keystore_id: &str) -> keyorch::proto::v1::KeyInstance {
-    key.instances
-        .iter()
-        .find(|i| i.keystore_id == keystore_id)
-        .cloned()
-        .unwrap_or_else(|| panic!("key {} has no instance in {keystore_id}", key.id))
-}
-
-async fn status_in(c: &mut Clients, id: &str, keystore_id: &str) -> KeyStatusInKeystore {
-    ok(c.keys.get_key_status_in_keystores(key_id(id)))
-        .await
-        .keystores
-        .into_iter()
-        .find(|s| s.keystore_id == keystore_id)
-        .expect("a status for the keystore")
-}
-
-fn assert_status_is(s: &KeyStatusInKeystore, status: TargetKeyStatus, sync: SyncStatus) {
-    assert_eq!(
-        (s.status, s.sync),
-        (status as i32, sync as i32),
-        "status: {s:?}"
-    );
-}
-
 async fn test_stored(c: &mut Clients, id: &str) -> TestKeystoreConnectionResponse {
     ok(c.keystores
         .test_keystore_connection(TestKeystoreConnectionRequest {
@@ -146,14 +120,6 @@ async fn test_stored(c: &mut Clients, id: &str) -> TestKeystoreConnectionRespons
             ),
         }))
     .await
-}
-
-fn assert_failed_with(ks: &Keystore, code: ConnectionErrorCode) {
-    assert_eq!(
-        (ks.connection_state, ks.connection_error_code),
-        (ConnectionState::Failed as i32, code as i32),
-        "{ks:?}"
-    );
 }
 
 #[tokio::test]

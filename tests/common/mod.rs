@@ -1342,3 +1342,49 @@ pub async fn assert_secret_nowhere(d: &TestDaemon, secret: &str, printed: &[&str
     .await;
     assert!(!format!("{events:?}").contains(secret));
 }
+
+/// The instance of `key` in `keystore_id`.
+pub fn instance(key: &Key, keystore_id: &str) -> keyorch::proto::v1::KeyInstance {
+    key.instances
+        .iter()
+        .find(|i| i.keystore_id == keystore_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("key {} has no instance in {keystore_id}", key.id))
+}
+
+pub async fn status_in(
+    c: &mut Clients,
+    id: &str,
+    keystore_id: &str,
+) -> keyorch::proto::v1::KeyStatusInKeystore {
+    // What GetKeyStatusInKeystores says of `id` in `keystore_id`.
+    ok(c.keys.get_key_status_in_keystores(key_id(id)))
+        .await
+        .keystores
+        .into_iter()
+        .find(|s| s.keystore_id == keystore_id)
+        .expect("a status for the keystore")
+}
+
+pub fn assert_status_is(
+    s: &keyorch::proto::v1::KeyStatusInKeystore,
+    status: keyorch::proto::v1::TargetKeyStatus,
+    sync: keyorch::proto::v1::SyncStatus,
+) {
+    assert_eq!(
+        (s.status, s.sync),
+        (status as i32, sync as i32),
+        "status {:?}/{:?}: {s:?}",
+        keyorch::proto::v1::TargetKeyStatus::try_from(s.status),
+        keyorch::proto::v1::SyncStatus::try_from(s.sync)
+    );
+}
+
+/// `ks` is FAILED with `code`.
+pub fn assert_failed_with(ks: &Keystore, code: keyorch::proto::v1::ConnectionErrorCode) {
+    assert_eq!(
+        (ks.connection_state, ks.connection_error_code),
+        (ConnectionState::Failed as i32, code as i32),
+        "{ks:?}"
+    );
+}
