@@ -143,6 +143,8 @@ fn set_secret(r: &mut pb::CreateKeystoreRequest, f: fn(&str) -> String) -> bool 
         Some(Credentials::AwsKmsCredentials(c)) => &mut c.secret_access_key,
         Some(Credentials::XksCredentials(c)) => &mut c.secret_access_key,
         Some(Credentials::IbmKmsCredentials(c)) => &mut c.api_key,
+        Some(Credentials::AzureKeyVaultCredentials(c)) => &mut c.client_secret,
+        Some(Credentials::GoogleCloudKmsCredentials(c)) => &mut c.service_account_key_json,
         None => return false,
     };
     let new = f(secret);
@@ -195,6 +197,15 @@ fn create_keystore_refusals(r: pb::CreateKeystoreRequest) -> Vec<String> {
         Some(Secret::IbmApiKey(k)) => {
             crate::domain::validate_ibm_api_key("ibm_kms_credentials.api_key", k.expose_secret())
         }
+        Some(Secret::AzureClientSecret(k)) => crate::domain::validate_azure_client_secret(
+            "azure_key_vault_credentials.client_secret",
+            k.expose_secret(),
+        ),
+        Some(Secret::GoogleServiceAccountKey(k)) => crate::domain::parse_service_account_key(
+            "google_cloud_kms_credentials.service_account_key_json",
+            k.expose_secret(),
+        )
+        .map(drop),
         None => Ok(()),
     };
     if let Err(e) = checked {

@@ -2,7 +2,9 @@
 //! internal keystore → key → activate → encrypt → decrypt round trip; `--output json`
 //! records parse with proto field names; the socket can come from `KEYORCH_SOCKET`; a
 //! server error exits non-zero with the server's message on stderr; `keyorch bench install`
-//! reports both sides and leaves nothing behind.
+//! reports both sides and leaves nothing behind, into a pkcs11 keystore and an ibm_hpcs one
+//! (against the IBM fake); `keystore update` reaches every IBM setting and refuses flags of
+//! another type.
 
 mod common;
 
@@ -575,5 +577,275 @@ async fn bench_install_reports_both_sides_and_cleans_up() {
             !output.contains(&own_pin),
             "the daemon's PIN is in the {what}"
         );
+    }
+}
+
+/// The one service ID API key the IBM fake's IAM accepts: a canary that must never come back.
+const IBM_API_KEY: &str = "Canary-IBM-cli-apikey-Wq3Zt8Lm1Xc5Rv7Nb";
+const IBM_INSTANCE: &str = "7d2e9f14-3a5b-4c6d-8e9f-0a1b2c3d4e5f";
+
+/// The IBM fake (tests/ibm_kms/fake.py) of `flavor` over http on 127.0.0.1 (the domain allows
+/// http:// to loopback), with the API key in a file beside it.
+fn ibm_fake(flavor: &str) -> (common::ibm::Fake, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("ibm-api-key");
+    std::fs::write(&key_file, format!("{IBM_API_KEY}\n")).unwrap();
+    let fake =
+        common::ibm::Fake::start(dir.path(), flavor, (IBM_API_KEY, IBM_INSTANCE), &[], false);
+    (fake, dir, key_file)
+}
+
+/// `keyorch keystore create` and `update` of an ibm_hpcs keystore: every IBM flag reaches
+/// the API (the record and JSON show them), --clear-ca-cert goes back to the system's roots,
+/// a new API key is taken in any state and connects, the instance is locked after the first
+/// connect (the server's refusal, so the CLI sent it), flags of another type are refused by
+/// the CLI before anything is sent, and the API key is never printed.
+#[tokio::test]
+async fn keystore_update_changes_ibm_hpcs_settings_and_refuses_other_types() {
+    let (fake, dir, key_file) = ibm_fake("hpcs");
+    let d = TestDaemon::start().await;
+    let sock = d.socket();
+    let ca = common::tls::ca("keyorch CLI test CA");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let vault = one_record(&succeed(
+        keyorch(&sock).args(["-o", "json", "vault", "create", "--name", "ibm"]),
+    ));
+    let vault_id = field(&vault, "id").to_string();
+    let mut outputs = Vec::new();
+
+    let out = succeed(
+        keyorch(&sock)
+            .args(["-o", "json", "keystore", "create", "--vault", &vault_id])
+            .args(["--name", "hpcs", "--type", "ibm-hpcs", "--connect"])
+            .args(["--instance-id", IBM_INSTANCE, "--api-endpoint", &fake.url])
+            .args(["--iam-endpoint", &fake.url, "--api-key-file"])
+            .arg(&key_file),
+    );
+    let ks = one_record(&out);
+    outputs.push(out.clone());
+    let id = field(&ks, "id").to_string();
+    assert_eq!(
+        field(&ks, "connection_state"),
+        "CONNECTION_STATE_CONNECTED",
+        "{out}"
+    );
+    assert_eq!(ks["has_credentials"], json!(true), "{out}");
+
+    // The API key again, while CONNECTED (credentials change in any state).
+    let out = succeed(
+        keyorch(&sock)
+            .args(["-o", "json", "keystore", "update", &id, "--api-key-file"])
+            .arg(&key_file),
+    );
+    outputs.push(out.clone());
+    assert_eq!(
+        field(&one_record(&out), "connection_state"),
+        "CONNECTION_STATE_CONNECTED",
+        "{out}"
+    );
+
+    // Connection settings while DISCONNECTED: the IAM endpoint and a CA, in the text record.
+    succeed(keyorch(&sock).args(["keystore", "disconnect", &id]));
+    let other_iam = fake.url.replace("127.0.0.1", "localhost");
+    let out = succeed(
+        keyorch(&sock)
+            .args([
+                "keystore",
+                "update",
+                &id,
+                "--iam-endpoint",
+                &other_iam,
+                "--ca-cert",
+            ])
+            .arg(&ca_file),
+    );
+    outputs.push(out.clone());
+    assert!(
+        out.contains(&format!("ibm_kms.iam_endpoint: {other_iam}\n"))
+            && out.contains("ibm_kms.ca_cert_pem: 1 certificate(s)\n")
+            && out.contains(&format!("ibm_kms.api_endpoint: {}\n", fake.url)),
+        "{out}"
+    );
+    let out = succeed(keyorch(&sock).args([
+        "-o",
+        "json",
+        "keystore",
+        "update",
+        &id,
+        "--clear-ca-cert",
+        "--iam-endpoint",
+        &fake.url,
+    ]));
+    outputs.push(out.clone());
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["config"]["ibm_kms"]["ca_cert_pem"], "", "{out}");
+    assert_eq!(
+        v["config"]["ibm_kms"]["iam_endpoint"],
+        fake.url.as_str(),
+        "{out}"
+    );
+    assert_eq!(v["config"]["ibm_kms"]["instance_id"], IBM_INSTANCE, "{out}");
+    let out = succeed(keyorch(&sock).args(["-o", "json", "keystore", "connect", &id]));
+    assert_eq!(
+        field(&one_record(&out), "connection_state"),
+        "CONNECTION_STATE_CONNECTED",
+        "{out}"
+    );
+
+    // The instance is locked after the first connect: the server says so.
+    succeed(keyorch(&sock).args(["keystore", "disconnect", &id]));
+    let out = run(keyorch(&sock).args([
+        "keystore",
+        "update",
+        &id,
+        "--instance-id",
+        "0e0e0e0e-1111-2222-3333-444444444444",
+    ]));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("ibm_kms.instance_id"),
+        "{err}"
+    );
+
+    // Flags of another type: a usage error (exit 2) naming the flag and the type.
+    let before = snapshot(&d.clients()).await;
+    for (flags, names) in [
+        (
+            &["--region", "eu-de"][..],
+            "--region is for aws_kms keystores, not ibm_hpcs",
+        ),
+        (
+            &["--clear-endpoints"][..],
+            "--clear-endpoints is for azure_key_vault keystores, not ibm_hpcs",
+        ),
+        (
+            &["--pin-file", "/nonexistent"][..],
+            "--pin-file is for pkcs11 keystores, not ibm_hpcs",
+        ),
+    ] {
+        let out = run(keyorch(&sock).args(["keystore", "update", &id]).args(flags));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(names), "{flags:?}: {err}");
+        assert!(
+            err.contains("an ibm_hpcs keystore takes --instance-id"),
+            "{err}"
+        );
+    }
+    assert_unchanged(&before, &snapshot(&d.clients()).await, "refused updates");
+
+    // `keystore update --help` lists the IBM and Azure flags.
+    let help = succeed(keyorch(&sock).args(["keystore", "update", "--help"]));
+    for flag in [
+        "--instance-id",
+        "--key-ring-id",
+        "--api-endpoint",
+        "--iam-endpoint",
+        "--api-key-file",
+        "--clear-ca-cert",
+        "--vault-name",
+        "--client-secret-file",
+        "--clear-endpoints",
+    ] {
+        assert!(help.contains(flag), "{flag} not in --help:\n{help}");
+    }
+
+    outputs.push(d.logs());
+    outputs.push(fake.logged());
+    for o in &outputs {
+        assert!(!o.contains(IBM_API_KEY), "the API key was printed:\n{o}");
+    }
+}
+
+/// `keyorch bench install --keystore-type ibm-hpcs` with a tiny count against the IBM fake:
+/// both steps timed through keyorchd, the raw HPCS wrap beside the install (and no raw
+/// uninstall, which sends nothing), every key the rounds imported deleted again, nothing the
+/// bench made left in keyorchd, and the API key never printed. A wrong API key stops it
+/// before any round, saying why, and leaves nothing either.
+#[tokio::test]
+async fn bench_install_into_ibm_hpcs_reports_the_wrap_baseline_and_cleans_up() {
+    let (fake, dir, key_file) = ibm_fake("hpcs");
+    let d = TestDaemon::start().await;
+    let bench = |key_file: &Path| {
+        let mut cmd = keyorch(&d.socket());
+        cmd.args(["-o", "json", "bench", "install", "--state-dir"])
+            .arg(d.state_dir())
+            .args(["--keystore-type", "ibm-hpcs", "--instance-id", IBM_INSTANCE])
+            .args(["--api-endpoint", &fake.url, "--iam-endpoint", &fake.url])
+            .arg("--api-key-file")
+            .arg(key_file);
+        cmd
+    };
+
+    let out = run(bench(&key_file).args(["--count", "3", "--warmup", "1"]));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {}:\n{stdout}\n{stderr}",
+        out.status
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(v["keystore_type"], "ibm_hpcs", "{v}");
+    assert_eq!(v["key"], "AES-256", "{v}");
+    assert_eq!(v["target"]["instance_id"], IBM_INSTANCE, "{v}");
+    assert_eq!(v["rounds"], 3, "{v}");
+    let positive = |x: &Value| x.as_f64().is_some_and(|f| f.is_finite() && f > 0.0);
+    let steps = v["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps: {v}"));
+    assert_eq!(steps.len(), 2, "{v}");
+    for step in steps {
+        let k = &step["keyorchd"];
+        assert_eq!(k["ops"], 3, "{step}");
+        for number in ["ops_per_sec", "p50_us", "p90_us", "p99_us"] {
+            assert!(positive(&k[number]), "keyorchd.{number} in {step}");
+        }
+    }
+    let install = &steps[0];
+    assert_eq!(install["step"], "install");
+    assert_eq!(install["raw"]["ops"], 3, "{install}");
+    assert!(positive(&install["raw"]["p50_us"]), "{install}");
+    assert!(positive(&install["ratio"]), "{install}");
+    assert_eq!(steps[1]["step"], "uninstall");
+    assert_eq!(steps[1]["raw"], Value::Null, "{v}");
+    assert!(
+        v["raw_wrap"]
+            .as_str()
+            .is_some_and(|w| w.contains("RSA-OAEP-SHA1") && w.contains("AES-CBC-PAD")),
+        "{v}"
+    );
+
+    // Four imports (one warm-up round) and as many deletes reached the fake.
+    let log = fake.logged();
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("POST /api/v2/keys ->"), 4, "{log}");
+    assert_eq!(count("DELETE /api/v2/keys/"), 4, "{log}");
+    assert!(
+        snapshot(&d.clients()).await.vaults.is_empty(),
+        "a bench vault stayed"
+    );
+
+    // A wrong API key: the keystore does not connect, the bench says so and cleans up.
+    let wrong = dir.path().join("wrong-key");
+    std::fs::write(&wrong, "Wrong-IBM-apikey-0000000000000000\n").unwrap();
+    let out = run(&mut bench(&wrong));
+    let wrong_err = text(&out.stderr);
+    assert!(!out.status.success(), "a wrong API key was accepted");
+    assert!(wrong_err.contains("not CONNECTED"), "{wrong_err}");
+    assert!(
+        snapshot(&d.clients()).await.vaults.is_empty(),
+        "a bench vault stayed"
+    );
+
+    for (what, o) in [
+        ("stdout", &stdout),
+        ("stderr", &stderr),
+        ("wrong-key stderr", &wrong_err),
+        ("daemon logs", &d.logs()),
+        ("fake log", &fake.logged()),
+    ] {
+        assert!(!o.contains(IBM_API_KEY), "the API key is in the {what}");
     }
 }

@@ -6,9 +6,11 @@ use tonic::Status;
 
 use super::status::invalid;
 use crate::domain::{
-    ConnectionErrorCode, ConnectionState, Family, HealthStatus, IbmKmsConfig, IbmKmsPatch,
-    InstanceState, Key, KeySpec, KeyState, Keystore, KeystoreConfig, KeystoreType, Millis, Page,
-    SigningAlgorithm, TokenRef, Vault, DEFAULT_IBM_IAM_ENDPOINT, DEFAULT_IBM_KEY_RING,
+    parse_service_account_key, AzureEnvironment, AzureKeyVaultConfig, AzureKeyVaultPatch,
+    ConnectionErrorCode, ConnectionState, Family, GoogleCloudKmsConfig, GoogleCloudKmsPatch,
+    HealthStatus, IbmKmsConfig, IbmKmsPatch, InstanceState, Key, KeySpec, KeyState, Keystore,
+    KeystoreConfig, KeystoreType, Millis, Page, SigningAlgorithm, TokenRef, Vault,
+    DEFAULT_IBM_IAM_ENDPOINT, DEFAULT_IBM_KEY_RING,
 };
 use crate::proto::v1 as pb;
 use crate::service::{AwsKmsPatch, KeyStatus, Pkcs11Patch, TargetStatus, XksPatch};
@@ -211,6 +213,30 @@ pub fn keystore(k: &Keystore) -> pb::Keystore {
                     key_ring_id: c.key_ring_id.clone(),
                     api_endpoint: c.api_endpoint.clone(),
                     iam_endpoint: c.iam_endpoint.clone(),
+                    ca_cert_pem: c.ca_cert_pem.clone().unwrap_or_default(),
+                })
+            }
+            KeystoreConfig::GoogleCloudKms(c) => {
+                pb::keystore::Config::GoogleCloudKms(pb::GoogleCloudKmsKeystoreConfig {
+                    location: c.location.clone(),
+                    key_ring: c.key_ring.clone(),
+                    endpoint: c.endpoint.clone().unwrap_or_default(),
+                    project_id: c.project_id.clone(),
+                    private_key_id: c.private_key_id.clone(),
+                    client_email: c.client_email.clone(),
+                })
+            }
+            KeystoreConfig::AzureKeyVault(c) => {
+                pb::keystore::Config::AzureKeyVault(pb::AzureKeyVaultKeystoreConfig {
+                    vault_name: c.vault_name.clone(),
+                    resource_group: c.resource_group.clone(),
+                    location: c.location.clone(),
+                    environment: c.environment.name().to_string(),
+                    tenant_id: c.tenant_id.clone(),
+                    client_id: c.client_id.clone(),
+                    subscription_id: c.subscription_id.clone(),
+                    vault_url: c.vault_url.clone().unwrap_or_default(),
+                    authority_host: c.authority_host.clone().unwrap_or_default(),
                     ca_cert_pem: c.ca_cert_pem.clone().unwrap_or_default(),
                 })
             }
@@ -449,6 +475,156 @@ pub fn ibm_kms_config(c: &pb::IbmKmsKeystoreConfig, t: KeystoreType) -> Keystore
     } else {
         KeystoreConfig::IbmKeyProtect(config)
     }
+}
+
+/// An azure_key_vault configuration from the API; an empty environment is AzureCloud.
+pub fn azure_key_vault_config(
+    c: &pb::AzureKeyVaultKeystoreConfig,
+) -> Result<KeystoreConfig, Status> {
+    let environment = if c.environment.is_empty() {
+        AzureEnvironment::AzureCloud
+    } else {
+        azure_environment(&c.environment)?
+    };
+    let some = |v: &str| Some(v.to_string()).filter(|v| !v.is_empty());
+    Ok(KeystoreConfig::AzureKeyVault(AzureKeyVaultConfig {
+        vault_name: c.vault_name.clone(),
+        resource_group: c.resource_group.clone(),
+        location: c.location.clone(),
+        environment,
+        tenant_id: c.tenant_id.clone(),
+        client_id: c.client_id.clone(),
+        subscription_id: c.subscription_id.clone(),
+        vault_url: some(&c.vault_url),
+        authority_host: some(&c.authority_host),
+        ca_cert_pem: some(&c.ca_cert_pem),
+    }))
+}
+
+/// A google_cloud_kms configuration from the API, with the project, key id and e-mail read
+/// from the key file `key_json` (empty without one: refused by the configuration's rules).
+/// The output-only fields must be empty or equal to the key file's.
+pub fn google_cloud_kms_config(
+    c: &pb::GoogleCloudKmsKeystoreConfig,
+    key_json: Option<&str>,
+) -> Result<KeystoreConfig, Status> {
+    let info = key_json
+        .map(|j| {
+            parse_service_account_key("google_cloud_kms_credentials.service_account_key_json", j)
+        })
+        .transpose()
+        .map_err(|e| super::status::to_status(e.into()))?;
+    let (project_id, private_key_id, client_email) = info
+        .map(|i| (i.project_id, i.private_key_id, i.client_email))
+        .unwrap_or_default();
+    google_output_only(c, &project_id, &private_key_id, &client_email)?;
+    Ok(KeystoreConfig::GoogleCloudKms(GoogleCloudKmsConfig {
+        project_id,
+        private_key_id,
+        client_email,
+        location: c.location.clone(),
+        key_ring: c.key_ring.clone(),
+        endpoint: Some(c.endpoint.clone()).filter(|e| !e.is_empty()),
+    }))
+}
+
+/// Refuses output-only google_cloud_kms fields that differ from the key file's.
+fn google_output_only(
+    c: &pb::GoogleCloudKmsKeystoreConfig,
+    project_id: &str,
+    private_key_id: &str,
+    client_email: &str,
+) -> Result<(), Status> {
+    for (field, given, actual) in [
+        ("google_cloud_kms.project_id", &c.project_id, project_id),
+        (
+            "google_cloud_kms.private_key_id",
+            &c.private_key_id,
+            private_key_id,
+        ),
+        (
+            "google_cloud_kms.client_email",
+            &c.client_email,
+            client_email,
+        ),
+    ] {
+        if !given.is_empty() && given != actual {
+            return Err(invalid(
+                field,
+                "is output only: it is read from the service account key file; leave it empty",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A google_cloud_kms update: empty fields keep the stored values; the output-only fields
+/// must be empty.
+pub fn google_cloud_kms_patch(
+    c: &pb::GoogleCloudKmsKeystoreConfig,
+    clear_endpoint: bool,
+) -> Result<GoogleCloudKmsPatch, Status> {
+    google_output_only(c, "", "", "")?;
+    let endpoint = match (c.endpoint.is_empty(), clear_endpoint) {
+        (true, false) => None,
+        (true, true) => Some(None),
+        (false, false) => Some(Some(c.endpoint.clone())),
+        (false, true) => {
+            return Err(invalid(
+                "google_cloud_kms.endpoint",
+                "give either a new value or the clear flag, not both",
+            ))
+        }
+    };
+    let some = |v: &str| Some(v.to_string()).filter(|v| !v.is_empty());
+    Ok(GoogleCloudKmsPatch {
+        location: some(&c.location),
+        key_ring: some(&c.key_ring),
+        endpoint,
+    })
+}
+
+fn azure_environment(name: &str) -> Result<AzureEnvironment, Status> {
+    AzureEnvironment::parse("azure_key_vault.environment", name)
+        .map_err(|e| super::status::to_status(e.into()))
+}
+
+/// An azure_key_vault update: empty fields keep the stored values; `clear_ca_cert` goes back
+/// to the system's roots, `clear_endpoints` to the environment's vault URL and login
+/// endpoint.
+pub fn azure_key_vault_patch(
+    c: &pb::AzureKeyVaultKeystoreConfig,
+    clear_ca_cert: bool,
+    clear_endpoints: bool,
+) -> Result<AzureKeyVaultPatch, Status> {
+    let clearable = |field: &str, v: &str, clear: bool| match (v.is_empty(), clear) {
+        (true, false) => Ok(None),
+        (true, true) => Ok(Some(None)),
+        (false, false) => Ok(Some(Some(v.to_string()))),
+        (false, true) => Err(invalid(
+            field,
+            "give either a new value or the clear flag, not both",
+        )),
+    };
+    let some = |v: &str| Some(v.to_string()).filter(|v| !v.is_empty());
+    Ok(AzureKeyVaultPatch {
+        vault_name: some(&c.vault_name),
+        resource_group: some(&c.resource_group),
+        location: some(&c.location),
+        environment: some(&c.environment)
+            .map(|e| azure_environment(&e))
+            .transpose()?,
+        tenant_id: some(&c.tenant_id),
+        client_id: some(&c.client_id),
+        subscription_id: some(&c.subscription_id),
+        vault_url: clearable("azure_key_vault.vault_url", &c.vault_url, clear_endpoints)?,
+        authority_host: clearable(
+            "azure_key_vault.authority_host",
+            &c.authority_host,
+            clear_endpoints,
+        )?,
+        ca_cert_pem: clearable("azure_key_vault.ca_cert_pem", &c.ca_cert_pem, clear_ca_cert)?,
+    })
 }
 
 /// An ibm_key_protect / ibm_hpcs update: empty fields keep the stored values.

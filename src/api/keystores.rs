@@ -37,6 +37,16 @@ pub(crate) fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeyst
             Some(convert::xks_config(c, key_id)?)
         }
         Some(Config::IbmKms(c)) => Some(convert::ibm_kms_config(c, keystore_type)),
+        Some(Config::AzureKeyVault(c)) => Some(convert::azure_key_vault_config(c)?),
+        Some(Config::GoogleCloudKms(c)) => {
+            let key_json = match &r.credentials {
+                Some(Credentials::GoogleCloudKmsCredentials(k)) => {
+                    Some(k.service_account_key_json.as_str())
+                }
+                _ => None,
+            };
+            Some(convert::google_cloud_kms_config(c, key_json)?)
+        }
     };
     let secret = match r.credentials {
         None => None,
@@ -50,6 +60,12 @@ pub(crate) fn create_request(r: pb::CreateKeystoreRequest) -> Result<CreateKeyst
         Some(Credentials::IbmKmsCredentials(c)) => {
             Some(Secret::IbmApiKey(SecretString::from(c.api_key)))
         }
+        Some(Credentials::AzureKeyVaultCredentials(c)) => Some(Secret::AzureClientSecret(
+            SecretString::from(c.client_secret),
+        )),
+        Some(Credentials::GoogleCloudKmsCredentials(c)) => Some(Secret::GoogleServiceAccountKey(
+            SecretString::from(c.service_account_key_json),
+        )),
     };
     Ok(CreateKeystore {
         vault_id: r.vault_id,
@@ -101,6 +117,25 @@ fn update_request(r: pb::UpdateKeystoreRequest) -> Result<UpdateKeystore, Status
             clear,
         )?),
     };
+    let azure = match (
+        &r.azure_key_vault,
+        r.azure_key_vault_clear_ca_cert,
+        r.azure_key_vault_clear_endpoints,
+    ) {
+        (None, false, false) => None,
+        (c, ca, endpoints) => Some(convert::azure_key_vault_patch(
+            c.as_ref().unwrap_or(&Default::default()),
+            ca,
+            endpoints,
+        )?),
+    };
+    let google = match (&r.google_cloud_kms, r.google_cloud_kms_clear_endpoint) {
+        (None, false) => None,
+        (c, clear) => Some(convert::google_cloud_kms_patch(
+            c.as_ref().unwrap_or(&Default::default()),
+            clear,
+        )?),
+    };
     let secrets = [
         r.pkcs11_credentials
             .map(|c| Secret::Pkcs11Pin(SecretString::from(c.pin))),
@@ -109,13 +144,18 @@ fn update_request(r: pb::UpdateKeystoreRequest) -> Result<UpdateKeystore, Status
         r.xks_credentials.map(xks_secret),
         r.ibm_kms_credentials
             .map(|c| Secret::IbmApiKey(SecretString::from(c.api_key))),
+        r.azure_key_vault_credentials
+            .map(|c| Secret::AzureClientSecret(SecretString::from(c.client_secret))),
+        r.google_cloud_kms_credentials.map(|c| {
+            Secret::GoogleServiceAccountKey(SecretString::from(c.service_account_key_json))
+        }),
     ];
     let mut given = secrets.into_iter().flatten();
     let secret = given.next();
     if given.next().is_some() {
         return Err(invalid(
             "credentials",
-            "give the credentials of the keystore's type only (one of pkcs11_credentials, aws_kms_credentials, xks_credentials, ibm_kms_credentials)",
+            "give the credentials of the keystore's type only (one of pkcs11_credentials, aws_kms_credentials, xks_credentials, ibm_kms_credentials, azure_key_vault_credentials, google_cloud_kms_credentials)",
         ));
     }
     Ok(UpdateKeystore {
@@ -130,6 +170,8 @@ fn update_request(r: pb::UpdateKeystoreRequest) -> Result<UpdateKeystore, Status
             aws_kms.map(ConfigPatch::AwsKms),
             xks.map(ConfigPatch::Xks),
             ibm_kms.map(ConfigPatch::IbmKms),
+            azure.map(ConfigPatch::AzureKeyVault),
+            google.map(ConfigPatch::GoogleCloudKms),
         ]
         .into_iter()
         .flatten()

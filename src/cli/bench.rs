@@ -30,6 +30,8 @@ pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const DEFAULT_TOKEN_LABEL: &str = "keyorch-dev";
 
 #[derive(Debug, Clone, PartialEq, Subcommand)]
+// Parsed once per process from the command line: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum BenchCommand {
     /// Encrypt ops/s and p50/p99 latency: keyorchd vs raw PKCS#11, per concurrency level.
     ///
@@ -40,19 +42,26 @@ pub enum BenchCommand {
     /// keyorchd (its process found through the socket's peer credentials) and of this
     /// client over each measured level.
     Encrypt(BenchEncryptArgs),
-    /// Install throughput into a pkcs11 keystore: keyorchd vs raw PKCS#11, interleaved.
+    /// Install throughput into a pkcs11, ibm_hpcs, ibm_key_protect or azure_key_vault
+    /// keystore: keyorchd vs the same wrap through raw PKCS#11, interleaved.
     ///
-    /// Creates a temporary vault, an internal keystore, a pkcs11 keystore on the target
-    /// token (connecting it creates EKMF-BYOK-KEK-FOR-IMPORT there if missing; it is left in
-    /// place) and an ACTIVE AES-256 key in the internal keystore, and removes them at the end.
-    /// Each round calls InstallKey into the pkcs11 keystore (timed) and UninstallKey (timed
-    /// apart), and makes the same calls raw through cryptoki in this process: an AES-256 key
-    /// unwrapped from under keyorchd's master KEK, wrapped with RSA-OAEP-SHA1 + AES-KWP to the
-    /// import KEK in keyorchd's token (dev-mode layout in --state-dir), unwrapped into the
-    /// target token as a token object (timed), then destroyed (timed apart); keyorchd uses
-    /// OAEP with SHA-256 instead when both tokens offer it (SoftHSM2 does not). The side that
-    /// goes first alternates. ops/s counts the timed calls' own time only; ratios are ops/s
-    /// keyorchd ÷ raw and raw p50 ÷ keyorchd p50 (1 is parity).
+    /// Creates a temporary vault, an internal keystore, a keystore of --keystore-type
+    /// (pkcs11: on the target token, where connecting creates EKMF-BYOK-KEK-FOR-IMPORT if
+    /// missing and leaves it in place; azure_key_vault: connecting creates it in the vault) and
+    /// an ACTIVE key of --key in the internal keystore, and removes them at the end. Each
+    /// round calls InstallKey into that keystore (timed) and UninstallKey (timed apart), and
+    /// does keyorchd's wrap for the type raw through cryptoki in this process, on keyorchd's
+    /// token (dev-mode layout in --state-dir), the key unwrapped from under the master KEK
+    /// first. pkcs11: RSA-OAEP-SHA1 + AES-KWP to the import KEK, unwrapped into the target
+    /// token as a token object (timed), then destroyed (timed apart); keyorchd uses OAEP with
+    /// SHA-256 instead when both tokens offer it (SoftHSM2 does not). ibm_hpcs: RSA-OAEP-SHA1
+    /// of the key to an RSA-4096 public key + AES-CBC-PAD of a 12-byte nonce under the key
+    /// (ibm_key_protect: RSA-OAEP-SHA256 + AES-GCM). azure_key_vault: CKM_RSA_AES_KEY_WRAP
+    /// composed, RSA-OAEP-SHA1 of an ephemeral AES-256 key to an RSA-3072 public key + AES-KWP
+    /// of the key as PKCS#8. The IBM and Azure baselines send nothing (their wrapping keys
+    /// are made in keyorchd's token) and have no uninstall. The side that goes first
+    /// alternates. ops/s counts the timed calls' own time only; ratios are ops/s keyorchd ÷
+    /// raw and raw p50 ÷ keyorchd p50 (1 is parity).
     Install(BenchInstallArgs),
     /// XKS proxy Encrypt (with a ciphertext integrity value) req/s and p50/p99: keyorchd's
     /// proxy vs raw AES-256-GCM in process, per concurrency level; optionally an open-loop

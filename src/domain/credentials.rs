@@ -6,7 +6,12 @@
 
 use secrecy::SecretString;
 
-use super::{DomainError, IbmKmsConfig, KeystoreConfig, KeystoreType, TokenRef};
+use secrecy::ExposeSecret;
+
+use super::{
+    parse_service_account_key, AzureEnvironment, AzureKeyVaultConfig, DomainError,
+    GoogleCloudKmsConfig, IbmKmsConfig, KeystoreConfig, KeystoreType, TokenRef,
+};
 
 /// The secret half of a keystore's credentials, as the API received it.
 pub enum Secret {
@@ -21,6 +26,10 @@ pub enum Secret {
     },
     /// An IBM Cloud service ID API key (ibm_key_protect and ibm_hpcs keystores).
     IbmApiKey(SecretString),
+    /// An Azure service principal's password (azure_key_vault keystores).
+    AzureClientSecret(SecretString),
+    /// A Google service account's JSON key file (google_cloud_kms keystores).
+    GoogleServiceAccountKey(SecretString),
 }
 
 impl Secret {
@@ -31,6 +40,10 @@ impl Secret {
             Secret::AwsSecretAccessKey(_) => "aws_kms_credentials.secret_access_key",
             Secret::Xks { .. } => "xks_credentials",
             Secret::IbmApiKey(_) => "ibm_kms_credentials.api_key",
+            Secret::AzureClientSecret(_) => "azure_key_vault_credentials.client_secret",
+            Secret::GoogleServiceAccountKey(_) => {
+                "google_cloud_kms_credentials.service_account_key_json"
+            }
         }
     }
 
@@ -43,6 +56,8 @@ impl Secret {
             Secret::IbmApiKey(_) => {
                 matches!(t, KeystoreType::IbmKeyProtect | KeystoreType::IbmHpcs)
             }
+            Secret::AzureClientSecret(_) => t == KeystoreType::AzureKeyVault,
+            Secret::GoogleServiceAccountKey(_) => t == KeystoreType::GoogleCloudKms,
         }
     }
 
@@ -91,8 +106,10 @@ impl KeystoreType {
             KeystoreType::Pkcs11 => Some("pkcs11_credentials.pin"),
             KeystoreType::AwsKms => Some("aws_kms_credentials.secret_access_key"),
             KeystoreType::Xks => Some("xks_credentials"),
-            KeystoreType::AzureKeyVault => Some("azure_key_vault_credentials"),
-            KeystoreType::GoogleCloudKms => Some("google_cloud_kms_credentials"),
+            KeystoreType::AzureKeyVault => Some("azure_key_vault_credentials.client_secret"),
+            KeystoreType::GoogleCloudKms => {
+                Some("google_cloud_kms_credentials.service_account_key_json")
+            }
             KeystoreType::IbmKeyProtect | KeystoreType::IbmHpcs => {
                 Some("ibm_kms_credentials.api_key")
             }
@@ -151,6 +168,16 @@ impl KeystoreConfig {
             (KeystoreConfig::IbmHpcs(c), Some(ConfigPatch::IbmKms(p))) => {
                 Ok(KeystoreConfig::IbmHpcs(p.merged(c)))
             }
+            (KeystoreConfig::AzureKeyVault(c), Some(ConfigPatch::AzureKeyVault(p))) => {
+                Ok(KeystoreConfig::AzureKeyVault(p.merged(c)))
+            }
+            (KeystoreConfig::GoogleCloudKms(c), Some(ConfigPatch::GoogleCloudKms(p))) => {
+                Ok(KeystoreConfig::GoogleCloudKms(p.merged(c, secret)?))
+            }
+            // A new key file alone brings its project, key id and e-mail.
+            (KeystoreConfig::GoogleCloudKms(c), None) if secret.is_some() => Ok(
+                KeystoreConfig::GoogleCloudKms(GoogleCloudKmsPatch::default().merged(c, secret)?),
+            ),
             // New xks credentials alone still bring their access key id.
             (c @ KeystoreConfig::Xks { .. }, None) if secret.is_some() => {
                 merged_xks(c, XksPatch::default(), secret)
@@ -189,6 +216,8 @@ pub enum ConfigPatch {
     Xks(XksPatch),
     /// ibm_key_protect and ibm_hpcs keystores.
     IbmKms(IbmKmsPatch),
+    AzureKeyVault(AzureKeyVaultPatch),
+    GoogleCloudKms(GoogleCloudKmsPatch),
 }
 
 impl ConfigPatch {
@@ -199,6 +228,8 @@ impl ConfigPatch {
             ConfigPatch::AwsKms(_) => ("aws_kms", "an aws_kms"),
             ConfigPatch::Xks(_) => ("xks", "an xks"),
             ConfigPatch::IbmKms(_) => ("ibm_kms", "an ibm_key_protect or ibm_hpcs"),
+            ConfigPatch::AzureKeyVault(_) => ("azure_key_vault", "an azure_key_vault"),
+            ConfigPatch::GoogleCloudKms(_) => ("google_cloud_kms", "a google_cloud_kms"),
         }
     }
 
@@ -211,6 +242,81 @@ impl ConfigPatch {
             ConfigPatch::IbmKms(_) => {
                 matches!(t, KeystoreType::IbmKeyProtect | KeystoreType::IbmHpcs)
             }
+            ConfigPatch::AzureKeyVault(_) => t == KeystoreType::AzureKeyVault,
+            ConfigPatch::GoogleCloudKms(_) => t == KeystoreType::GoogleCloudKms,
+        }
+    }
+}
+
+/// Changes to a google_cloud_kms configuration; `None` keeps the stored value. The project,
+/// key id and e-mail change only with a new key file.
+#[derive(Debug, Clone, Default)]
+pub struct GoogleCloudKmsPatch {
+    pub location: Option<String>,
+    pub key_ring: Option<String>,
+    /// `Some(None)` goes back to Google's public endpoint.
+    pub endpoint: Option<Option<String>>,
+}
+
+impl GoogleCloudKmsPatch {
+    fn merged(
+        self,
+        c: &GoogleCloudKmsConfig,
+        secret: Option<&Secret>,
+    ) -> Result<GoogleCloudKmsConfig, DomainError> {
+        let mut merged = GoogleCloudKmsConfig {
+            location: self.location.unwrap_or_else(|| c.location.clone()),
+            key_ring: self.key_ring.unwrap_or_else(|| c.key_ring.clone()),
+            endpoint: self.endpoint.unwrap_or_else(|| c.endpoint.clone()),
+            ..c.clone()
+        };
+        if let Some(s @ Secret::GoogleServiceAccountKey(json)) = secret {
+            let info = parse_service_account_key(s.field(), json.expose_secret())?;
+            merged.project_id = info.project_id;
+            merged.private_key_id = info.private_key_id;
+            merged.client_email = info.client_email;
+        }
+        Ok(merged)
+    }
+}
+
+/// Changes to an azure_key_vault configuration; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct AzureKeyVaultPatch {
+    pub vault_name: Option<String>,
+    pub resource_group: Option<String>,
+    pub location: Option<String>,
+    pub environment: Option<AzureEnvironment>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub subscription_id: Option<String>,
+    /// `Some(None)` goes back to the environment's vault URL.
+    pub vault_url: Option<Option<String>>,
+    /// `Some(None)` goes back to the environment's login endpoint.
+    pub authority_host: Option<Option<String>>,
+    /// `Some(None)` goes back to the system's roots.
+    pub ca_cert_pem: Option<Option<String>>,
+}
+
+impl AzureKeyVaultPatch {
+    fn merged(self, c: &AzureKeyVaultConfig) -> AzureKeyVaultConfig {
+        AzureKeyVaultConfig {
+            vault_name: self.vault_name.unwrap_or_else(|| c.vault_name.clone()),
+            resource_group: self
+                .resource_group
+                .unwrap_or_else(|| c.resource_group.clone()),
+            location: self.location.unwrap_or_else(|| c.location.clone()),
+            environment: self.environment.unwrap_or(c.environment),
+            tenant_id: self.tenant_id.unwrap_or_else(|| c.tenant_id.clone()),
+            client_id: self.client_id.unwrap_or_else(|| c.client_id.clone()),
+            subscription_id: self
+                .subscription_id
+                .unwrap_or_else(|| c.subscription_id.clone()),
+            vault_url: self.vault_url.unwrap_or_else(|| c.vault_url.clone()),
+            authority_host: self
+                .authority_host
+                .unwrap_or_else(|| c.authority_host.clone()),
+            ca_cert_pem: self.ca_cert_pem.unwrap_or_else(|| c.ca_cert_pem.clone()),
         }
     }
 }
@@ -407,6 +513,25 @@ mod tests {
                         signing_region: None,
                     }
                 }),
+            (
+                "[a-z]{3,8}",
+                opt("https://[a-z]{3}".boxed()),
+                prop::sample::select(AzureEnvironment::ALL.to_vec())
+            )
+                .prop_map(|(v, u, e)| KeystoreConfig::AzureKeyVault(
+                    AzureKeyVaultConfig {
+                        vault_name: v,
+                        resource_group: "rg".into(),
+                        location: "westeurope".into(),
+                        environment: e,
+                        tenant_id: "t".into(),
+                        client_id: "c".into(),
+                        subscription_id: "s".into(),
+                        vault_url: u,
+                        authority_host: None,
+                        ca_cert_pem: None,
+                    }
+                )),
         ]
     }
 
@@ -439,6 +564,17 @@ mod tests {
                     access_key_id: k,
                     client_cert_pem: c,
                     ..XksPatch::default()
+                })),
+            (
+                opt("[a-z]{3,8}".boxed()),
+                prop::option::of(opt("https://[a-z]{3}".boxed())),
+                opt("[a-f0-9]{8}".boxed())
+            )
+                .prop_map(|(v, u, c)| ConfigPatch::AzureKeyVault(AzureKeyVaultPatch {
+                    vault_name: v,
+                    vault_url: u,
+                    client_id: c,
+                    ..AzureKeyVaultPatch::default()
                 })),
         ]
     }
@@ -538,6 +674,48 @@ mod tests {
     }
 
     #[test]
+    fn an_azure_patch_changes_only_the_fields_it_names() {
+        let c = AzureKeyVaultConfig {
+            vault_name: "kv-a".into(),
+            resource_group: "rg".into(),
+            location: "westeurope".into(),
+            environment: AzureEnvironment::AzureCloud,
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            subscription_id: "s".into(),
+            vault_url: Some("https://a.example".into()),
+            authority_host: Some("https://login.example".into()),
+            ca_cert_pem: Some("pem".into()),
+        };
+        let p = ConfigPatch::AzureKeyVault(AzureKeyVaultPatch {
+            client_id: Some("c2".into()),
+            vault_url: Some(None),
+            ..AzureKeyVaultPatch::default()
+        });
+        let merged = KeystoreConfig::AzureKeyVault(c.clone())
+            .patched(Some(p), None)
+            .unwrap();
+        assert_eq!(
+            merged,
+            KeystoreConfig::AzureKeyVault(AzureKeyVaultConfig {
+                client_id: "c2".into(),
+                vault_url: None,
+                ..c
+            })
+        );
+        let e = aws()
+            .patched(
+                Some(ConfigPatch::AzureKeyVault(AzureKeyVaultPatch::default())),
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "azure_key_vault: this keystore is not an azure_key_vault keystore"
+        );
+    }
+
+    #[test]
     fn a_patch_of_another_type_is_refused_by_its_field() {
         let p = ConfigPatch::Pkcs11(Pkcs11Patch::default());
         let e = aws().patched(Some(p), None).unwrap_err();
@@ -605,6 +783,13 @@ mod tests {
         assert!(ibm.require_type(KeystoreType::IbmHpcs).is_ok());
         assert!(ibm.require_type(KeystoreType::IbmKeyProtect).is_ok());
         assert!(ibm.require_type(KeystoreType::Xks).is_err());
+        let azure = Secret::AzureClientSecret(SecretString::from("s"));
+        assert!(azure.require_type(KeystoreType::AzureKeyVault).is_ok());
+        let e2 = azure.require_type(KeystoreType::IbmHpcs).unwrap_err();
+        assert_eq!(
+            e2.to_string(),
+            "azure_key_vault_credentials.client_secret: does not fit a ibm_hpcs keystore; send ibm_kms_credentials.api_key"
+        );
         assert_eq!(
             e.to_string(),
             "pkcs11_credentials.pin: does not fit a aws_kms keystore; send aws_kms_credentials.secret_access_key"

@@ -91,6 +91,396 @@ pub enum KeystoreConfig {
     IbmKeyProtect(IbmKmsConfig),
     /// IBM Hyper Protect Crypto Services' KMS API.
     IbmHpcs(IbmKmsConfig),
+    /// An Azure Key Vault (Premium).
+    AzureKeyVault(AzureKeyVaultConfig),
+    /// A Google Cloud KMS key ring.
+    GoogleCloudKms(GoogleCloudKmsConfig),
+}
+
+/// A Google Cloud KMS key ring (the seed's table 3). `project_id` (read from the service
+/// account key file), `location` and `key_ring` identify where the keystore's keys live:
+/// locked after the first successful connect. `private_key_id` and `client_email` come from
+/// the key file too and change only with it; the key file itself is the sealed credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoogleCloudKmsConfig {
+    pub project_id: String,
+    pub private_key_id: String,
+    pub client_email: String,
+    pub location: String,
+    pub key_ring: String,
+    /// keyorch's addition: the Cloud KMS endpoint when it is not
+    /// `https://cloudkms.googleapis.com` (private endpoints); scheme://host[:port].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Cloud KMS's public endpoint.
+pub const DEFAULT_GOOGLE_KMS_ENDPOINT: &str = "https://cloudkms.googleapis.com";
+/// The seed's limit of a service account key file.
+pub const MAX_GOOGLE_KEY_FILE: usize = 4096;
+
+/// The public facts of a service account key file: shown read-only in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountKeyInfo {
+    pub project_id: String,
+    pub private_key_id: String,
+    pub client_email: String,
+}
+
+/// Reads a Google service account JSON key file (at most 4 KB, `"type": "service_account"`,
+/// with its project, key id, e-mail and PEM private key). Messages name the JSON field, never
+/// its value.
+pub fn parse_service_account_key(
+    field: &str,
+    json: &str,
+) -> Result<ServiceAccountKeyInfo, DomainError> {
+    if json.len() > MAX_GOOGLE_KEY_FILE {
+        return Err(DomainError::invalid(
+            field,
+            format!(
+                "must be at most {MAX_GOOGLE_KEY_FILE} bytes (a service account JSON key file)"
+            ),
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|_| {
+        DomainError::invalid(field, "is not JSON (a service account JSON key file)")
+    })?;
+    let text = |name: &str| {
+        v.get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+    };
+    if text("type") != "service_account" {
+        return Err(DomainError::invalid(
+            field,
+            "must be a service account key file: its \"type\" is not \"service_account\"",
+        ));
+    }
+    for name in [
+        "project_id",
+        "private_key_id",
+        "client_email",
+        "private_key",
+    ] {
+        if text(name).is_empty() {
+            return Err(DomainError::invalid(
+                field,
+                format!("lacks \"{name}\" (a service account JSON key file)"),
+            ));
+        }
+    }
+    if !text("private_key").contains("-----BEGIN PRIVATE KEY-----") {
+        return Err(DomainError::invalid(
+            field,
+            "has a \"private_key\" that is not a PEM PKCS#8 private key",
+        ));
+    }
+    let info = ServiceAccountKeyInfo {
+        project_id: text("project_id").to_string(),
+        private_key_id: text("private_key_id").to_string(),
+        client_email: text("client_email").to_string(),
+    };
+    validate_google_project(field, &info.project_id)?;
+    if info.private_key_id.len() > 64 || !info.private_key_id.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(DomainError::invalid(
+            field,
+            "has a \"private_key_id\" that is not 1 to 64 hexadecimal digits",
+        ));
+    }
+    if info.client_email.len() > 254
+        || info.client_email.split('@').count() != 2
+        || info
+            .client_email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(DomainError::invalid(
+            field,
+            "has a \"client_email\" that is not an e-mail address",
+        ));
+    }
+    Ok(info)
+}
+
+/// Google's rule of a project id: 6 to 30 of a-z 0-9 -, starting with a letter, not ending
+/// with a hyphen.
+fn validate_google_project(field: &str, id: &str) -> Result<(), DomainError> {
+    let b = id.as_bytes();
+    let ok = (6..=30).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b[b.len() - 1] != b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            field,
+            "has a \"project_id\" that is not a Google Cloud project id (6 to 30 of a-z 0-9 -, starting with a letter)",
+        ))
+    }
+}
+
+impl GoogleCloudKmsConfig {
+    /// The Cloud KMS endpoint: the override, or Google's public one.
+    pub fn endpoint(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| DEFAULT_GOOGLE_KMS_ENDPOINT.to_string())
+    }
+
+    /// The key ring's resource name.
+    pub fn key_ring_name(&self) -> String {
+        format!(
+            "projects/{}/locations/{}/keyRings/{}",
+            self.project_id, self.location, self.key_ring
+        )
+    }
+
+    fn validate(&self) -> Result<(), DomainError> {
+        if self.project_id.is_empty() {
+            return Err(DomainError::invalid(
+                "google_cloud_kms_credentials.service_account_key_json",
+                "is required: the project is read from the service account key file",
+            ));
+        }
+        validate_google_project("google_cloud_kms.project_id", &self.project_id)?;
+        let l = self.location.as_bytes();
+        if l.is_empty()
+            || l.len() > 63
+            || !l
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        {
+            return Err(DomainError::invalid(
+                "google_cloud_kms.location",
+                "must be 1 to 63 of a-z 0-9 - (a Cloud KMS location, e.g. europe-west1 or global)",
+            ));
+        }
+        let k = self.key_ring.as_bytes();
+        if k.is_empty()
+            || k.len() > 63
+            || !k
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        {
+            return Err(DomainError::invalid(
+                "google_cloud_kms.key_ring",
+                "must be 1 to 63 of A-Z a-z 0-9 - _ (a Cloud KMS key ring id)",
+            ));
+        }
+        if let Some(url) = &self.endpoint {
+            let (_, tail) = url_authority("google_cloud_kms.endpoint", url, 2048)?;
+            if !tail.is_empty() {
+                return Err(DomainError::invalid(
+                    "google_cloud_kms.endpoint",
+                    "must be scheme://host[:port] without a path or trailing /",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The Azure cloud a key vault and its service principal live in (the seed's "environment").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AzureEnvironment {
+    AzureCloud,
+    AzureChinaCloud,
+    AzureUSGovernment,
+}
+
+impl AzureEnvironment {
+    pub const ALL: [AzureEnvironment; 3] = [
+        AzureEnvironment::AzureCloud,
+        AzureEnvironment::AzureChinaCloud,
+        AzureEnvironment::AzureUSGovernment,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AzureEnvironment::AzureCloud => "AzureCloud",
+            AzureEnvironment::AzureChinaCloud => "AzureChinaCloud",
+            AzureEnvironment::AzureUSGovernment => "AzureUSGovernment",
+        }
+    }
+
+    pub fn parse(field: &str, name: &str) -> Result<AzureEnvironment, DomainError> {
+        AzureEnvironment::ALL
+            .into_iter()
+            .find(|e| e.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                DomainError::invalid(
+                    field,
+                    "must be AzureCloud, AzureChinaCloud or AzureUSGovernment",
+                )
+            })
+    }
+
+    /// The DNS suffix of key vaults in this cloud.
+    pub fn vault_dns_suffix(self) -> &'static str {
+        match self {
+            AzureEnvironment::AzureCloud => "vault.azure.net",
+            AzureEnvironment::AzureChinaCloud => "vault.azure.cn",
+            AzureEnvironment::AzureUSGovernment => "vault.usgovcloudapi.net",
+        }
+    }
+
+    /// Microsoft Entra ID's login endpoint in this cloud.
+    pub fn authority_host(self) -> &'static str {
+        match self {
+            AzureEnvironment::AzureCloud => "https://login.microsoftonline.com",
+            AzureEnvironment::AzureChinaCloud => "https://login.chinacloudapi.cn",
+            AzureEnvironment::AzureUSGovernment => "https://login.microsoftonline.us",
+        }
+    }
+}
+
+/// An Azure Key Vault (the seed's table 2). `vault_name`, `environment`, `subscription_id`,
+/// `resource_group` and `location` identify the vault that holds the keystore's keys: locked
+/// after the first successful connect. `tenant_id` and `client_id` name the service principal
+/// whose password is the sealed credential; they, the endpoint overrides and the CA are
+/// connection configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AzureKeyVaultConfig {
+    pub vault_name: String,
+    pub resource_group: String,
+    pub location: String,
+    pub environment: AzureEnvironment,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub subscription_id: String,
+    /// keyorch's addition: the vault's URL when it is not `https://<vault_name>.<suffix>`
+    /// (private endpoints); scheme://host[:port] without a path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_url: Option<String>,
+    /// keyorch's addition: the Entra ID login endpoint when it is not the environment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority_host: Option<String>,
+    /// keyorch's addition: a CA for private endpoints; None: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_pem: Option<String>,
+}
+
+impl AzureKeyVaultConfig {
+    /// The vault's URL: the override, or `https://<vault_name>.<the environment's suffix>`.
+    pub fn vault_url(&self) -> String {
+        self.vault_url.clone().unwrap_or_else(|| {
+            format!(
+                "https://{}.{}",
+                self.vault_name,
+                self.environment.vault_dns_suffix()
+            )
+        })
+    }
+
+    /// The Entra ID login endpoint: the override, or the environment's.
+    pub fn authority_host(&self) -> String {
+        self.authority_host
+            .clone()
+            .unwrap_or_else(|| self.environment.authority_host().to_string())
+    }
+
+    fn validate(&self) -> Result<(), DomainError> {
+        // Azure's rule of a key vault name: 3 to 24 of a-z A-Z 0-9 -, starting with a
+        // letter, ending with a letter or digit, no "--".
+        let v = self.vault_name.as_bytes();
+        let name_ok = (3..=24).contains(&v.len())
+            && v[0].is_ascii_alphabetic()
+            && v[v.len() - 1].is_ascii_alphanumeric()
+            && v.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && !self.vault_name.contains("--");
+        if !name_ok {
+            return Err(DomainError::invalid(
+                "azure_key_vault.vault_name",
+                "must be 3 to 24 of a-z A-Z 0-9 -, starting with a letter, ending with a letter or digit, without -- (an Azure key vault name)",
+            ));
+        }
+        // Azure's rule of a resource group name: 1 to 90 of letters, digits, _ - . ( ),
+        // not ending with a period.
+        let rg = &self.resource_group;
+        if rg.is_empty()
+            || rg.chars().count() > 90
+            || rg.ends_with('.')
+            || !rg
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '(' | ')'))
+        {
+            return Err(DomainError::invalid(
+                "azure_key_vault.resource_group",
+                "must be 1 to 90 of letters, digits, _ - . ( ), not ending with a period (an Azure resource group name)",
+            ));
+        }
+        let loc = self.location.as_bytes();
+        if loc.is_empty()
+            || loc.len() > 64
+            || !loc
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(DomainError::invalid(
+                "azure_key_vault.location",
+                "must be 1 to 64 of a-z 0-9 (an Azure region name, e.g. westeurope)",
+            ));
+        }
+        for (field, v) in [
+            ("azure_key_vault.tenant_id", &self.tenant_id),
+            ("azure_key_vault.client_id", &self.client_id),
+            ("azure_key_vault.subscription_id", &self.subscription_id),
+        ] {
+            if !is_guid(v) {
+                return Err(DomainError::invalid(
+                    field,
+                    "must be a GUID (8-4-4-4-12 hexadecimal digits)",
+                ));
+            }
+        }
+        for (field, url) in [
+            ("azure_key_vault.vault_url", &self.vault_url),
+            ("azure_key_vault.authority_host", &self.authority_host),
+        ] {
+            if let Some(url) = url {
+                let (_, tail) = url_authority(field, url, 2048)?;
+                if !tail.is_empty() {
+                    return Err(DomainError::invalid(
+                        field,
+                        "must be scheme://host[:port] without a path or trailing /",
+                    ));
+                }
+            }
+        }
+        if let Some(pem) = &self.ca_cert_pem {
+            validate_pem_certificates("azure_key_vault.ca_cert_pem", pem)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `v` is a GUID: 8-4-4-4-12 hexadecimal digits.
+fn is_guid(v: &str) -> bool {
+    let groups: Vec<&str> = v.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The service principal password (client secret) rule: Entra ID's secrets are 40
+/// characters; any 1 to 256 printable characters without white space are taken. The message
+/// never contains it.
+pub fn validate_azure_client_secret(field: &str, secret: &str) -> Result<(), DomainError> {
+    if !(1..=256).contains(&secret.len()) {
+        return Err(DomainError::invalid(field, "must be 1 to 256 characters"));
+    }
+    if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(DomainError::invalid(
+            field,
+            "must not contain white space or control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// An IBM Cloud KMS instance (Key Protect, or Hyper Protect Crypto Services' KMS API) and
@@ -414,6 +804,8 @@ impl KeystoreConfig {
             KeystoreConfig::Xks { .. } => KeystoreType::Xks,
             KeystoreConfig::IbmKeyProtect(_) => KeystoreType::IbmKeyProtect,
             KeystoreConfig::IbmHpcs(_) => KeystoreType::IbmHpcs,
+            KeystoreConfig::AzureKeyVault(_) => KeystoreType::AzureKeyVault,
+            KeystoreConfig::GoogleCloudKms(_) => KeystoreType::GoogleCloudKms,
         }
     }
 
@@ -422,6 +814,8 @@ impl KeystoreConfig {
         match self {
             KeystoreConfig::Internal => Ok(()),
             KeystoreConfig::IbmKeyProtect(c) | KeystoreConfig::IbmHpcs(c) => c.validate(),
+            KeystoreConfig::AzureKeyVault(c) => c.validate(),
+            KeystoreConfig::GoogleCloudKms(c) => c.validate(),
             KeystoreConfig::Pkcs11 { module_path, token } => {
                 if module_path.is_empty() {
                     return Err(DomainError::invalid("pkcs11.module_path", "is required"));
@@ -530,6 +924,31 @@ impl KeystoreConfig {
                 KeySpec::Aes128 | KeySpec::Aes192 | KeySpec::Aes256 => Ok(()),
                 _ => Err(format!(
                     "IBM Key Protect and Hyper Protect Crypto Services import root keys only as 128-, 192- or 256-bit AES, not {spec}"
+                )),
+            },
+            KeystoreConfig::AzureKeyVault(_) => match spec {
+                KeySpec::Rsa2048
+                | KeySpec::Rsa3072
+                | KeySpec::Rsa4096
+                | KeySpec::EcP256
+                | KeySpec::EcP384 => Ok(()),
+                KeySpec::Aes128 | KeySpec::Aes192 | KeySpec::Aes256 => Err(format!(
+                    "an Azure key vault imports RSA and EC keys only; {spec} keys (oct-HSM) need an Azure Managed HSM, which keyorch does not connect to yet"
+                )),
+                _ => Err(format!(
+                    "Azure Key Vault imports RSA and EC keys only, not {spec}"
+                )),
+            },
+            KeystoreConfig::GoogleCloudKms(_) => match spec {
+                KeySpec::Aes256
+                | KeySpec::HmacSha256
+                | KeySpec::Rsa2048
+                | KeySpec::Rsa3072
+                | KeySpec::Rsa4096
+                | KeySpec::EcP256
+                | KeySpec::EcP384 => Ok(()),
+                KeySpec::Aes128 | KeySpec::Aes192 => Err(format!(
+                    "Google Cloud KMS imports symmetric encryption keys only as 256-bit AES (GOOGLE_SYMMETRIC_ENCRYPTION), not {spec}"
                 )),
             },
             KeystoreConfig::AwsKms { .. } => match spec {
@@ -1052,6 +1471,71 @@ impl Keystore {
                     self.require(KeystoreAction::UpdateConnectionConfig)?;
                 }
             }
+            (KeystoreConfig::AzureKeyVault(old), KeystoreConfig::AzureKeyVault(new)) => {
+                let locked = self.first_connected_at.is_some();
+                for (field, changed) in [
+                    (
+                        "azure_key_vault.vault_name",
+                        old.vault_name != new.vault_name,
+                    ),
+                    (
+                        "azure_key_vault.environment",
+                        old.environment != new.environment,
+                    ),
+                    (
+                        "azure_key_vault.subscription_id",
+                        old.subscription_id != new.subscription_id,
+                    ),
+                    (
+                        "azure_key_vault.resource_group",
+                        old.resource_group != new.resource_group,
+                    ),
+                    ("azure_key_vault.location", old.location != new.location),
+                ] {
+                    if changed && locked {
+                        return Err(DomainError::invalid(
+                            field,
+                            "is locked: the keystore has connected, and its vault holds its keys",
+                        ));
+                    }
+                }
+                if old != new {
+                    self.require(KeystoreAction::UpdateConnectionConfig)?;
+                }
+            }
+            (KeystoreConfig::GoogleCloudKms(old), KeystoreConfig::GoogleCloudKms(new)) => {
+                let locked = self.first_connected_at.is_some();
+                for (field, changed, why) in [
+                    (
+                        "google_cloud_kms_credentials.service_account_key_json",
+                        old.project_id != new.project_id,
+                        "is of another project: the keystore has connected, and its key ring lives in project ",
+                    ),
+                    (
+                        "google_cloud_kms.location",
+                        old.location != new.location,
+                        "is locked: the keystore has connected, and its key ring lives in project ",
+                    ),
+                    (
+                        "google_cloud_kms.key_ring",
+                        old.key_ring != new.key_ring,
+                        "is locked: the keystore has connected, and its key ring lives in project ",
+                    ),
+                ] {
+                    if changed && locked {
+                        return Err(DomainError::invalid(
+                            field,
+                            format!("{why}{}", old.project_id),
+                        ));
+                    }
+                }
+                if old.location != new.location
+                    || old.key_ring != new.key_ring
+                    || old.endpoint != new.endpoint
+                {
+                    self.require(KeystoreAction::UpdateConnectionConfig)?;
+                }
+            }
             (old, new) if old.keystore_type() != new.keystore_type() => {
                 return Err(DomainError::invalid(
                     "config",
@@ -1499,6 +1983,175 @@ mod tests {
             *access_key_id = "ZYXWVUTSRQPONMLKJIHG".into();
         }
         ks.update_config(rotated, 10).unwrap();
+    }
+
+    fn azure() -> AzureKeyVaultConfig {
+        AzureKeyVaultConfig {
+            vault_name: "contoso-kv1".into(),
+            resource_group: "rg-keys_(prod).1".into(),
+            location: "westeurope".into(),
+            environment: AzureEnvironment::AzureCloud,
+            tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+            client_id: "00000000-1111-2222-3333-444455556666".into(),
+            subscription_id: "AAAAAAAA-bbbb-CCCC-dddd-000000000000".into(),
+            vault_url: None,
+            authority_host: None,
+            ca_cert_pem: None,
+        }
+    }
+
+    #[test]
+    fn azure_key_vault_configuration_rules() {
+        let c = azure();
+        KeystoreConfig::AzureKeyVault(c.clone()).validate().unwrap();
+        assert_eq!(c.vault_url(), "https://contoso-kv1.vault.azure.net");
+        assert_eq!(c.authority_host(), "https://login.microsoftonline.com");
+        let cn = AzureKeyVaultConfig {
+            environment: AzureEnvironment::AzureChinaCloud,
+            ..azure()
+        };
+        assert_eq!(cn.vault_url(), "https://contoso-kv1.vault.azure.cn");
+        let gov = AzureKeyVaultConfig {
+            environment: AzureEnvironment::parse("f", "azureusgovernment").unwrap(),
+            vault_url: Some("https://10.0.0.4:8443".into()),
+            ..azure()
+        };
+        assert_eq!(gov.vault_url(), "https://10.0.0.4:8443");
+        assert_eq!(gov.authority_host(), "https://login.microsoftonline.us");
+        assert!(AzureEnvironment::parse("f", "AzureGermanCloud").is_err());
+        let field = |c: AzureKeyVaultConfig| {
+            field_of(KeystoreConfig::AzureKeyVault(c).validate().unwrap_err())
+        };
+        for name in [
+            "kv",
+            "1vault",
+            "vault-",
+            "va--ult",
+            "vault_1",
+            &"v".repeat(25),
+        ] {
+            let c = AzureKeyVaultConfig {
+                vault_name: name.into(),
+                ..azure()
+            };
+            assert_eq!(field(c), "azure_key_vault.vault_name", "{name}");
+        }
+        for rg in ["", "rg.", "rg/x", &"r".repeat(91)] {
+            let c = AzureKeyVaultConfig {
+                resource_group: rg.into(),
+                ..azure()
+            };
+            assert_eq!(field(c), "azure_key_vault.resource_group", "{rg}");
+        }
+        let c = AzureKeyVaultConfig {
+            location: "West Europe".into(),
+            ..azure()
+        };
+        assert_eq!(field(c), "azure_key_vault.location");
+        for (f, bad) in [
+            ("tenant_id", "contoso.onmicrosoft.com"),
+            ("client_id", "00000000-1111-2222-3333-44445555666"),
+            ("subscription_id", "gggggggg-bbbb-cccc-dddd-000000000000"),
+        ] {
+            let mut c = azure();
+            match f {
+                "tenant_id" => c.tenant_id = bad.into(),
+                "client_id" => c.client_id = bad.into(),
+                _ => c.subscription_id = bad.into(),
+            }
+            assert_eq!(field(c), format!("azure_key_vault.{f}"), "{bad}");
+        }
+        for url in [
+            "http://kv.example",
+            "https://kv.example/",
+            "https://u@kv.example",
+        ] {
+            let c = AzureKeyVaultConfig {
+                vault_url: Some(url.into()),
+                ..azure()
+            };
+            assert_eq!(field(c), "azure_key_vault.vault_url", "{url}");
+        }
+        let c = AzureKeyVaultConfig {
+            authority_host: Some("https://login.example/tenant".into()),
+            ..azure()
+        };
+        assert_eq!(field(c), "azure_key_vault.authority_host");
+        let c = AzureKeyVaultConfig {
+            ca_cert_pem: Some("not pem".into()),
+            ..azure()
+        };
+        assert_eq!(field(c), "azure_key_vault.ca_cert_pem");
+        // Vaults import RSA and EC keys; AES needs a Managed HSM.
+        let kv = KeystoreConfig::AzureKeyVault(azure());
+        for ok in [
+            KeySpec::Rsa2048,
+            KeySpec::Rsa4096,
+            KeySpec::EcP256,
+            KeySpec::EcP384,
+        ] {
+            kv.accepts(ok).unwrap();
+        }
+        assert!(kv
+            .accepts(KeySpec::Aes256)
+            .unwrap_err()
+            .contains("Managed HSM"));
+        assert!(kv.accepts(KeySpec::HmacSha256).is_err());
+    }
+
+    #[test]
+    fn the_azure_vault_locks_after_the_first_connect_and_the_principal_does_not() {
+        let mut ks = keystore(ConnectionState::Disconnected);
+        ks.config = KeystoreConfig::AzureKeyVault(azure());
+        let other_vault = || {
+            KeystoreConfig::AzureKeyVault(AzureKeyVaultConfig {
+                vault_name: "other-kv".into(),
+                ..azure()
+            })
+        };
+        ks.update_config(other_vault(), 1).unwrap();
+        ks.update_config(KeystoreConfig::AzureKeyVault(azure()), 1)
+            .unwrap();
+        ks.begin_connect(2).unwrap();
+        ks.finish_connect(Ok(()), 3);
+        ks.begin_disconnect(4).unwrap();
+        ks.finish_disconnect(5);
+        type Change = (&'static str, fn(&mut AzureKeyVaultConfig));
+        let changes: [Change; 5] = [
+            ("azure_key_vault.vault_name", |c| {
+                c.vault_name = "other-kv".into()
+            }),
+            ("azure_key_vault.environment", |c| {
+                c.environment = AzureEnvironment::AzureChinaCloud
+            }),
+            ("azure_key_vault.subscription_id", |c| {
+                c.subscription_id = "11111111-1111-1111-1111-111111111111".into()
+            }),
+            ("azure_key_vault.resource_group", |c| {
+                c.resource_group = "rg2".into()
+            }),
+            ("azure_key_vault.location", |c| c.location = "eastus".into()),
+        ];
+        for (f, change) in changes {
+            let mut c = azure();
+            change(&mut c);
+            let e = ks.update_config(KeystoreConfig::AzureKeyVault(c), 6);
+            assert_eq!(field_of(e.unwrap_err()), f);
+        }
+        // The service principal and the endpoints: while DISCONNECTED only.
+        let moved = KeystoreConfig::AzureKeyVault(AzureKeyVaultConfig {
+            client_id: "99999999-1111-2222-3333-444455556666".into(),
+            vault_url: Some("https://10.0.0.4".into()),
+            ..azure()
+        });
+        ks.state = ConnectionState::Connected;
+        assert!(matches!(
+            ks.update_config(moved.clone(), 7),
+            Err(DomainError::KeystoreState { .. })
+        ));
+        ks.state = ConnectionState::Disconnected;
+        ks.update_config(moved.clone(), 8).unwrap();
+        assert_eq!(ks.config, moved);
     }
 
     #[test]

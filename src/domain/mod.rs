@@ -17,18 +17,23 @@ pub mod xks;
 
 pub use access::{Action, Policy, Principal, Requirement, Role, Subject, ANY_VAULT};
 pub use audit::{verify_chain, AuditEntry, AuditEvent, ChainBreak, GENESIS_HASH};
-pub use credentials::{AwsKmsPatch, ConfigPatch, IbmKmsPatch, Pkcs11Patch, Secret, XksPatch};
+pub use credentials::{
+    AwsKmsPatch, AzureKeyVaultPatch, ConfigPatch, GoogleCloudKmsPatch, IbmKmsPatch, Pkcs11Patch,
+    Secret, XksPatch,
+};
 pub use error::{DomainError, KeyAction, KeystoreAction};
 pub use key::{
     remote_ref, ExternalRef, Family, Instance, InstanceState, Key, KeySpec, KeyState, Material,
     NewKey, TargetChange,
 };
 pub use keystore::{
-    fails_after_checks, stranded_keys, validate_aws_secret, validate_ibm_api_key,
-    validate_pem_certificates, validate_pin, validate_trust_anchor, validate_xks_access_key_id,
-    validate_xks_secret, ConnectStart, ConnectionError, ConnectionErrorCode, ConnectionState,
-    Health, HealthStatus, IbmKmsConfig, Keystore, KeystoreConfig, KeystoreType, NewKeystore,
-    SealedCredentials, TokenRef, DEFAULT_IBM_IAM_ENDPOINT, DEFAULT_IBM_KEY_RING,
+    fails_after_checks, parse_service_account_key, stranded_keys, validate_aws_secret,
+    validate_azure_client_secret, validate_ibm_api_key, validate_pem_certificates, validate_pin,
+    validate_trust_anchor, validate_xks_access_key_id, validate_xks_secret, AzureEnvironment,
+    AzureKeyVaultConfig, ConnectStart, ConnectionError, ConnectionErrorCode, ConnectionState,
+    GoogleCloudKmsConfig, Health, HealthStatus, IbmKmsConfig, Keystore, KeystoreConfig,
+    KeystoreType, NewKeystore, SealedCredentials, ServiceAccountKeyInfo, TokenRef,
+    DEFAULT_GOOGLE_KMS_ENDPOINT, DEFAULT_IBM_IAM_ENDPOINT, DEFAULT_IBM_KEY_RING,
     DEFAULT_XKS_SIGNING_REGION, MAX_TRUST_ANCHOR, MAX_XKS_PEM, XKS_HOLDS_REFERENCES,
 };
 pub use names::{validate_description, validate_name, validate_tags, MAX_DESCRIPTION, MAX_NAME};

@@ -8,6 +8,8 @@
 //! [`credential_bytes`], and its entry in [`BUILT_TYPES`] (docs/keystores.md).
 
 pub mod aws_kms;
+pub mod azure_kv;
+pub mod gcp_kms;
 pub mod ibm_kms;
 pub mod pkcs11;
 pub mod xks;
@@ -228,18 +230,22 @@ pub fn credential_bytes(
             client_key_pem.as_ref(),
         ),
         Secret::IbmApiKey(key) => ibm_kms::credential_bytes(secret.field(), key),
+        Secret::AzureClientSecret(key) => azure_kv::credential_bytes(secret.field(), key),
+        Secret::GoogleServiceAccountKey(json) => gcp_kms::credential_bytes(secret.field(), json),
     }
 }
 
 /// The keystore types with a target (and internal, which needs none); the others answer
 /// UNIMPLEMENTED.
-pub const BUILT_TYPES: [KeystoreType; 6] = [
+pub const BUILT_TYPES: [KeystoreType; 8] = [
     KeystoreType::Internal,
     KeystoreType::Pkcs11,
     KeystoreType::AwsKms,
     KeystoreType::Xks,
     KeystoreType::IbmKeyProtect,
     KeystoreType::IbmHpcs,
+    KeystoreType::AzureKeyVault,
+    KeystoreType::GoogleCloudKms,
 ];
 
 /// Opens the target an external keystore's configuration names, with its unsealed secret
@@ -261,6 +267,8 @@ pub fn open(
             ibm_kms::Flavor::Hpcs,
             secret,
         )?),
+        KeystoreConfig::AzureKeyVault(c) => Arc::new(azure_kv::AzureKvTarget::open(c, secret)?),
+        KeystoreConfig::GoogleCloudKms(c) => Arc::new(gcp_kms::GcpKmsTarget::open(c, secret)?),
         KeystoreConfig::Pkcs11 { module_path, token } => {
             Arc::new(pkcs11::Pkcs11Target::open(pkcs11::Pkcs11TargetConfig {
                 module: module_path.into(),

@@ -9,7 +9,9 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod azure;
 pub mod fault_proxy;
+pub mod gcp;
 pub mod ibm;
 pub mod tls;
 
