@@ -491,11 +491,7 @@ async fn external_keystore_types_are_not_supported_yet() {
     let mut c = d.clients();
     let v = create_vault(&mut c, "v").await;
     let before = snapshot(&c).await;
-    for t in [
-        KeystoreType::AzureKeyVault,
-        KeystoreType::GoogleCloudKms,
-        KeystoreType::Kmip,
-    ] {
+    for t in [KeystoreType::Kmip] {
         let req = CreateKeystoreRequest {
             vault_id: v.id.clone(),
             name: "external".into(),
@@ -508,13 +504,15 @@ async fn external_keystore_types_are_not_supported_yet() {
         let s = fails(c.keystores.create_keystore(req)).await;
         assert_status(&s, Code::Unimplemented, UNSUPPORTED);
     }
-    // aws_kms, xks and the IBM types exist: without their configuration it is a field
-    // error, not UNIMPLEMENTED.
+    // aws_kms, xks, the IBM, Azure and Google types exist: without their configuration it is
+    // a field error, not UNIMPLEMENTED.
     for (t, field) in [
         (KeystoreType::AwsKms, "aws_kms"),
         (KeystoreType::Xks, "xks"),
         (KeystoreType::IbmKeyProtect, "ibm_kms"),
         (KeystoreType::IbmHpcs, "ibm_kms"),
+        (KeystoreType::AzureKeyVault, "azure_key_vault"),
+        (KeystoreType::GoogleCloudKms, "google_cloud_kms"),
     ] {
         let s = fails(c.keystores.create_keystore(CreateKeystoreRequest {
             vault_id: v.id.clone(),

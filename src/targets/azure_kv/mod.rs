@@ -167,6 +167,7 @@ impl AzureKvTarget {
                 return Err(self.foreign(label, &d.key, "the soft-deleted ").into());
             }
             if d.purgeable() {
+                self.client.purge_deleted_key(label)?;
             } else {
                 // Purge protection: keyorch's own copy can only come back.
                 self.client.recover_deleted_key(label)?;
