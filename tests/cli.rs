@@ -2,9 +2,9 @@
 //! internal keystore → key → activate → encrypt → decrypt round trip; `--output json`
 //! records parse with proto field names; the socket can come from `KEYORCH_SOCKET`; a
 //! server error exits non-zero with the server's message on stderr; `keyorch bench install`
-//! reports both sides and leaves nothing behind, into a pkcs11 keystore and an ibm_hpcs one
-//! (against the IBM fake); `keystore update` reaches every IBM setting and refuses flags of
-//! another type.
+//! reports both sides and leaves nothing behind, into a pkcs11, an ibm_hpcs and an
+//! azure_key_vault keystore (against the IBM and Azure fakes); `keystore create` and
+//! `update` reach every IBM and Azure setting and refuse flags of another type.
 
 mod common;
 
@@ -847,5 +847,241 @@ async fn bench_install_into_ibm_hpcs_reports_the_wrap_baseline_and_cleans_up() {
         ("fake log", &fake.logged()),
     ] {
         assert!(!o.contains(IBM_API_KEY), "the API key is in the {what}");
+    }
+}
+
+/// The Azure fake (tests/azure_kv/fake.py) over https with a CA of its own, the client
+/// secret in a file and the CA in `dir/ca.pem`; the flags of a keystore on it.
+fn azure_fake() -> (common::azure::Fake, tempfile::TempDir, Vec<String>) {
+    use common::azure::{CLIENT_ID, CLIENT_SECRET, LOCATION, TENANT_ID, VAULT_NAME};
+    let dir = tempfile::tempdir().unwrap();
+    common::azure::write_tls(dir.path());
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).unwrap();
+    let fake =
+        common::azure::Fake::start(dir.path(), (TENANT_ID, CLIENT_ID, CLIENT_SECRET), &[], true);
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let flags = [
+        "--vault-name",
+        VAULT_NAME,
+        "--resource-group",
+        "rg-cli",
+        "--location",
+        LOCATION,
+        "--subscription-id",
+        "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+        "--tenant-id",
+        TENANT_ID,
+        "--client-id",
+        CLIENT_ID,
+        "--vault-url",
+        &fake.url,
+        "--authority-host",
+        &fake.url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "--ca-cert".to_string(),
+        path(&fake.ca),
+        "--client-secret-file".to_string(),
+        path(&secret_file),
+    ])
+    .collect();
+    (fake, dir, flags)
+}
+
+/// `keyorch keystore create` and `update` of an azure_key_vault keystore against the Azure
+/// fake: every flag reaches the API (the text record shows the settings, the CA as a count
+/// of certificates), it connects, a new client secret is taken while CONNECTED,
+/// --clear-endpoints and --clear-ca-cert go back to the environment's defaults, flags of
+/// another type are refused before anything is sent, and the secret is never printed.
+#[tokio::test]
+async fn keystore_create_and_update_of_an_azure_key_vault_keystore() {
+    use common::azure::{CLIENT_SECRET, TENANT_ID, VAULT_NAME};
+    let (fake, dir, flags) = azure_fake();
+    let d = TestDaemon::start().await;
+    let sock = d.socket();
+    let vault = one_record(&succeed(
+        keyorch(&sock).args(["-o", "json", "vault", "create", "--name", "azure"]),
+    ));
+    let vault_id = field(&vault, "id").to_string();
+    let mut outputs = Vec::new();
+
+    let out = succeed(
+        keyorch(&sock)
+            .args(["keystore", "create", "--vault", &vault_id, "--name", "kv"])
+            .args(["--type", "azure-key-vault", "--connect"])
+            .args(&flags),
+    );
+    outputs.push(out.clone());
+    for line in [
+        "type: AZURE_KEY_VAULT\n".to_string(),
+        "connection_state: CONNECTED\n".to_string(),
+        format!("azure_key_vault.vault_name: {VAULT_NAME}\n"),
+        "azure_key_vault.resource_group: rg-cli\n".to_string(),
+        "azure_key_vault.environment: AzureCloud\n".to_string(),
+        format!("azure_key_vault.tenant_id: {TENANT_ID}\n"),
+        format!("azure_key_vault.vault_url: {}\n", fake.url),
+        format!("azure_key_vault.authority_host: {}\n", fake.url),
+        "azure_key_vault.ca_cert_pem: 1 certificate(s)\n".to_string(),
+        "has_credentials: true\n".to_string(),
+    ] {
+        assert!(out.contains(&line), "{line:?} not in:\n{out}");
+    }
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("no id in:\n{out}"))
+        .to_string();
+
+    // A new secret while CONNECTED.
+    let secret_file = dir.path().join("client-secret");
+    let out = succeed(
+        keyorch(&sock)
+            .args([
+                "-o",
+                "json",
+                "keystore",
+                "update",
+                &id,
+                "--client-secret-file",
+            ])
+            .arg(&secret_file),
+    );
+    outputs.push(out.clone());
+    assert_eq!(
+        field(&one_record(&out), "connection_state"),
+        "CONNECTION_STATE_CONNECTED",
+        "{out}"
+    );
+
+    // While DISCONNECTED: back to the environment's endpoints and the system's roots.
+    succeed(keyorch(&sock).args(["keystore", "disconnect", &id]));
+    let out = succeed(keyorch(&sock).args([
+        "-o",
+        "json",
+        "keystore",
+        "update",
+        &id,
+        "--clear-endpoints",
+        "--clear-ca-cert",
+        "--client-id",
+        "0f0f0f0f-1111-2222-3333-444444444444",
+    ]));
+    outputs.push(out.clone());
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let c = &v["config"]["azure_key_vault"];
+    assert_eq!(
+        (&c["vault_url"], &c["authority_host"], &c["ca_cert_pem"]),
+        (&json!(""), &json!(""), &json!("")),
+        "{out}"
+    );
+    assert_eq!(
+        c["client_id"], "0f0f0f0f-1111-2222-3333-444444444444",
+        "{out}"
+    );
+    assert_eq!(c["vault_name"], VAULT_NAME, "{out}");
+
+    // The vault is locked after the first connect: the server says so.
+    let out = run(keyorch(&sock).args(["keystore", "update", &id, "--vault-name", "other-kv"]));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("azure_key_vault.vault_name"), "{err}");
+
+    // Flags of another type.
+    let before = snapshot(&d.clients()).await;
+    for (flag, value, owner) in [
+        (
+            "--api-key-file",
+            "/nonexistent",
+            "ibm_key_protect, ibm_hpcs",
+        ),
+        ("--region", "eu-west-1", "aws_kms"),
+        ("--uri-path", "/kms/xks/v1", "xks"),
+    ] {
+        let out = run(keyorch(&sock).args(["keystore", "update", &id, flag, value]));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert!(
+            err.contains(&format!("{flag} is for {owner} keystores, not azure_key_vault; an azure_key_vault keystore takes --vault-name")),
+            "{flag}: {err}"
+        );
+    }
+    assert_unchanged(&before, &snapshot(&d.clients()).await, "refused updates");
+
+    outputs.push(d.logs());
+    outputs.push(fake.logged());
+    for o in &outputs {
+        assert!(
+            !o.contains(CLIENT_SECRET),
+            "the client secret was printed:\n{o}"
+        );
+    }
+}
+
+/// `keyorch bench install --keystore-type azure-key-vault` with a tiny count against the
+/// Azure fake, for an RSA-2048 and an EC P-256 key: both steps timed through keyorchd, the
+/// raw RSA-AES wrap beside the install, every key the rounds imported deleted and purged
+/// again (only the import KEK stays in the vault), nothing left in keyorchd, the secret never
+/// printed.
+#[tokio::test]
+async fn bench_install_into_azure_key_vault_reports_the_wrap_baseline_and_cleans_up() {
+    use common::azure::CLIENT_SECRET;
+    let (fake, _dir, flags) = azure_fake();
+    let d = TestDaemon::start().await;
+    let positive = |x: &Value| x.as_f64().is_some_and(|f| f.is_finite() && f > 0.0);
+    let mut outputs = Vec::new();
+    for (key, label) in [("rsa-2048", "RSA-2048"), ("ec-p256", "EC P-256")] {
+        let out = run(keyorch(&d.socket())
+            .args(["-o", "json", "bench", "install", "--state-dir"])
+            .arg(d.state_dir())
+            .args(["--keystore-type", "azure-key-vault", "--key", key])
+            .args(["--count", "2", "--warmup", "1"])
+            .args(&flags));
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{key}: exit {}:\n{stdout}\n{stderr}",
+            out.status
+        );
+        let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(v["keystore_type"], "azure_key_vault", "{v}");
+        assert_eq!(v["key"], label, "{v}");
+        assert_eq!(v["target"]["vault_url"], fake.url.as_str(), "{v}");
+        let install = &v["steps"][0];
+        assert_eq!(install["keyorchd"]["ops"], 2, "{v}");
+        assert_eq!(install["raw"]["ops"], 2, "{v}");
+        for number in ["p50_us", "p90_us", "p99_us", "ops_per_sec"] {
+            assert!(positive(&install["keyorchd"][number]), "{number}: {v}");
+            assert!(positive(&install["raw"][number]), "{number}: {v}");
+        }
+        assert!(positive(&install["ratio"]), "{v}");
+        assert_eq!(v["steps"][1]["keyorchd"]["ops"], 2, "{v}");
+        assert_eq!(v["steps"][1]["raw"], Value::Null, "{v}");
+        assert!(
+            v["raw_wrap"]
+                .as_str()
+                .is_some_and(|w| w.contains("CKM_RSA_AES_KEY_WRAP")),
+            "{v}"
+        );
+        outputs.extend([stdout, stderr]);
+    }
+    // Three imports per key (one warm-up round), each deleted and purged.
+    let log = fake.logged();
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("PUT /keys/keyorch-key-"), 6, "{log}");
+    assert_eq!(count("DELETE /keys/keyorch-key-"), 6, "{log}");
+    assert_eq!(count("DELETE /deletedkeys/keyorch-key-"), 6, "{log}");
+    assert!(
+        snapshot(&d.clients()).await.vaults.is_empty(),
+        "a bench vault stayed"
+    );
+    outputs.extend([d.logs(), log]);
+    for o in &outputs {
+        assert!(
+            !o.contains(CLIENT_SECRET),
+            "the client secret was printed:\n{o}"
+        );
     }
 }
