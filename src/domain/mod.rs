@@ -34,7 +34,8 @@ pub use keystore::{
     GoogleCloudKmsConfig, Health, HealthStatus, IbmKmsConfig, Keystore, KeystoreConfig,
     KeystoreType, NewKeystore, SealedCredentials, ServiceAccountKeyInfo, TokenRef,
     DEFAULT_GOOGLE_KMS_ENDPOINT, DEFAULT_IBM_IAM_ENDPOINT, DEFAULT_IBM_KEY_RING,
-    DEFAULT_XKS_SIGNING_REGION, MAX_TRUST_ANCHOR, MAX_XKS_PEM, XKS_HOLDS_REFERENCES,
+    DEFAULT_XKS_SIGNING_REGION, MAX_GOOGLE_KEY_FILE, MAX_TRUST_ANCHOR, MAX_XKS_PEM,
+    XKS_HOLDS_REFERENCES,
 };
 pub use names::{validate_description, validate_name, validate_tags, MAX_DESCRIPTION, MAX_NAME};
 pub use paging::{Page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};

@@ -11,8 +11,9 @@ use super::error::{HsmError, OpError};
 use super::objects::Temporary;
 use super::Hsm;
 
-/// The largest secret [`Hsm::seal_secret`] takes.
-pub const MAX_SECRET_LEN: usize = 1024;
+/// The largest secret [`Hsm::seal_secret`] takes: the largest credential keyorch stores is a
+/// Google service account JSON key file, at most 4 KB (about 2.4 KB as Google makes them).
+pub const MAX_SECRET_LEN: usize = 4096;
 
 /// First byte of the sealed plaintext: the format version. It also keeps the plaintext
 /// non-empty, which RFC 5649 requires, so an empty secret can be sealed too.
@@ -169,6 +170,6 @@ mod tests {
         assert_eq!(sealed_len(0), 24);
         assert_eq!(sealed_len(5), 24);
         assert_eq!(sealed_len(6), 32);
-        assert_eq!(sealed_len(MAX_SECRET_LEN), 1048);
+        assert_eq!(sealed_len(MAX_SECRET_LEN), 4120);
     }
 }

@@ -81,6 +81,9 @@ const JOB_MARGIN: i64 = 3600;
 /// How long (seconds) a job without an expire time is used: Google's three days, less a day.
 const JOB_ASSUMED_LIFE: i64 = 2 * 86_400;
 
+// Every key file the domain takes can be sealed.
+const _: () = assert!(crate::domain::MAX_GOOGLE_KEY_FILE <= crate::hsm::MAX_SECRET_LEN);
+
 /// A google_cloud_kms keystore's credential (a service account JSON key file), checked, as
 /// the bytes to seal.
 pub fn credential_bytes(
